@@ -1,0 +1,142 @@
+"""Content features: raw text/images -> embeddings with real offline encoders; precomputed
+arrays passed through. Cached on disk by a content hash of the inputs + encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmsid.data.base import Modality, RecDataset
+from mmsid.data.download import cache_dir
+from mmsid.errors import DataError
+from mmsid.io import atomic_path, sha256_file
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class ItemFeatures:
+    """One embedding matrix per modality, row ``i`` = item ``i``.
+
+    Rows of items that lack a modality are zero **and** flagged False in ``masks``; every
+    consumer must read the mask (the reconstruction losses skip those rows, the baselines
+    concatenate only what is present).
+    """
+
+    embeddings: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    encoders: dict[str, str] = field(default_factory=dict)
+    cached: dict[str, bool] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(next(iter(self.masks.values())))
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.embeddings.items()}
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+def _content_key(mod: Modality, encoder_id: str, normalize: bool) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{encoder_id}|{mod.kind}|norm={normalize}".encode())
+    if mod.kind == "text":
+        for t in mod.raw:
+            h.update(b"\x00" if t is None else t.encode() + b"\x01")
+    elif mod.kind == "image":
+        for p in mod.raw:
+            h.update(b"\x00" if p is None else sha256_file(p).encode())
+    else:
+        h.update(np.ascontiguousarray(mod.raw, dtype=np.float32).tobytes())
+    return h.hexdigest()[:20]
+
+
+def _encode(mod: Modality, encoders: dict, device: str, progress: bool) -> tuple[np.ndarray, str]:
+    idx = np.flatnonzero(mod.mask)
+    if mod.kind == "embedding":
+        return np.asarray(mod.raw, dtype=np.float32), "precomputed"
+    if mod.kind == "text":
+        from mmsid.features.text import DIM, TextEncoder
+
+        if "text" not in encoders:
+            encoders["text"] = TextEncoder(device=device)
+        enc = encoders["text"]
+        out = np.zeros((len(mod.raw), DIM), dtype=np.float32)
+        out[idx] = enc.encode([mod.raw[i] for i in idx], progress=progress)
+        return out, enc.encoder_id
+    if mod.kind == "image":
+        from mmsid.features.image import DIM, ImageEncoder
+
+        if "image" not in encoders:
+            encoders["image"] = ImageEncoder(device=device)
+        enc = encoders["image"]
+        out = np.zeros((len(mod.raw), DIM), dtype=np.float32)
+        out[idx] = enc.encode([mod.raw[i] for i in idx], progress=progress)
+        return out, enc.encoder_id
+    raise DataError(f"modality '{mod.name}': unknown kind '{mod.kind}'")
+
+
+def _encoder_id(kind: str) -> str:
+    if kind == "text":
+        from mmsid.features.text import ENCODER_ID
+        return ENCODER_ID
+    if kind == "image":
+        from mmsid.features.image import ENCODER_ID
+        return ENCODER_ID
+    return "precomputed"
+
+
+def build_features(
+    ds: RecDataset, *, modalities: list[str] | None = None, normalize: bool = True,
+    device: str = "cpu", cache: str | Path | None = None, progress: bool = True,
+) -> ItemFeatures:
+    """Embed every requested modality of ``ds`` (default: all), reading the cache when the
+    content hash + encoder match.
+
+    Args:
+        normalize: L2-normalise each present row (the spec's setting; default on).
+        cache: folder for cached arrays (default ``$MMSID_CACHE_DIR/features``).
+    Returns:
+        ItemFeatures with float32 ``(n_items, d)`` arrays and bool ``(n_items,)`` masks.
+    """
+    names = list(ds.modalities) if modalities is None else modalities
+    unknown = [m for m in names if m not in ds.modalities]
+    if unknown:
+        raise DataError(f"{ds.name}: no modality {unknown}; available: {list(ds.modalities)}")
+    folder = Path(cache) if cache is not None else cache_dir() / "features"
+    encoders: dict = {}
+    feats = ItemFeatures({}, {})
+    for name in names:
+        mod = ds.modalities[name]
+        t0 = time.perf_counter()
+        enc_id = _encoder_id(mod.kind)
+        key = _content_key(mod, enc_id, normalize)
+        path = folder / ds.name / f"{name}-{key}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                emb, mask = z["embedding"], z["mask"]
+            feats.cached[name] = True
+        else:
+            emb, enc_id = _encode(mod, encoders, device, progress)
+            mask = mod.mask.copy()
+            if not np.isfinite(emb[mask]).all():
+                raise DataError(f"{mod.source}: modality '{name}' gave NaN/inf embeddings")
+            if normalize:
+                emb[mask] = l2_normalize(emb[mask])
+            emb[~mask] = 0.0
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, embedding=emb, mask=mask)
+            feats.cached[name] = False
+        feats.embeddings[name] = emb.astype(np.float32, copy=False)
+        feats.masks[name] = mask.astype(bool, copy=False)
+        feats.encoders[name] = enc_id
+        feats.seconds[name] = time.perf_counter() - t0
+    return feats
