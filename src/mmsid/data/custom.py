@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmsid.data.base import (Modality, RecDataset, check_finite, check_numeric,
-                             finalize_interactions)
+from mmsid.data.base import Modality, RecDataset, check_finite, check_numeric, finalize_interactions
 from mmsid.errors import DataError
 
 

@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from mmsid.data.base import (Modality, RecDataset, check_finite, check_numeric,
-                             finalize_interactions)
+from mmsid.data.base import Modality, RecDataset, check_finite, check_numeric, finalize_interactions
 from mmsid.data.download import resolve_data_dir
 from mmsid.errors import DataError
 

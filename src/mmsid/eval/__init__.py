@@ -1,0 +1,1 @@
+"""Evaluation: codebook metrics (and, with the downstream issues, ranking/retrieval metrics)."""

@@ -1,0 +1,112 @@
+"""Semantic-ID tables: TIGER's collision level, Parquet save/load (atomic).
+
+A table has one row per item: ``item_id``, ``sid`` (list of ints, the L codes then the
+collision index), one column per level ``c0..c{L-1}`` plus ``collision``, and the tokenizer's
+config hash as ``config_hash`` (also stored in the file's metadata).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmsid.errors import DataError
+from mmsid.io import atomic_path
+
+
+def collision_index(codes: np.ndarray, *, cap: int | None = None) -> np.ndarray:
+    """TIGER's extra level: 0, 1, 2, ... among items that share all L codes (in item order).
+
+    Args:
+        codes: (N, L) int.
+        cap: the largest allowed group size (collision values run 0..cap-1), e.g. the codebook
+            size so the extra token fits the same vocabulary. None = no cap.
+    Returns:
+        (N,) int64.
+    Raises:
+        DataError when a group is larger than ``cap``.
+    """
+    if codes.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, inverse = np.unique(codes, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")  # items grouped by SID, item order within
+    sorted_inv = inverse[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_inv)) + 1]
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = np.arange(len(order)) - group_start
+    if cap is not None and out.max() >= cap:
+        worst = codes[int(np.argmax(out))].tolist()
+        raise DataError(
+            f"{int(out.max()) + 1} items share the SID prefix {worst}, more than the collision "
+            f"cap {cap}; use more levels or a larger codebook (or raise the cap)")
+    return out
+
+
+def collision_rate(codes: np.ndarray) -> float:
+    """Share of items whose full L-code SID is shared with another item."""
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    return float((counts[inverse.reshape(-1)] > 1).mean())
+
+
+@dataclass
+class SIDTable:
+    item_ids: np.ndarray  # (N,)
+    codes: np.ndarray  # (N, L) before the collision level
+    collision: np.ndarray  # (N,)
+    config_hash: str = ""
+    codebook_size: int = 0
+
+    @property
+    def sids(self) -> np.ndarray:
+        """(N, L+1): codes then the collision index."""
+        return np.concatenate([self.codes, self.collision[:, None]], axis=1)
+
+    @classmethod
+    def from_codes(cls, codes: np.ndarray, item_ids: np.ndarray | None = None, *,
+                   config_hash: str = "", codebook_size: int = 0,
+                   collision_cap: int | None = None) -> SIDTable:
+        codes = np.asarray(codes, dtype=np.int64)
+        ids = np.arange(len(codes)) if item_ids is None else np.asarray(item_ids)
+        return cls(ids, codes, collision_index(codes, cap=collision_cap), config_hash,
+                   codebook_size)
+
+    def to_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame({"item_id": self.item_ids, "sid": list(self.sids)})
+        for lvl in range(self.codes.shape[1]):
+            df[f"c{lvl}"] = self.codes[:, lvl]
+        df["collision"] = self.collision
+        df["config_hash"] = self.config_hash
+        return df
+
+    def save(self, path: str | Path) -> None:
+        table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
+        meta = {**(table.schema.metadata or {}), b"mmsid.levels": str(self.codes.shape[1]).encode(),
+                b"mmsid.codebook_size": str(self.codebook_size).encode(),
+                b"mmsid.config_hash": self.config_hash.encode()}
+        with atomic_path(path) as tmp:
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SIDTable:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path}: SID table not found; create it with `mmsid tokenize`")
+        table = pq.read_table(path)
+        meta = table.schema.metadata or {}
+        df = table.to_pandas()
+        for col in ("item_id", "collision"):
+            if col not in df.columns:
+                raise DataError(f"{path}: missing column '{col}'; not an mmsid SID table")
+        levels = int(meta.get(b"mmsid.levels", b"0")) or sum(
+            c.startswith("c") and c[1:].isdigit() for c in df.columns)
+        codes = df[[f"c{i}" for i in range(levels)]].to_numpy(np.int64)
+        return cls(df["item_id"].to_numpy(), codes, df["collision"].to_numpy(np.int64),
+                   meta.get(b"mmsid.config_hash", b"").decode(),
+                   int(meta.get(b"mmsid.codebook_size", b"0")))

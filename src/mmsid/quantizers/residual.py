@@ -1,0 +1,162 @@
+"""Residual quantizer: L codebooks of K codewords; level l quantizes what levels < l left.
+
+    r_1 = z,  c_l = argmin_k ||r_l - C_l[k]||,  r_{l+1} = r_l - C_l[c_l],  z_q = sum_l C_l[c_l]
+
+Training (TIGER / VQ-VAE): straight-through estimator z + sg[z_q - z], codebook loss
+||sg[r_l] - C_l[c_l]||^2 and commitment beta * ||r_l - sg[C_l[c_l]]||^2 per level; k-means
+initialisation of every level from the first batch; dead-code restart; optional EMA updates
+(van den Oord et al. 2017, appendix) instead of the codebook loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmsid.quantizers.base import QuantizerOutput, nearest, sq_distances
+from mmsid.quantizers.kmeans import KMeansConfig, kmeans
+
+
+@dataclass(frozen=True)
+class ResidualQuantizerConfig:
+    levels: int = 3
+    codebook_size: int = 256
+    dim: int = 32
+    beta: float = 0.25  # commitment weight (TIGER uses 0.25)
+    ema: bool = False  # EMA codebook updates instead of the codebook loss
+    ema_decay: float = 0.99
+    kmeans_init: bool = True
+    kmeans_iters: int = 20
+    dead_code_threshold: int = 0  # restart codes used < this many times in a window (0 = off)
+    seed: int = 0
+
+
+class ResidualQuantizer(nn.Module):
+    """forward(x) -> QuantizerOutput; encode(x) -> codes (no grad, GEMM); decode(codes) -> x_q."""
+
+    def __init__(self, *, cfg: ResidualQuantizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        L, K, d = cfg.levels, cfg.codebook_size, cfg.dim
+        g = torch.Generator().manual_seed(cfg.seed)
+        self.codebooks = nn.Parameter(torch.randn(L, K, d, generator=g) / d**0.5)  # (L, K, d)
+        self.register_buffer("initialized", torch.tensor(not cfg.kmeans_init))
+        self.register_buffer("usage", torch.zeros(L, K))  # code counts since last restart
+        if cfg.ema:
+            self.codebooks.requires_grad_(False)
+            self.register_buffer("ema_count", torch.ones(L, K))
+            self.register_buffer("ema_sum", self.codebooks.detach().clone())
+
+    @property
+    def levels(self) -> int:
+        return self.cfg.levels
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """k-means on each level's residual (x: (N, d), N >= K) — RQ-KMeans on ``x``."""
+        r = x.detach()
+        for lvl in range(self.levels):
+            c = kmeans(r, KMeansConfig(k=self.cfg.codebook_size, iters=self.cfg.kmeans_iters,
+                                       seed=self.cfg.seed + lvl))
+            self.codebooks.data[lvl] = c
+            r = r - c[nearest(r, c)]
+        if self.cfg.ema:
+            self.ema_sum.copy_(self.codebooks.data)
+            self.ema_count.fill_(1.0)
+        self.initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        """x: (B, d) -> quantized (B, d) with straight-through gradients, codes (B, L)."""
+        if not bool(self.initialized) and self.training:
+            self.init_from_data(x)
+        r = x
+        q_sum = torch.zeros_like(x)
+        codes, cb_loss, commit = [], x.new_zeros(()), x.new_zeros(())
+        for lvl in range(self.levels):
+            C = self.codebooks[lvl]  # (K, d)
+            code = sq_distances(r.detach(), C.detach()).argmin(dim=1)  # (B,)
+            q = C[code]  # (B, d)
+            if self.cfg.ema:
+                if self.training:
+                    self._ema_update(lvl, r.detach(), code)
+            else:
+                cb_loss = cb_loss + ((r.detach() - q) ** 2).sum(-1).mean()
+            commit = commit + ((r - q.detach()) ** 2).sum(-1).mean()
+            if self.training:
+                self.usage[lvl] += torch.bincount(code, minlength=self.cfg.codebook_size)
+            q_sum = q_sum + q
+            r = r - q.detach()
+            codes.append(code)
+        quantized = x + (q_sum - x).detach()  # straight-through: value q_sum, gradient to x
+        losses = {"commitment": self.cfg.beta * commit}
+        if not self.cfg.ema:
+            losses["codebook"] = cb_loss
+        return QuantizerOutput(quantized=quantized, codes=torch.stack(codes, dim=1), losses=losses)
+
+    @torch.no_grad()
+    def _ema_update(self, lvl: int, r: torch.Tensor, code: torch.Tensor) -> None:
+        K, decay = self.cfg.codebook_size, self.cfg.ema_decay
+        onehot_count = torch.bincount(code, minlength=K).to(r.dtype)  # (K,)
+        sums = torch.zeros(K, r.shape[1], dtype=r.dtype, device=r.device).index_add_(0, code, r)
+        self.ema_count[lvl].mul_(decay).add_(onehot_count, alpha=1 - decay)
+        self.ema_sum[lvl].mul_(decay).add_(sums, alpha=1 - decay)
+        n = self.ema_count[lvl].sum()
+        count = (self.ema_count[lvl] + 1e-5) / (n + K * 1e-5) * n  # Laplace smoothing
+        self.codebooks.data[lvl] = self.ema_sum[lvl] / count[:, None]
+
+    @torch.no_grad()
+    def restart_dead_codes(self, x: torch.Tensor) -> int:
+        """Move codes used <= ``dead_code_threshold`` times since the last call onto random
+        residuals of the current batch at that level. Returns how many were restarted."""
+        if self.cfg.dead_code_threshold <= 0:
+            return 0
+        g = torch.Generator().manual_seed(int(self.usage.sum().item()) + self.cfg.seed)
+        r, total = x.detach(), 0
+        for lvl in range(self.levels):
+            dead = self.usage[lvl] < self.cfg.dead_code_threshold
+            n_dead = int(dead.sum())
+            if n_dead:
+                pick = torch.randint(r.shape[0], (n_dead,), generator=g).to(r.device)
+                self.codebooks.data[lvl, dead] = r[pick]
+                if self.cfg.ema:
+                    self.ema_sum[lvl, dead] = r[pick]
+                    self.ema_count[lvl, dead] = 1.0
+                total += n_dead
+            C = self.codebooks.data[lvl]
+            r = r - C[nearest(r, C)]
+        self.usage.zero_()
+        return total
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
+        """Greedy residual encoding, batched, one GEMM per level and chunk. (N, d) -> (N, L)."""
+        codes = torch.empty(x.shape[0], self.levels, dtype=torch.int64, device=x.device)
+        for s in range(0, x.shape[0], chunk):
+            r = x[s : s + chunk].clone()
+            for lvl in range(self.levels):
+                C = self.codebooks[lvl]
+                c = nearest(r, C, chunk=chunk)
+                codes[s : s + chunk, lvl] = c
+                r -= C[c]
+        return codes
+
+    @torch.no_grad()
+    def encode_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Slow reference: per-row, per-level brute force. (N, d) -> (N, L)."""
+        out = []
+        for row in x:
+            r, row_codes = row.clone(), []
+            for lvl in range(self.levels):
+                d = ((self.codebooks[lvl] - r) ** 2).sum(1)
+                k = int(d.argmin())
+                row_codes.append(k)
+                r = r - self.codebooks[lvl, k]
+            out.append(row_codes)
+        return torch.tensor(out, dtype=torch.int64)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, L) codes -> (N, d) sum of the chosen codewords (a prefix of levels is allowed)."""
+        levels = torch.arange(codes.shape[1], device=codes.device)
+        return self.codebooks[levels, codes].sum(dim=1)  # (N, L, d) -> (N, d)

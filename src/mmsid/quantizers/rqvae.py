@@ -1,0 +1,146 @@
+"""RQ-VAE (TIGER, Rajput et al. 2023): MLP encoder x -> z, residual quantizer on z, MLP decoder
+z_q -> x_hat, trained with
+
+    L = ||x - x_hat||^2 + sum_l ( ||sg[r_l] - c_l||^2 + beta ||r_l - sg[c_l]||^2 ),  beta = 0.25
+
+straight-through gradients, k-means codebook init on the first batch, dead-code restart.
+TIGER's exact sizes are 768 -> 512 -> 256 -> 128 -> 32; here the hidden widths are capped by the
+input width so small inputs (e.g. 128-d VGGish) get a sensibly sized MLP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmsid.io import save_torch
+from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
+from mmsid.quantizers.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class RQVAEConfig:
+    levels: int = 3
+    codebook_size: int = 256
+    latent_dim: int = 32
+    hidden: tuple[int, ...] = (512, 256, 128)
+    beta: float = 0.25
+    dropout: float = 0.0
+    epochs: int = 200
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    dead_code_threshold: int = 1  # restart codes used < this many times in an epoch (0 = off)
+    ema: bool = False
+    seed: int = 0
+    checkpoint_every: int = 25  # epochs between checkpoints when fit(checkpoint=...)
+
+
+def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers += [nn.SiLU(), nn.Dropout(dropout)] if dropout else [nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+class RQVAE(nn.Module):
+    def __init__(self, input_dim: int, cfg: RQVAEConfig) -> None:
+        super().__init__()
+        hidden = [min(h, max(input_dim, cfg.latent_dim)) for h in cfg.hidden]
+        self.encoder = mlp([input_dim, *hidden, cfg.latent_dim], cfg.dropout)
+        self.decoder = mlp([cfg.latent_dim, *reversed(hidden), input_dim], cfg.dropout)
+        self.rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(
+            levels=cfg.levels, codebook_size=cfg.codebook_size, dim=cfg.latent_dim, beta=cfg.beta,
+            ema=cfg.ema, kmeans_init=True, dead_code_threshold=cfg.dead_code_threshold,
+            seed=cfg.seed))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """x: (B, D) -> x_hat (B, D), losses, codes (B, L)."""
+        z = self.encoder(x)  # (B, latent)
+        q = self.rq(z)
+        x_hat = self.decoder(q.quantized)  # (B, D)
+        losses = {"reconstruction": ((x - x_hat) ** 2).sum(-1).mean(), **q.losses}
+        return x_hat, losses, q.codes
+
+
+class RQVAETokenizer(Tokenizer):
+    method = "rq-vae"
+    Config = RQVAEConfig
+
+    def _build(self) -> None:
+        self.module = RQVAE(self.input_dim, self.cfg)
+
+    def _fit(self, x: torch.Tensor, *, device: str = "cpu", checkpoint: str | Path | None = None,
+             progress: bool = True) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        self._build()
+        model = self.module.to(device)
+        x = x.to(device)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                weight_decay=cfg.weight_decay)
+        start = 0
+        ckpt = Path(checkpoint) if checkpoint else None
+        if ckpt is not None and ckpt.exists():
+            blob = torch.load(ckpt, map_location=device, weights_only=False)
+            if blob["config_hash"] == self.config_hash() and blob["n_items"] == x.shape[0]:
+                model.load_state_dict(blob["model"])
+                opt.load_state_dict(blob["optim"])
+                self.history = blob["history"]
+                start = blob["epoch"]
+        g = torch.Generator().manual_seed(cfg.seed)
+        for _ in range(start):  # replay the shuffles of finished epochs: resume == no interruption
+            torch.randperm(x.shape[0], generator=g)
+        if start == 0:
+            # k-means init of every level on the first batch's latents (TIGER)
+            first = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
+                      [: max(cfg.batch_size, cfg.codebook_size)].to(device)]
+            with torch.no_grad():
+                model.rq.init_from_data(model.encoder(first))
+        n_batches = math.ceil(x.shape[0] / cfg.batch_size)
+        bar = tqdm(range(start, cfg.epochs), desc="rq-vae", disable=not progress, unit="epoch",
+                   initial=start, total=cfg.epochs)
+        for epoch in bar:
+            model.train()
+            perm = torch.randperm(x.shape[0], generator=g).to(device)
+            sums: dict[str, float] = {}
+            for b in range(n_batches):
+                xb = x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+                _, losses, _ = model(xb)
+                loss = sum(losses.values())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / n_batches
+            restarted = 0
+            if cfg.dead_code_threshold > 0:
+                with torch.no_grad():
+                    restarted = model.rq.restart_dead_codes(model.encoder(x[perm[: 4096]]))
+            rec = {"epoch": epoch + 1, **sums, "restarted_codes": restarted}
+            self.history.append(rec)
+            bar.set_postfix(rec=f"{sums['reconstruction']:.4f}")
+            if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0
+                                     or epoch + 1 == cfg.epochs):
+                save_torch(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(),
+                                  "epoch": epoch + 1, "history": self.history,
+                                  "config_hash": self.config_hash(), "n_items": x.shape[0]})
+        model.eval()
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        model = self.module.to(x.device)
+        return model.rq.encode(model.encoder(x))
+
+    @torch.no_grad()
+    def reconstruction_error(self, x: torch.Tensor) -> float:
+        """Mean squared L2 error ||x - D(q(E(x)))||^2 with hard codes."""
+        model = self.module.eval()
+        z_q = model.rq.decode(model.rq.encode(model.encoder(x)))
+        return float(((x - model.decoder(z_q)) ** 2).sum(-1).mean())

@@ -1,0 +1,118 @@
+"""Tokenizer contract: fit / transform / save / load, error paths, real-data SIDs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmsid.errors import DataError, VersionError
+from mmsid.quantizers import RQKMeansTokenizer, RQVAETokenizer, Tokenizer
+from mmsid.quantizers.rqkmeans import RQKMeansConfig
+from mmsid.quantizers.rqvae import RQVAEConfig
+
+
+def _blobs(n=600, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(12, d)) * 4
+    return (centers[rng.integers(0, 12, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("tok", [
+    RQKMeansTokenizer(RQKMeansConfig(levels=3, codebook_size=16)),
+    RQVAETokenizer(RQVAEConfig(levels=2, codebook_size=16, epochs=5, batch_size=128,
+                               hidden=(32,), latent_dim=8)),
+])
+def test_save_load_round_trip(tok, tmp_path):
+    x = _blobs()
+    codes = tok.fit(x, **({"progress": False} if isinstance(tok, RQVAETokenizer) else {})
+                    ).transform(x)
+    assert codes.shape == (600, tok.levels) and codes.max() < 16
+    tok.save(tmp_path / "t.pt")
+    again = Tokenizer.load(tmp_path / "t.pt")
+    assert type(again) is type(tok)
+    np.testing.assert_array_equal(again.transform(x), codes)
+
+
+def _small_cfg(**kw):
+    return RQVAEConfig(levels=2, codebook_size=16, epochs=6, batch_size=128, hidden=(32,),
+                       latent_dim=8, checkpoint_every=3, **kw)
+
+
+def test_rqvae_is_deterministic():
+    x = _blobs()
+    a = RQVAETokenizer(_small_cfg()).fit(x, progress=False)
+    b = RQVAETokenizer(_small_cfg()).fit(x, progress=False)
+    np.testing.assert_array_equal(a.transform(x), b.transform(x))
+    assert [h["reconstruction"] for h in a.history] == [h["reconstruction"] for h in b.history]
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
+    import mmsid.quantizers.rqvae as mod
+
+    x = _blobs()
+    full = RQVAETokenizer(_small_cfg()).fit(x, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    real_save = mod.save_torch
+
+    def save_then_die(path, obj):  # the process dies right after the epoch-3 checkpoint
+        real_save(path, obj)
+        raise Killed
+
+    ck = tmp_path / "ck.pt"
+    monkeypatch.setattr(mod, "save_torch", save_then_die)
+    with pytest.raises(Killed):
+        RQVAETokenizer(_small_cfg()).fit(x, checkpoint=ck, progress=False)
+    monkeypatch.setattr(mod, "save_torch", real_save)
+    assert torch.load(ck, weights_only=False)["epoch"] == 3
+    resumed = RQVAETokenizer(_small_cfg()).fit(x, checkpoint=ck, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(resumed.transform(x), full.transform(x))
+    # a checkpoint of another config is not resumed from
+    other = RQVAETokenizer(_small_cfg(seed=1)).fit(x, checkpoint=ck, progress=False)
+    assert other.history[0]["reconstruction"] != resumed.history[0]["reconstruction"]
+
+
+def test_error_paths(tmp_path):
+    tok = RQKMeansTokenizer(RQKMeansConfig(codebook_size=16))
+    x = _blobs()
+    bad = x.copy()
+    bad[5, 3] = np.nan
+    with pytest.raises(DataError, match=r"row 5 holds NaN or inf"):
+        tok.fit(bad)
+    with pytest.raises(DataError, match="zero variance"):
+        tok.fit(np.ones((100, 4), dtype=np.float32))
+    with pytest.raises(DataError, match=r"10 items but codebook_size=16.*--codebook-size 10"):
+        tok.fit(x[:10])
+    tok.fit(x)
+    with pytest.raises(DataError, match=r"dimension 8 but the tokenizer was fitted on dimension 16"):
+        tok.transform(x[:, :8])
+    with pytest.raises(DataError, match="2-D"):
+        tok.transform(x[0])
+    tok.save(tmp_path / "t.pt")
+    blob = torch.load(tmp_path / "t.pt", weights_only=False)
+    blob["format_version"] = 99
+    torch.save(blob, tmp_path / "old.pt")
+    with pytest.raises(VersionError, match="format version 99.*re-fit"):
+        Tokenizer.load(tmp_path / "old.pt")
+
+
+def test_real_lfm2k_sids_unique_and_coherent(lfm2k, tmp_path):
+    """RQ-KMeans on the real Last.fm features: unique SIDs after the collision level, level-1
+    codes group artists with similar tags far above random pairs."""
+    from mmsid.eval.codebook import coherence
+    from mmsid.features import build_features
+    from mmsid.ids import SIDTable
+    from mmsid.tokenize import concat_features
+
+    names = ["text_minilm", "audio_vggish", "audio_whisper"]
+    f = build_features(lfm2k, modalities=names, cache=tmp_path, progress=False)
+    x, _ = concat_features(f, names)
+    codes = RQKMeansTokenizer(RQKMeansConfig(levels=3, codebook_size=64)).fit(x).transform(x)
+    table = SIDTable.from_codes(codes, codebook_size=64, collision_cap=64)
+    assert len(np.unique(table.sids, axis=0)) == 1425
+    coh = coherence(f.embeddings["text_minilm"], codes)
+    assert coh["prefix"][0] > coh["random"] + 0.1, coh
