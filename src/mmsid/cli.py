@@ -85,25 +85,27 @@ def features_cmd(dataset: str, data_dir: str | None, modalities: tuple[str, ...]
 
 @main.command("tokenize")
 @click.option("--dataset", required=True)
-@click.option("--method", type=click.Choice(["rq-kmeans", "rq-vae"]), default="rq-kmeans",
+@click.option("--method", type=click.Choice(["rq-kmeans", "rq-vae", "psrq"]), default="rq-kmeans",
               show_default=True)
 @click.option("--levels", default=3, show_default=True)
 @click.option("--codebook-size", default=256, show_default=True)
 @click.option("--modality", "modalities", multiple=True,
               help="Modality for the input (repeatable; default: the data set's baseline set).")
 @click.option("--epochs", default=200, show_default=True, help="Training epochs (rq-vae).")
+@click.option("--alpha", default=1.0, show_default=True,
+              help="PSRQ prefix weight (0 = RQ-KMeans).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--out", required=True, help="Run folder.")
 def tokenize_cmd(dataset: str, method: str, levels: int, codebook_size: int,
-                 modalities: tuple[str, ...], epochs: int, seed: int, device: str,
+                 modalities: tuple[str, ...], epochs: int, alpha: float, seed: int, device: str,
                  data_dir: str | None, out: str) -> None:
     """Fit a tokenizer and write sids.parquet, tokenizer.pt, metrics.json and plots."""
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     cfg = TokenizeConfig(dataset=dataset, method=method, out=out, modalities=list(modalities),
-                         levels=levels, codebook_size=codebook_size, seed=seed, epochs=epochs,
+                         levels=levels, codebook_size=codebook_size, seed=seed, epochs=epochs, alpha=alpha,
                          device=device, data_dir=data_dir)
     try:
         m = run_tokenize(cfg)
@@ -114,8 +116,8 @@ def tokenize_cmd(dataset: str, method: str, levels: int, codebook_size: int,
                f"{', '.join(f'{u:.2f}' for u in m['utilization'])}, collision rate "
                f"{m['collision_rate']:.3f}, unique after collision level "
                f"{m['unique_after_collision_level']}/{m['items']}")
-    click.echo("coherence by prefix level: " + ", ".join(f"{c:.3f}" for c in coh["prefix"])
-               + f" (random pairs {coh['random']:.3f})")
+    levels = ", ".join("-" if c is None else f"{c:.3f}" for c in coh["prefix"])
+    click.echo(f"coherence by prefix level: {levels} (random pairs {coh['random']:.3f})")
     click.echo(f"wrote {out}/sids.parquet, tokenizer.pt, metrics.json, code_usage.png")
 
 

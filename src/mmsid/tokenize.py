@@ -39,6 +39,7 @@ class TokenizeConfig:
     codebook_size: int = 256
     seed: int = 0
     epochs: int = 200  # trained tokenizers only
+    alpha: float = 1.0  # psrq: weight of the prefix semantic feature
     device: str = "cpu"
     data_dir: str | None = None
     collision_cap: int | None = None  # default: codebook_size
@@ -77,13 +78,16 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         tok = tokenizer_for("rq-kmeans", **common)
         assert isinstance(tok.cfg, RQKMeansConfig)
         fit_kw: dict = {}
+    elif cfg.method == "psrq":
+        tok = tokenizer_for("psrq", **common, alpha=cfg.alpha)
+        fit_kw = {}
     elif cfg.method == "rq-vae":
         tok = tokenizer_for("rq-vae", **common, epochs=cfg.epochs)
         assert isinstance(tok.cfg, RQVAEConfig)
         fit_kw = {"device": device, "checkpoint": out / "checkpoints" / "rqvae.pt",
                   "progress": progress}
     else:
-        raise ConfigError(f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans or rq-vae")
+        raise ConfigError(f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans, rq-vae or psrq")
     t1 = time.perf_counter()
     tok.fit(x, **fit_kw)
     t_fit = time.perf_counter() - t1

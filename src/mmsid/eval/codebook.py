@@ -29,7 +29,7 @@ def prefix_groups(codes: np.ndarray, depth: int) -> np.ndarray:
 
 
 def coherence(x: np.ndarray, codes: np.ndarray, *, mask: np.ndarray | None = None,
-              n_random: int = 20000, seed: int = 0) -> dict[str, list[float]]:
+              n_random: int = 20000, seed: int = 0) -> dict:
     """Semantic coherence per level: for every item in a group of >= 2 items sharing a code
     prefix of depth l, its mean cosine similarity to its group-mates, averaged over items (so a
     single huge group does not dominate, as it would in a pair-weighted mean); against the mean
@@ -41,7 +41,8 @@ def coherence(x: np.ndarray, codes: np.ndarray, *, mask: np.ndarray | None = Non
         mask: (N,) items to include (e.g. the ones that have the modality).
     Returns:
         {"prefix": [per level 1..L], "code": [items sharing the code at level l alone],
-         "random": mean cosine of random pairs}.
+         "random": mean cosine of random pairs}; a level where no two items share a group is
+        None.
     """
     keep = np.ones(len(x), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     xn = x[keep] / np.maximum(np.linalg.norm(x[keep], axis=1, keepdims=True), 1e-12)
@@ -51,7 +52,7 @@ def coherence(x: np.ndarray, codes: np.ndarray, *, mask: np.ndarray | None = Non
     ok = i != j
     rand = float((xn[i[ok]] * xn[j[ok]]).sum(1).mean())
 
-    def within(groups: np.ndarray) -> float:
+    def within(groups: np.ndarray) -> float | None:
         # sum over pairs in a group of x_a.x_b = (||sum x||^2 - sum ||x||^2) / 2
         n_g = groups.max() + 1
         sums = np.zeros((n_g, xn.shape[1]))
@@ -59,7 +60,7 @@ def coherence(x: np.ndarray, codes: np.ndarray, *, mask: np.ndarray | None = Non
         cnt = np.bincount(groups, minlength=n_g).astype(float)
         multi = cnt >= 2
         if not multi.any():
-            return float("nan")
+            return None  # every item alone in its group: undefined (JSON null, not NaN)
         # mean over ordered pairs of group g: (||sum x||^2 - n) / (n (n - 1)); weight by n
         group_mean = ((sums[multi] ** 2).sum(1) - cnt[multi]) / (cnt[multi] * (cnt[multi] - 1))
         return float((group_mean * cnt[multi]).sum() / cnt[multi].sum())

@@ -2,11 +2,12 @@
 
 from mmsid.quantizers.base import QuantizerOutput, nearest, sq_distances
 from mmsid.quantizers.kmeans import KMeansConfig, kmeans
+from mmsid.quantizers.psrq import PSRQConfig, PSRQTokenizer
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
 from mmsid.quantizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
 from mmsid.quantizers.rqvae import RQVAEConfig, RQVAETokenizer
 from mmsid.quantizers.tokenizer import Tokenizer, tokenizer_for
 
-__all__ = ["KMeansConfig", "QuantizerOutput", "RQKMeansConfig", "RQKMeansTokenizer", "RQVAEConfig",
+__all__ = ["KMeansConfig", "PSRQConfig", "PSRQTokenizer", "QuantizerOutput", "RQKMeansConfig", "RQKMeansTokenizer", "RQVAEConfig",
            "RQVAETokenizer", "ResidualQuantizer", "ResidualQuantizerConfig", "Tokenizer", "kmeans",
            "nearest", "sq_distances", "tokenizer_for"]

@@ -1,0 +1,206 @@
+"""Tokenizer benchmarks (issue 3): SID assignment throughput of ``ResidualQuantizer.encode`` vs
+``faiss.ResidualQuantizer.compute_codes`` on the same codebooks and data, and training time of
+RQ-KMeans and RQ-VAE. Each measurement runs in its own process so peak RSS is its own.
+
+    python benchmarks/bench_tokenizers.py            # everything (about 15 min on 2 cores)
+    python benchmarks/bench_tokenizers.py --quick    # 100k synthetic + real sets only
+
+Writes benchmarks/results/tokenizers.json and tokenizers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+L, K = 3, 256
+THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _data(name: str) -> np.ndarray:
+    if name.startswith("synthetic"):
+        n = {"synthetic-100k": 100_000, "synthetic-1m": 1_000_000}[name]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, 768), dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    from mmsid.data import load_dataset
+    from mmsid.features import build_features
+    from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
+
+    ds = load_dataset(name)
+    names = DEFAULT_MODALITIES[name]
+    x, _ = concat_features(build_features(ds, modalities=names, progress=False), names)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _codebooks(x: np.ndarray):
+    """RQ-KMeans codebooks fitted on (a sample of) x, so both encoders see trained codebooks."""
+    import torch
+
+    from mmsid.quantizers import RQKMeansTokenizer
+    from mmsid.quantizers.rqkmeans import RQKMeansConfig
+
+    sample = x[np.random.default_rng(1).permutation(len(x))[: min(len(x), 65_536)]]
+    tok = RQKMeansTokenizer(RQKMeansConfig(levels=L, codebook_size=K, kmeans_iters=10)).fit(sample)
+    return tok.module.codebooks.detach().to(torch.float32)
+
+
+def gemm_rate() -> float:
+    """Measured fp32 GEMM rate (GFLOP/s) for the encode shape: (65536 x d) @ (d x 256)."""
+    import torch
+
+    a, b = torch.randn(65_536, 768), torch.randn(768, 256)
+    for _ in range(2):
+        a @ b
+    reps, t = 10, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    dt = (time.perf_counter() - t) / reps
+    return 2 * 65_536 * 768 * 256 / dt / 1e9
+
+
+def job_encode(data: str, impl: str) -> dict:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    x = _data(data)
+    C = _codebooks(x)  # (L, K, d)
+    n, d = x.shape
+    if impl == "mmsid":
+        from mmsid.quantizers import ResidualQuantizer, ResidualQuantizerConfig
+
+        rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=L, codebook_size=K, dim=d,
+                                                           kmeans_init=False))
+        rq.codebooks.data = C.clone()
+        xt = torch.from_numpy(x)
+        rq.encode(xt[:4096])  # warm-up
+        t = time.perf_counter()
+        codes = rq.encode(xt).numpy()
+        dt = time.perf_counter() - t
+    else:
+        import faiss
+
+        faiss.omp_set_num_threads(THREADS)
+        f = faiss.ResidualQuantizer(d, L, 8)
+        faiss.copy_array_to_vector(C.numpy().reshape(-1), f.codebooks)
+        f.is_trained, f.max_beam_size = True, 1  # greedy: the same algorithm as ours
+        f.use_beam_LUT = 1  # faiss's faster path (precomputed codebook tables)
+        f.compute_codebook_tables()
+        f.compute_codes(x[:4096])
+        t = time.perf_counter()
+        codes = f.compute_codes(x)[:, :L].astype(np.int64)
+        dt = time.perf_counter() - t
+    flops = 2.0 * n * L * K * d
+    return {"data": data, "impl": impl, "items": n, "dim": d, "seconds": dt,
+            "items_per_s": n / dt, "gflop": flops / 1e9, "gflop_per_s": flops / dt / 1e9,
+            "codes_sha": str(hash(codes.tobytes())), "peak_rss_mb": _peak_rss_mb(),
+            "gemm_gflop_per_s": gemm_rate()}
+
+
+def job_train(data: str, method: str) -> dict:
+    import torch
+
+    from mmsid.quantizers import RQKMeansTokenizer, RQVAETokenizer
+    from mmsid.quantizers.rqkmeans import RQKMeansConfig
+    from mmsid.quantizers.rqvae import RQVAEConfig
+
+    torch.set_num_threads(THREADS)
+    x = _data(data)
+    if method == "rq-kmeans":
+        tok = RQKMeansTokenizer(RQKMeansConfig(levels=L, codebook_size=K))
+        t = time.perf_counter()
+        tok.fit(x)
+        dt, epochs = time.perf_counter() - t, None
+    else:
+        epochs = 1 if len(x) >= 1_000_000 else 3
+        tok = RQVAETokenizer(RQVAEConfig(levels=L, codebook_size=K, epochs=epochs))
+        t = time.perf_counter()
+        tok.fit(x, progress=False)
+        dt = time.perf_counter() - t
+    return {"data": data, "method": method, "items": len(x), "dim": x.shape[1], "seconds": dt,
+            "epochs": epochs, "seconds_per_epoch": dt / epochs if epochs else None,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _spawn(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--job", *args], capture_output=True,
+                         text=True, check=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--job", nargs="+")
+    a = ap.parse_args()
+    if a.job:
+        kind, data, which = a.job
+        res = job_encode(data, which) if kind == "encode" else job_train(data, which)
+        print(json.dumps(res))
+        return
+    synth = ["synthetic-100k"] if a.quick else ["synthetic-100k", "synthetic-1m"]
+    real = ["ml100k-mm", "lfm2k-mm", "amazon-beauty"]
+    enc, train = [], []
+    for data in synth + real:
+        pair = {impl: _spawn(["encode", data, impl]) for impl in ("mmsid", "faiss")}
+        same = pair["mmsid"]["codes_sha"] == pair["faiss"]["codes_sha"]
+        for impl, r in pair.items():
+            r["ratio_vs_faiss"] = pair["mmsid"]["items_per_s"] / pair["faiss"]["items_per_s"]
+            r["codes_identical"] = same
+            enc.append(r)
+        print(f"encode {data}: mmsid {pair['mmsid']['items_per_s']:,.0f}/s, faiss "
+              f"{pair['faiss']['items_per_s']:,.0f}/s, same codes: {same}", flush=True)
+    for data in synth:
+        for method in ("rq-kmeans", "rq-vae"):
+            r = _spawn(["train", data, method])
+            train.append(r)
+            print(f"train {data} {method}: {r['seconds']:.1f}s", flush=True)
+    cmd = "python benchmarks/bench_tokenizers.py" + (" --quick" if a.quick else "")
+    meta = {"command": cmd, "threads": THREADS, "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    RESULTS.mkdir(exist_ok=True)
+    from mmsid.io import write_json, write_text
+
+    write_json(RESULTS / "tokenizers.json", {"meta": meta, "encode": enc, "train": train})
+    lines = ["# Tokenizer benchmarks", "", f"Command: `{cmd}` — {meta['cores']} cores, "
+             f"{THREADS} threads, {meta['date']}. L={L} levels, K={K}.", "",
+             "## SID assignment (greedy residual encode, same codebooks, same data)", "",
+             "| data | items x dim | mmsid items/s | faiss items/s | ratio | identical codes | "
+             "mmsid GFLOP/s | GEMM GFLOP/s | share of GEMM rate | peak RSS mmsid / faiss (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    by = {(r["data"], r["impl"]): r for r in enc}
+    for data in synth + real:
+        m, f = by[(data, "mmsid")], by[(data, "faiss")]
+        lines.append(f"| {data} | {m['items']:,} x {m['dim']} | {m['items_per_s']:,.0f} | "
+                     f"{f['items_per_s']:,.0f} | {m['ratio_vs_faiss']:.2f} | "
+                     f"{'yes' if m['codes_identical'] else 'no'} | {m['gflop_per_s']:.1f} | "
+                     f"{m['gemm_gflop_per_s']:.1f} | "
+                     f"{m['gflop_per_s'] / m['gemm_gflop_per_s']:.0%} | "
+                     f"{m['peak_rss_mb']:,.0f} / {f['peak_rss_mb']:,.0f} |")
+    lines += ["", "## Training time", "", "| data | method | seconds | epochs | s/epoch | "
+              "peak RSS (MB) |", "|---|---|---|---|---|---|"]
+    for r in train:
+        lines.append(f"| {r['data']} ({r['items']:,} x {r['dim']}) | {r['method']} | "
+                     f"{r['seconds']:.1f} | {r['epochs'] or '-'} | "
+                     f"{(r['seconds_per_epoch'] or 0):.1f} | {r['peak_rss_mb']:,.0f} |")
+    write_text(RESULTS / "tokenizers.md", "\n".join(lines) + "\n")
+    print(f"wrote {RESULTS}/tokenizers.json and tokenizers.md\nreproduce: {cmd}")
+
+
+if __name__ == "__main__":
+    main()
