@@ -130,8 +130,36 @@ class ResidualQuantizer(nn.Module):
         return total
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
-        """Greedy residual encoding, batched, one GEMM per level and chunk. (N, d) -> (N, L)."""
+    def encode(self, x: torch.Tensor, *, chunk: int = 16384) -> torch.Tensor:
+        """Greedy residual encoding with one GEMM for all levels. (N, d) -> (N, L).
+
+        ||r_l - c||^2 = ||r_l||^2 - 2 <r_l, c> + ||c||^2 with r_l = x - sum_{m<l} C_m[k_m], so
+        <r_l, c> = <x, c> - sum_{m<l} <C_m[k_m], c>: the first term for every level comes from
+        one (B, d) x (d, L*K) GEMM, the second from precomputed codebook cross products
+        (K x K per level pair), so no residual is ever materialised. ||r_l||^2 does not change
+        the argmin. The same algebra as faiss's ``use_beam_LUT`` path at beam size 1.
+        """
+        L, K, d = self.codebooks.shape
+        C = self.codebooks.detach()
+        flat = C.reshape(L * K, d)  # (L*K, d)
+        c_sq = (C * C).sum(-1)  # (L, K)
+        # cross[m][l] = C_m C_l^T for m < l: (K, K)
+        cross = {(m, lvl): C[m] @ C[lvl].t() for lvl in range(L) for m in range(lvl)}
+        codes = torch.empty(x.shape[0], L, dtype=torch.int64, device=x.device)
+        for s in range(0, x.shape[0], chunk):
+            xc = x[s : s + chunk] @ flat.t()  # (B, L*K)
+            xc = xc.view(-1, L, K)  # (B, L, K)
+            for lvl in range(L):
+                score = c_sq[lvl] - 2.0 * xc[:, lvl]  # (B, K)
+                for m in range(lvl):
+                    score += 2.0 * cross[(m, lvl)][codes[s : s + chunk, m]]  # (B, K)
+                codes[s : s + chunk, lvl] = score.argmin(dim=1)
+        return codes
+
+    @torch.no_grad()
+    def encode_residual(self, x: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
+        """Greedy residual encoding that materialises each level's residual (one GEMM per
+        level). Kept for the benchmark; :meth:`encode` is the fast path. (N, d) -> (N, L)."""
         codes = torch.empty(x.shape[0], self.levels, dtype=torch.int64, device=x.device)
         for s in range(0, x.shape[0], chunk):
             r = x[s : s + chunk].clone()

@@ -1,0 +1,1 @@
+"""CTR ranking: samples, DIN (item ids, optionally + SID embeddings), MCCA."""
