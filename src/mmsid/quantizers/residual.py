@@ -130,7 +130,7 @@ class ResidualQuantizer(nn.Module):
         return total
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, *, chunk: int = 16384) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, *, chunk: int = 8192) -> torch.Tensor:
         """Greedy residual encoding with one GEMM for all levels. (N, d) -> (N, L).
 
         ||r_l - c||^2 = ||r_l||^2 - 2 <r_l, c> + ||c||^2 with r_l = x - sum_{m<l} C_m[k_m], so
@@ -141,19 +141,21 @@ class ResidualQuantizer(nn.Module):
         """
         L, K, d = self.codebooks.shape
         C = self.codebooks.detach()
-        flat = C.reshape(L * K, d)  # (L*K, d)
-        c_sq = (C * C).sum(-1)  # (L, K)
-        # cross[m][l] = C_m C_l^T for m < l: (K, K)
-        cross = {(m, lvl): C[m] @ C[lvl].t() for lvl in range(L) for m in range(lvl)}
+        neg2_flat = -2.0 * C.reshape(L * K, d)  # (L*K, d)
+        c_sq = (C * C).sum(-1).reshape(L * K)  # (L*K,)
+        # 2 <C_m[k_m], C_l[k]> for m < l: (K, K) tables, looked up by the chosen code k_m
+        cross2 = {(m, lvl): 2.0 * (C[m] @ C[lvl].t()) for lvl in range(L) for m in range(lvl)}
         codes = torch.empty(x.shape[0], L, dtype=torch.int64, device=x.device)
         for s in range(0, x.shape[0], chunk):
-            xc = x[s : s + chunk] @ flat.t()  # (B, L*K)
-            xc = xc.view(-1, L, K)  # (B, L, K)
+            xb = x[s : s + chunk]
+            # ||c||^2 - 2 <x, c> for every level's codewords in one fused GEMM
+            score = torch.addmm(c_sq, xb, neg2_flat.t()).view(-1, L, K)  # (B, L, K)
+            cb = codes[s : s + chunk]
             for lvl in range(L):
-                score = c_sq[lvl] - 2.0 * xc[:, lvl]  # (B, K)
+                sc = score[:, lvl]  # (B, K)
                 for m in range(lvl):
-                    score += 2.0 * cross[(m, lvl)][codes[s : s + chunk, m]]  # (B, K)
-                codes[s : s + chunk, lvl] = score.argmin(dim=1)
+                    sc += cross2[(m, lvl)][cb[:, m]]  # (B, K)
+                cb[:, lvl] = sc.argmin(dim=1)
         return codes
 
     @torch.no_grad()
