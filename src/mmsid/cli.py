@@ -121,5 +121,43 @@ def tokenize_cmd(dataset: str, method: str, levels: int, codebook_size: int,
     click.echo(f"wrote {out}/sids.parquet, tokenizer.pt, metrics.json, code_usage.png")
 
 
+@main.command("rank")
+@click.option("--dataset", required=True)
+@click.option("--model", type=click.Choice(["din", "din-sid", "mcca"]), default="din",
+              show_default=True)
+@click.option("--sids", "sids", multiple=True,
+              help="SID table, NAME=PATH or PATH (named 'joint'); repeat for MCCA's sets.")
+@click.option("--joint", default="joint", show_default=True,
+              help="Name of the modal-joint SID set (MCCA's shared query).")
+@click.option("--label", type=click.Choice(["sampled", "rating"]), default="sampled",
+              show_default=True, help="sampled negatives, or rating >= 4 as click (MovieLens).")
+@click.option("--neg-ratio", default=1, show_default=True)
+@click.option("--epochs", default=1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-dir", default=None)
+@click.option("--out", required=True, help="Run folder.")
+def rank_cmd(dataset: str, model: str, sids: tuple[str, ...], joint: str, label: str,
+             neg_ratio: int, epochs: int, seed: int, device: str, data_dir: str | None,
+             out: str) -> None:
+    """Train a CTR model (DIN, DIN + SID, MCCA); write metrics.json, model.pt, curves.png."""
+    from mmsid.ranking.run import RankConfig, run_rank
+
+    named = dict(s.split("=", 1) if "=" in s else ("joint", s) for s in sids)
+    cfg = RankConfig(dataset=dataset, model=model, out=out, sids=named, joint=joint, label=label,
+                     neg_ratio=neg_ratio, epochs=epochs, seed=seed, device=device,
+                     data_dir=data_dir)
+    try:
+        r = run_rank(cfg)
+    except MMSIDError as e:
+        _fail(e)
+    for split in ("valid", "test"):
+        a = r[split]["all"]
+        c = r[split]["cold"]
+        click.echo(f"{split}: AUC {a['auc']:.4f}  GAUC {a['gauc']:.4f}  LogLoss "
+                   f"{a['logloss']:.4f}  cold AUC {c['auc']:.4f}")
+    click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")
+
+
 if __name__ == "__main__":
     main()

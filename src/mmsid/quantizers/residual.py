@@ -130,7 +130,18 @@ class ResidualQuantizer(nn.Module):
         return total
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, *, chunk: int = 8192) -> torch.Tensor:
+    def lookup_tables(self) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """What :meth:`encode` precomputes from the codebooks: -2 C flattened (L*K, d), ||C||^2
+        (L*K,) and the cross tables 2 C_m C_l^T (K, K) for m < l. Compute once and pass to
+        ``encode(..., tables=...)`` when encoding many batches with fixed codebooks."""
+        L, K, d = self.codebooks.shape
+        C = self.codebooks.detach()
+        cross2 = {(m, lvl): 2.0 * (C[m] @ C[lvl].t()) for lvl in range(L) for m in range(lvl)}
+        return -2.0 * C.reshape(L * K, d), (C * C).sum(-1).reshape(L * K), cross2
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, *, chunk: int = 8192,
+               tables: tuple[torch.Tensor, torch.Tensor, dict] | None = None) -> torch.Tensor:
         """Greedy residual encoding with one GEMM for all levels. (N, d) -> (N, L).
 
         ||r_l - c||^2 = ||r_l||^2 - 2 <r_l, c> + ||c||^2 with r_l = x - sum_{m<l} C_m[k_m], so
@@ -139,12 +150,8 @@ class ResidualQuantizer(nn.Module):
         (K x K per level pair), so no residual is ever materialised. ||r_l||^2 does not change
         the argmin. The same algebra as faiss's ``use_beam_LUT`` path at beam size 1.
         """
-        L, K, d = self.codebooks.shape
-        C = self.codebooks.detach()
-        neg2_flat = -2.0 * C.reshape(L * K, d)  # (L*K, d)
-        c_sq = (C * C).sum(-1).reshape(L * K)  # (L*K,)
-        # 2 <C_m[k_m], C_l[k]> for m < l: (K, K) tables, looked up by the chosen code k_m
-        cross2 = {(m, lvl): 2.0 * (C[m] @ C[lvl].t()) for lvl in range(L) for m in range(lvl)}
+        L, K, _ = self.codebooks.shape
+        neg2_flat, c_sq, cross2 = tables if tables is not None else self.lookup_tables()
         codes = torch.empty(x.shape[0], L, dtype=torch.int64, device=x.device)
         for s in range(0, x.shape[0], chunk):
             xb = x[s : s + chunk]

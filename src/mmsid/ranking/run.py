@@ -1,0 +1,129 @@
+"""The rank stage: data set -> CTR samples -> model (DIN, DIN + SID, MCCA) -> metrics + plots.
+
+Run folder: ``config.yaml``, ``metrics.json`` (validation and test, per slice), ``model.pt``
+(best state), ``checkpoints/last.pt`` (resume), ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mmsid.data import load_dataset
+from mmsid.errors import ConfigError, DataError
+from mmsid.ids import SIDTable
+from mmsid.io import save_torch, write_json, write_text
+from mmsid.ranking.samples import CTRConfig, build_ctr
+from mmsid.ranking.train import TrainConfig, fit, metrics, predict
+
+MODELS = ("din", "din-sid", "mcca")
+
+
+@dataclass
+class RankConfig:
+    dataset: str
+    model: str = "din"
+    out: str = "runs/rank"
+    sids: dict[str, str] = field(default_factory=dict)  # SID set name -> sids.parquet
+    joint: str = "joint"  # which SID set is modal-joint (MCCA's shared query)
+    label: str = "sampled"
+    neg_ratio: int = 1
+    epochs: int = 1
+    batch_size: int = 1024
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str | None = None
+
+
+def load_codes(path: str | Path, n_items: int) -> tuple[np.ndarray, int]:
+    """(n_items, L) semantic codes in item order, and the codebook size, from a SID table."""
+    t = SIDTable.load(path)
+    ids = np.asarray(t.item_ids)
+    missing = np.setdiff1d(np.arange(n_items), ids)
+    if len(missing):
+        raise DataError(f"{path}: SID table misses {len(missing)} catalogue item(s) (first "
+                        f"{missing[:5].tolist()}); tokenize the same data set")
+    if len(ids) != n_items or len(np.unique(ids)) != n_items:
+        raise DataError(f"{path}: SID table has {len(ids)} rows for {n_items} items (duplicated "
+                        f"item ids?); use the table written by `mmsid tokenize` for this set")
+    codes = np.empty_like(t.codes)
+    codes[ids] = t.codes
+    K = t.codebook_size or int(t.codes.max()) + 1
+    return codes, K
+
+
+def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
+    import torch
+
+    from mmsid.device import resolve_device, seed_everything
+    from mmsid.ranking.din import DIN
+    from mmsid.ranking.mcca import MCCA
+
+    if cfg.model not in MODELS:
+        raise ConfigError(f"unknown ranking model '{cfg.model}'; choose one of {MODELS}")
+    if cfg.model in ("din-sid", "mcca") and not cfg.sids:
+        raise ConfigError(f"model '{cfg.model}' needs --sids NAME=PATH (at least one SID table)")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    seed_everything(cfg.seed)
+    device = str(resolve_device(cfg.device))
+    t0 = time.perf_counter()
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    data = build_ctr(ds, CTRConfig(label=cfg.label, neg_ratio=cfg.neg_ratio, seed=cfg.seed))
+    sids = {name: load_codes(p, ds.n_items) for name, p in cfg.sids.items()}
+    K = max((k for _, k in sids.values()), default=256)
+    codes = {name: c for name, (c, _) in sids.items()}
+    torch.manual_seed(cfg.seed)
+    if cfg.model == "din":
+        model = DIN(ds.n_items)
+    elif cfg.model == "din-sid":
+        model = DIN(ds.n_items, sids=codes, codebook_size=K)
+    else:
+        joint = cfg.joint if cfg.joint in codes else next(iter(codes))
+        model = MCCA(ds.n_items, codes, joint=joint, codebook_size=K)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    history = fit(model, data, tcfg, device=device, checkpoint=out / "checkpoints" / "last.pt",
+                  progress=progress)
+    res = {
+        "dataset": cfg.dataset, "model": cfg.model, "sid_sets": list(cfg.sids),
+        "samples": {s: int(len(getattr(data, s).item)) for s in ("train", "valid", "test")},
+        "valid": metrics(data.valid, predict(model, data.valid, device=device), data),
+        "test": metrics(data.test, predict(model, data.test, device=device), data),
+        "history": history, "seconds": time.perf_counter() - t0, "seed": cfg.seed,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+    save_torch(out / "model.pt", {"state": model.state_dict(), "config": dataclasses.asdict(cfg)})
+    write_json(out / "metrics.json", res)
+    _plot(out, history)
+    return res
+
+
+def _plot(out: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmsid.io import atomic_path
+
+    fig, ax = plt.subplots(1, 2, figsize=(8, 3))
+    ep = [h["epoch"] for h in history]
+    ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
+    ax[0].set_title("train BCE")
+    ax[1].plot(ep, [h["valid_auc"] for h in history], marker="o", label="AUC")
+    ax[1].plot(ep, [h["valid_gauc"] for h in history], marker="o", label="GAUC")
+    ax[1].set_title("validation")
+    ax[1].legend()
+    for a in ax:
+        a.set_xlabel("epoch")
+    fig.tight_layout()
+    with atomic_path(out / "curves.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
