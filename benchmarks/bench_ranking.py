@@ -34,7 +34,8 @@ def sid_tables(dataset: str, root: Path, seed: int) -> dict[str, dict[str, str]]
             if not (run / "sids.parquet").exists():
                 run_tokenize(TokenizeConfig(dataset=dataset, method=method, out=str(run),
                                             modalities=m, levels=LEVELS, codebook_size=K,
-                                            seed=seed), progress=False)
+                                            seed=seed, collision_cap=1_000_000),
+                             progress=False)  # ranking reads the L semantic levels only
             out[method][name] = str(run / "sids.parquet")
     return out
 

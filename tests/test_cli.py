@@ -39,3 +39,42 @@ def test_tokenize_writes_run_folder(real_data_dir, tmp_path):
     assert m["unique_after_collision_level"] == 1425 and len(m["utilization"]) == 3
     df = pd.read_parquet(out / "sids.parquet")
     assert len(df) == 1425 and len(df["sid"].iloc[0]) == 4
+
+
+def test_rank_din_sid_and_bad_sid_table(real_data_dir, tmp_path):
+    import numpy as np
+
+    from mmsid.ids import SIDTable
+
+    tok = tmp_path / "tok"
+    r = CliRunner().invoke(main, ["tokenize", "--dataset", "lfm2k-mm", "--method", "psrq",
+                                  "--codebook-size", "32", "--per-modality",
+                                  "--collision-cap", "2000",
+                                  "--data-dir", str(real_data_dir), "--out", str(tok)])
+    assert r.exit_code == 0, r.output
+    from mmsid.ids import load_sid_sets
+
+    sets = load_sid_sets(tok / "sid_sets.parquet")
+    assert list(sets) == ["joint", "text_minilm", "audio_vggish", "audio_whisper"]
+    np.testing.assert_array_equal(sets["joint"].sids, SIDTable.load(tok / "sids.parquet").sids)
+    out = tmp_path / "rank"
+    r = CliRunner().invoke(main, ["rank", "--dataset", "lfm2k-mm", "--model", "mcca",
+                                  "--sids", str(tok / "sid_sets.parquet"),
+                                  "--data-dir", str(real_data_dir), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["sid_sets"] == list(sets) and m["parameters"] > 0
+    assert m["test"]["all"]["auc"] > 0.7 and set(m["test"]) == {"all", "head", "long_tail", "cold"}
+    assert (out / "curves.png").exists() and (out / "model.pt").exists()
+    # a SID table that misses catalogue items is refused with a message naming the file
+    t = SIDTable.load(tok / "sids.parquet")
+    SIDTable(t.item_ids[:-5], t.codes[:-5], t.collision[:-5], codebook_size=32).save(
+        tmp_path / "short.parquet")
+    r = CliRunner().invoke(main, ["rank", "--dataset", "lfm2k-mm", "--model", "din-sid",
+                                  "--sids", str(tmp_path / "short.parquet"),
+                                  "--data-dir", str(real_data_dir), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "short.parquet: SID table misses 5 catalogue item(s)" in r.output
+    r = CliRunner().invoke(main, ["rank", "--dataset", "lfm2k-mm", "--model", "mcca",
+                                  "--data-dir", str(real_data_dir), "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "needs --sids" in r.output
+    assert np.isfinite(m["test"]["all"]["logloss"])

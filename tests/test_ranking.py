@@ -112,3 +112,45 @@ def test_din_learns_on_real_data(lfm2k):
     fit(model, data, TrainConfig(epochs=1, batch_size=512), progress=False)
     m = metrics(data.test, predict(model, data.test, device="cpu"), data)
     assert m["all"]["auc"] > 0.75, m["all"]
+
+
+def test_ranking_resumes_only_its_own_checkpoint(lfm2k, tmp_path, monkeypatch):
+    import mmsid.ranking.train as tr
+
+    import dataclasses
+
+    from mmsid.ranking.samples import CTRSplit
+
+    full_data = build_ctr(lfm2k, CTRConfig(seed=0))
+    keep = np.random.default_rng(0).permutation(len(full_data.train.item))[:20_000]
+    small = CTRSplit(*(getattr(full_data.train, f)[keep] for f in ("user", "item", "label",
+                                                                   "history")))
+    data = dataclasses.replace(full_data, train=small)
+    cfg = tr.TrainConfig(epochs=2, batch_size=2048)
+
+    def run(key, ck):
+        torch.manual_seed(0)
+        m = DIN(lfm2k.n_items)
+        return m, tr.fit(m, data, cfg, checkpoint=ck, run_key=key, progress=False)
+
+    full_model, full = run("a", tmp_path / "full.pt")
+
+    class Killed(Exception):
+        pass
+
+    real = tr.save_torch
+
+    def die_after_first(path, obj):
+        real(path, obj)
+        raise Killed
+
+    monkeypatch.setattr(tr, "save_torch", die_after_first)
+    with pytest.raises(Killed):
+        run("a", tmp_path / "ck.pt")
+    monkeypatch.setattr(tr, "save_torch", real)
+    resumed_model, resumed = run("a", tmp_path / "ck.pt")
+    assert [h["epoch"] for h in resumed] == [1, 2]
+    assert resumed[1]["valid_auc"] == pytest.approx(full[1]["valid_auc"], abs=1e-6)
+    # another run's checkpoint (different key) is ignored: training starts from epoch 1
+    _, other = run("b", tmp_path / "ck.pt")
+    assert len(other) == 2 and other[0]["train_loss"] == pytest.approx(full[0]["train_loss"])

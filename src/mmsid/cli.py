@@ -94,18 +94,25 @@ def features_cmd(dataset: str, data_dir: str | None, modalities: tuple[str, ...]
 @click.option("--epochs", default=200, show_default=True, help="Training epochs (rq-vae).")
 @click.option("--alpha", default=1.0, show_default=True,
               help="PSRQ prefix weight (0 = RQ-KMeans).")
+@click.option("--collision-cap", default=None, type=int,
+              help="Most items allowed on one SID (default: codebook size).")
+@click.option("--per-modality", is_flag=True,
+              help="Also fit one tokenizer per modality; write all sets to sid_sets.parquet.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--out", required=True, help="Run folder.")
 def tokenize_cmd(dataset: str, method: str, levels: int, codebook_size: int,
-                 modalities: tuple[str, ...], epochs: int, alpha: float, seed: int, device: str,
+                 modalities: tuple[str, ...], epochs: int, alpha: float, collision_cap: int | None,
+                 per_modality: bool,
+                 seed: int, device: str,
                  data_dir: str | None, out: str) -> None:
     """Fit a tokenizer and write sids.parquet, tokenizer.pt, metrics.json and plots."""
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     cfg = TokenizeConfig(dataset=dataset, method=method, out=out, modalities=list(modalities),
                          levels=levels, codebook_size=codebook_size, seed=seed, epochs=epochs, alpha=alpha,
+                         per_modality=per_modality, collision_cap=collision_cap,
                          device=device, data_dir=data_dir)
     try:
         m = run_tokenize(cfg)

@@ -110,3 +110,48 @@ class SIDTable:
         return cls(df["item_id"].to_numpy(), codes, df["collision"].to_numpy(np.int64),
                    meta.get(b"mmsid.config_hash", b"").decode(),
                    int(meta.get(b"mmsid.codebook_size", b"0")))
+
+
+def save_sid_sets(path: str | Path, sets: dict[str, SIDTable]) -> None:
+    """One Parquet file with several named SID sets over the same items (e.g. PSRQ's modal-
+    joint set ``joint`` and one modal-specific set per modality): columns ``item_id`` and, per
+    set, ``{name}.sid``, ``{name}.c0..``, ``{name}.collision``; the sets' levels, codebook sizes
+    and config hashes in the file metadata under ``mmsid.sets``."""
+    import json
+
+    names = list(sets)
+    base = sets[names[0]].item_ids
+    for n in names[1:]:
+        if not np.array_equal(sets[n].item_ids, base):
+            raise DataError(f"SID set '{n}' covers other items than '{names[0]}'")
+    df = pd.DataFrame({"item_id": base})
+    for n, t in sets.items():
+        f = t.to_frame().drop(columns=["item_id", "config_hash"])
+        df = pd.concat([df, f.add_prefix(f"{n}.")], axis=1)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {n: {"levels": int(t.codes.shape[1]), "codebook_size": int(t.codebook_size),
+                "config_hash": t.config_hash} for n, t in sets.items()}
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"mmsid.sets": json.dumps(meta).encode()}), tmp)
+
+
+def load_sid_sets(path: str | Path) -> dict[str, SIDTable]:
+    """Every SID set in ``path``: a multi-set file gives all its sets, a single-set table
+    (``SIDTable.save``) gives {"joint": table}."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: SID table not found; create it with `mmsid tokenize`")
+    meta = pq.read_schema(path).metadata or {}
+    if b"mmsid.sets" not in meta:
+        return {"joint": SIDTable.load(path)}
+    df = pq.read_table(path).to_pandas()
+    out = {}
+    for n, m in json.loads(meta[b"mmsid.sets"]).items():
+        codes = df[[f"{n}.c{i}" for i in range(m["levels"])]].to_numpy(np.int64)
+        out[n] = SIDTable(df["item_id"].to_numpy(), codes,
+                          df[f"{n}.collision"].to_numpy(np.int64), m["config_hash"],
+                          m["codebook_size"])
+    return out

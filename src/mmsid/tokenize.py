@@ -43,6 +43,7 @@ class TokenizeConfig:
     device: str = "cpu"
     data_dir: str | None = None
     collision_cap: int | None = None  # default: codebook_size
+    per_modality: bool = False  # also fit one tokenizer per modality -> sid_sets.parquet
 
 
 def concat_features(feats: ItemFeatures, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,10 +57,6 @@ def concat_features(feats: ItemFeatures, names: list[str]) -> tuple[np.ndarray, 
 def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     from mmsid.device import resolve_device, seed_everything
     from mmsid.eval.codebook import codebook_report
-    from mmsid.quantizers import tokenizer_for
-    from mmsid.quantizers.rqkmeans import RQKMeansConfig
-    from mmsid.quantizers.rqvae import RQVAEConfig
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
@@ -73,30 +70,25 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     x, mask = concat_features(feats, names)
     t_feat = time.perf_counter() - t0
 
-    common = {"levels": cfg.levels, "codebook_size": cfg.codebook_size, "seed": cfg.seed}
-    if cfg.method == "rq-kmeans":
-        tok = tokenizer_for("rq-kmeans", **common)
-        assert isinstance(tok.cfg, RQKMeansConfig)
-        fit_kw: dict = {}
-    elif cfg.method == "psrq":
-        tok = tokenizer_for("psrq", **common, alpha=cfg.alpha)
-        fit_kw = {}
-    elif cfg.method == "rq-vae":
-        tok = tokenizer_for("rq-vae", **common, epochs=cfg.epochs)
-        assert isinstance(tok.cfg, RQVAEConfig)
-        fit_kw = {"device": device, "checkpoint": out / "checkpoints" / "rqvae.pt",
-                  "progress": progress}
-    else:
-        raise ConfigError(f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans, rq-vae or psrq")
     t1 = time.perf_counter()
-    tok.fit(x, **fit_kw)
+    tok = _fit_tokenizer(cfg, x, device, out / "checkpoints" / "tokenizer.pt", progress)
     t_fit = time.perf_counter() - t1
     codes = tok.transform(x, device=device)
-    table = SIDTable.from_codes(codes, ds.items["item"].to_numpy(),
-                                config_hash=tok.config_hash(), codebook_size=cfg.codebook_size,
-                                collision_cap=cfg.collision_cap or cfg.codebook_size)
+    table = _table(cfg, tok, codes, ds.items["item"].to_numpy())
     table.save(out / "sids.parquet")
     tok.save(out / "tokenizer.pt")
+    if cfg.per_modality and len(names) > 1:
+        from mmsid.ids import save_sid_sets
+
+        sets = {"joint": table}
+        for n in names:
+            xm = feats.embeddings[n]
+            t_m = _fit_tokenizer(cfg, xm, device, out / "checkpoints" / f"tokenizer-{n}.pt",
+                                 progress)
+            sets[n] = _table(cfg, t_m, t_m.transform(xm, device=device),
+                             ds.items["item"].to_numpy())
+            t_m.save(out / f"tokenizer-{n}.pt")
+        save_sid_sets(out / "sid_sets.parquet", sets)
 
     metrics = {
         "dataset": cfg.dataset, "method": cfg.method, "modalities": names,
@@ -110,6 +102,8 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         "seconds": {"features": t_feat, "fit": t_fit},
         "config_hash": tok.config_hash(),
     }
+    if cfg.per_modality and len(names) > 1:
+        metrics["sid_sets"] = ["joint", *names]
     if cfg.method == "rq-vae":
         import torch
 
@@ -118,6 +112,28 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     write_json(out / "metrics.json", metrics)
     _plots(out, codes, cfg.codebook_size, tok.history if cfg.method == "rq-vae" else None)
     return metrics
+
+
+def _fit_tokenizer(cfg: TokenizeConfig, x: np.ndarray, device: str, checkpoint: Path,
+                   progress: bool):
+    from mmsid.quantizers import tokenizer_for
+
+    common = {"levels": cfg.levels, "codebook_size": cfg.codebook_size, "seed": cfg.seed}
+    if cfg.method == "rq-kmeans":
+        return tokenizer_for("rq-kmeans", **common).fit(x)
+    if cfg.method == "psrq":
+        return tokenizer_for("psrq", **common, alpha=cfg.alpha).fit(x)
+    if cfg.method == "rq-vae":
+        return tokenizer_for("rq-vae", **common, epochs=cfg.epochs).fit(
+            x, device=device, checkpoint=checkpoint, progress=progress)
+    raise ConfigError(f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans, rq-vae or "
+                      f"psrq")
+
+
+def _table(cfg: TokenizeConfig, tok, codes: np.ndarray, item_ids: np.ndarray) -> SIDTable:
+    return SIDTable.from_codes(codes, item_ids, config_hash=tok.config_hash(),
+                               codebook_size=cfg.codebook_size,
+                               collision_cap=cfg.collision_cap or cfg.codebook_size)
 
 
 def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> None:

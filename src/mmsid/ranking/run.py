@@ -16,8 +16,8 @@ import yaml
 
 from mmsid.data import load_dataset
 from mmsid.errors import ConfigError, DataError
-from mmsid.ids import SIDTable
-from mmsid.io import save_torch, write_json, write_text
+from mmsid.ids import SIDTable, load_sid_sets
+from mmsid.io import save_torch, stable_hash, write_json, write_text
 from mmsid.ranking.samples import CTRConfig, build_ctr
 from mmsid.ranking.train import TrainConfig, fit, metrics, predict
 
@@ -41,9 +41,17 @@ class RankConfig:
     data_dir: str | None = None
 
 
-def load_codes(path: str | Path, n_items: int) -> tuple[np.ndarray, int]:
-    """(n_items, L) semantic codes in item order, and the codebook size, from a SID table."""
-    t = SIDTable.load(path)
+def load_sets(name: str, path: str | Path, n_items: int) -> dict[str, tuple[np.ndarray, int]]:
+    """SID sets of one file: a single table gives {name: ...}; a multi-set file (tokenize
+    --per-modality) gives every set it holds, under its own names."""
+    sets = load_sid_sets(path)
+    if len(sets) == 1:
+        return {name: table_codes(next(iter(sets.values())), path, n_items)}
+    return {n: table_codes(t, path, n_items) for n, t in sets.items()}
+
+
+def table_codes(t: SIDTable, path: str | Path, n_items: int) -> tuple[np.ndarray, int]:
+    """(n_items, L) semantic codes in item order, and the codebook size."""
     ids = np.asarray(t.item_ids)
     missing = np.setdiff1d(np.arange(n_items), ids)
     if len(missing):
@@ -77,7 +85,7 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     data = build_ctr(ds, CTRConfig(label=cfg.label, neg_ratio=cfg.neg_ratio, seed=cfg.seed))
-    sids = {name: load_codes(p, ds.n_items) for name, p in cfg.sids.items()}
+    sids = {k: v for name, p in cfg.sids.items() for k, v in load_sets(name, p, ds.n_items).items()}
     K = max((k for _, k in sids.values()), default=256)
     codes = {name: c for name, (c, _) in sids.items()}
     torch.manual_seed(cfg.seed)
@@ -89,10 +97,12 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
         joint = cfg.joint if cfg.joint in codes else next(iter(codes))
         model = MCCA(ds.n_items, codes, joint=joint, codebook_size=K)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    key = stable_hash({k: v for k, v in dataclasses.asdict(cfg).items()
+                       if k not in ("out", "device", "data_dir")})
     history = fit(model, data, tcfg, device=device, checkpoint=out / "checkpoints" / "last.pt",
-                  progress=progress)
+                  run_key=key, progress=progress)
     res = {
-        "dataset": cfg.dataset, "model": cfg.model, "sid_sets": list(cfg.sids),
+        "dataset": cfg.dataset, "model": cfg.model, "sid_sets": list(codes),
         "samples": {s: int(len(getattr(data, s).item)) for s in ("train", "valid", "test")},
         "valid": metrics(data.valid, predict(model, data.valid, device=device), data),
         "test": metrics(data.test, predict(model, data.test, device=device), data),

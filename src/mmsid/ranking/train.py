@@ -59,16 +59,20 @@ def metrics(split: CTRSplit, probs: np.ndarray, data: CTRData) -> dict:
 
 
 def fit(model: nn.Module, data: CTRData, cfg: TrainConfig, *, device: str = "cpu",
-        checkpoint: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """Train; leave ``model`` at its best validation-AUC state. Returns the per-epoch history."""
+        checkpoint: str | Path | None = None, run_key: str = "", progress: bool = True
+        ) -> list[dict]:
+    """Train; leave ``model`` at its best validation-AUC state. Returns the per-epoch history.
+
+    A checkpoint is resumed only when its ``run_key`` (a hash of the run's config) matches."""
     torch.manual_seed(cfg.seed)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     best_auc, best_state, start = -1.0, None, 0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        blob = torch.load(ckpt, map_location=device, weights_only=False)
+    blob = torch.load(ckpt, map_location=device, weights_only=False) if (
+        ckpt is not None and ckpt.exists()) else None
+    if blob is not None and blob.get("run_key") == run_key:
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optim"])
         history, best_auc, best_state, start = (blob["history"], blob["best_auc"],
@@ -100,7 +104,7 @@ def fit(model: nn.Module, data: CTRData, cfg: TrainConfig, *, device: str = "cpu
         if ckpt is not None:
             save_torch(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(),
                               "epoch": epoch + 1, "history": history, "best_auc": best_auc,
-                              "best_state": best_state})
+                              "best_state": best_state, "run_key": run_key})
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
