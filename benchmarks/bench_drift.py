@@ -44,22 +44,41 @@ def run() -> dict:
             inputs.update({m: (f.embeddings[m], f.masks[m]) for m in mods})
         for sid_set, (x, mask) in inputs.items():
             xm = x[mask]
-            for method, make in (("rq-kmeans", lambda s: RQKMeansTokenizer(
-                    RQKMeansConfig(levels=LEVELS, codebook_size=K[name], seed=s))),
-                                 ("psrq", lambda s: PSRQTokenizer(
-                    PSRQConfig(levels=LEVELS, codebook_size=K[name], seed=s)))):
+            for method, make in (
+                (
+                    "rq-kmeans",
+                    lambda s: RQKMeansTokenizer(
+                        RQKMeansConfig(levels=LEVELS, codebook_size=K[name], seed=s)
+                    ),
+                ),
+                (
+                    "psrq",
+                    lambda s: PSRQTokenizer(
+                        PSRQConfig(levels=LEVELS, codebook_size=K[name], seed=s)
+                    ),
+                ),
+            ):
                 per_seed = []
                 for s in SEEDS:
                     codes = make(s).fit(xm).transform(xm)
                     per_seed.append(coherence(xm, codes))
                 out[f"{name}/{sid_set}/{method}"] = {
-                    kind: [float(np.mean([c[kind][lvl] for c in per_seed])) for lvl in
-                           range(LEVELS)] for kind in ("code", "prefix")
-                } | {"random": float(np.mean([c["random"] for c in per_seed])),
-                     "code_std": [float(np.std([c["code"][lvl] for c in per_seed]))
-                                  for lvl in range(LEVELS)]}
-                print(name, sid_set, method, [round(v, 3) for v in out[f"{name}/{sid_set}/"
-                                                                          f"{method}"]["code"]])
+                    kind: [
+                        float(np.mean([c[kind][lvl] for c in per_seed])) for lvl in range(LEVELS)
+                    ]
+                    for kind in ("code", "prefix")
+                } | {
+                    "random": float(np.mean([c["random"] for c in per_seed])),
+                    "code_std": [
+                        float(np.std([c["code"][lvl] for c in per_seed])) for lvl in range(LEVELS)
+                    ],
+                }
+                print(
+                    name,
+                    sid_set,
+                    method,
+                    [round(v, 3) for v in out[f"{name}/{sid_set}/{method}"]["code"]],
+                )
     return out
 
 
@@ -67,25 +86,36 @@ def main() -> None:
     t = time.perf_counter()
     res = run()
     cmd = "python benchmarks/bench_drift.py"
-    write_json(RESULTS / "semantic_drift.json", {"command": cmd, "levels": LEVELS, "K": K,
-                                                  "seeds": list(SEEDS), "results": res})
-    lines = ["# Semantic drift by level: PSRQ vs RQ-KMeans", "",
-             f"Command: `{cmd}`; {LEVELS} levels, K per data set {K}, mean of seeds "
-             f"{list(SEEDS)}. Coherence = mean cosine of an item's content to the items sharing "
-             "its code at that level (code) / its code prefix up to that level (prefix); "
-             "random = random item pairs.", "",
-             "| data set | SID set | method | code L1 | code L2 | code L3 | prefix L2 | "
-             "prefix L3 | random |", "|---|---|---|---|---|---|---|---|---|"]
+    write_json(
+        RESULTS / "semantic_drift.json",
+        {"command": cmd, "levels": LEVELS, "K": K, "seeds": list(SEEDS), "results": res},
+    )
+    lines = [
+        "# Semantic drift by level: PSRQ vs RQ-KMeans",
+        "",
+        f"Command: `{cmd}`; {LEVELS} levels, K per data set {K}, mean of seeds "
+        f"{list(SEEDS)}. Coherence = mean cosine of an item's content to the items sharing "
+        "its code at that level (code) / its code prefix up to that level (prefix); "
+        "random = random item pairs.",
+        "",
+        "| data set | SID set | method | code L1 | code L2 | code L3 | prefix L2 | "
+        "prefix L3 | random |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, r in res.items():
         ds, sid_set, method = key.split("/")
         c, p = r["code"], r["prefix"]
-        lines.append(f"| {ds} | {sid_set} | {method} | {c[0]:.3f} | "
-                     f"{c[1]:.3f} ± {r['code_std'][1]:.3f} | {c[2]:.3f} ± {r['code_std'][2]:.3f}"
-                     f" | {p[1]:.3f} | {p[2]:.3f} | {r['random']:.3f} |")
+        lines.append(
+            f"| {ds} | {sid_set} | {method} | {c[0]:.3f} | "
+            f"{c[1]:.3f} ± {r['code_std'][1]:.3f} | {c[2]:.3f} ± {r['code_std'][2]:.3f}"
+            f" | {p[1]:.3f} | {p[2]:.3f} | {r['random']:.3f} |"
+        )
     write_text(RESULTS / "semantic_drift.md", "\n".join(lines) + "\n")
     _plot(res)
-    print(f"done in {time.perf_counter() - t:.0f}s; wrote {RESULTS}/semantic_drift.*\n"
-          f"reproduce: {cmd}")
+    print(
+        f"done in {time.perf_counter() - t:.0f}s; wrote {RESULTS}/semantic_drift.*\n"
+        f"reproduce: {cmd}"
+    )
 
 
 def _plot(res: dict) -> None:

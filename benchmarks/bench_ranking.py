@@ -32,10 +32,19 @@ def sid_tables(dataset: str, root: Path, seed: int) -> dict[str, dict[str, str]]
         for name, m in sets.items():
             run = root / f"{dataset}-{method}-{name}-s{seed}"
             if not (run / "sids.parquet").exists():
-                run_tokenize(TokenizeConfig(dataset=dataset, method=method, out=str(run),
-                                            modalities=m, levels=LEVELS, codebook_size=K,
-                                            seed=seed, collision_cap=1_000_000),
-                             progress=False)  # ranking reads the L semantic levels only
+                run_tokenize(
+                    TokenizeConfig(
+                        dataset=dataset,
+                        method=method,
+                        out=str(run),
+                        modalities=m,
+                        levels=LEVELS,
+                        codebook_size=K,
+                        seed=seed,
+                        collision_cap=1_000_000,
+                    ),
+                    progress=False,
+                )  # ranking reads the L semantic levels only
             out[method][name] = str(run / "sids.parquet")
     return out
 
@@ -60,8 +69,16 @@ def main() -> None:
             }
             for label, (model, tables) in variants.items():
                 slug = label.replace(" ", "").replace("(", "-").replace(")", "").replace("+", "_")
-                r = run_rank(RankConfig(dataset=ds, model=model, sids=tables, seed=seed,
-                                        out=str(root / f"{ds}-{slug}-s{seed}")), progress=False)
+                r = run_rank(
+                    RankConfig(
+                        dataset=ds,
+                        model=model,
+                        sids=tables,
+                        seed=seed,
+                        out=str(root / f"{ds}-{slug}-s{seed}"),
+                    ),
+                    progress=False,
+                )
                 raw.setdefault(f"{ds}|{label}", []).append(r["test"])
                 print(f"{ds} {label} seed {seed}: AUC {r['test']['all']['auc']:.4f}", flush=True)
     table = {}
@@ -72,26 +89,37 @@ def main() -> None:
                 v = [r[sl][m] for r in runs]
                 cell[f"{sl}.{m}"] = (float(np.mean(v)), float(np.std(v)))
         table[key] = cell
-    cmd = ("python benchmarks/bench_ranking.py --datasets " + " ".join(a.datasets)
-           + " --seeds " + " ".join(map(str, a.seeds)))
-    write_json(RESULTS / "ranking.json", {"command": cmd, "K": K, "levels": LEVELS,
-                                          "seeds": a.seeds, "table": table, "runs": raw})
-    lines = ["# Ranking: DIN vs DIN + SID vs MCCA", "",
-             f"Command: `{cmd}`. Test split, mean ± std over seeds {a.seeds}; SIDs L={LEVELS}, "
-             f"K={K}; one sampled negative per positive; 1 epoch (as the PSRQ paper). Cold = "
-             "items with < 30 training interactions; head = top 20% items by training "
-             "popularity.", "",
-             "| data set | model | AUC | GAUC | LogLoss | head AUC | long-tail AUC | cold AUC |",
-             "|---|---|---|---|---|---|---|---|"]
+    cmd = (
+        "python benchmarks/bench_ranking.py --datasets "
+        + " ".join(a.datasets)
+        + " --seeds "
+        + " ".join(map(str, a.seeds))
+    )
+    write_json(
+        RESULTS / "ranking.json",
+        {"command": cmd, "K": K, "levels": LEVELS, "seeds": a.seeds, "table": table, "runs": raw},
+    )
+    lines = [
+        "# Ranking: DIN vs DIN + SID vs MCCA",
+        "",
+        f"Command: `{cmd}`. Test split, mean ± std over seeds {a.seeds}; SIDs L={LEVELS}, "
+        f"K={K}; one sampled negative per positive; 1 epoch (as the PSRQ paper). Cold = "
+        "items with < 30 training interactions; head = top 20% items by training "
+        "popularity.",
+        "",
+        "| data set | model | AUC | GAUC | LogLoss | head AUC | long-tail AUC | cold AUC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, c in table.items():
         ds, label = key.split("|")
         f = lambda k: f"{c[k][0]:.4f} ± {c[k][1]:.4f}"  # noqa: E731
-        lines.append(f"| {ds} | {label} | {f('all.auc')} | {f('all.gauc')} | "
-                     f"{f('all.logloss')} | {f('head.auc')} | {f('long_tail.auc')} | "
-                     f"{f('cold.auc')} |")
+        lines.append(
+            f"| {ds} | {label} | {f('all.auc')} | {f('all.gauc')} | "
+            f"{f('all.logloss')} | {f('head.auc')} | {f('long_tail.auc')} | "
+            f"{f('cold.auc')} |"
+        )
     write_text(RESULTS / "ranking.md", "\n".join(lines) + "\n")
-    print(f"done in {time.perf_counter() - t0:.0f}s; wrote {RESULTS}/ranking.md\n"
-          f"reproduce: {cmd}")
+    print(f"done in {time.perf_counter() - t0:.0f}s; wrote {RESULTS}/ranking.md\nreproduce: {cmd}")
 
 
 if __name__ == "__main__":

@@ -96,8 +96,9 @@ def job_encode(data: str, impl: str) -> dict:
     if impl == "mmsid":
         from mmsid.quantizers import ResidualQuantizer, ResidualQuantizerConfig
 
-        rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=L, codebook_size=K, dim=d,
-                                                           kmeans_init=False))
+        rq = ResidualQuantizer(
+            cfg=ResidualQuantizerConfig(levels=L, codebook_size=K, dim=d, kmeans_init=False)
+        )
         rq.codebooks.data = C.clone()
         xt = torch.from_numpy(x)
         tables = rq.lookup_tables()  # like faiss's compute_codebook_tables, outside the timer
@@ -116,10 +117,19 @@ def job_encode(data: str, impl: str) -> dict:
         dt, codes = _timed(lambda: f.compute_codes(x))
         codes = codes[:, :L].astype(np.int64)
     flops = 2.0 * n * L * K * d
-    return {"data": data, "impl": impl, "items": n, "dim": d, "seconds": dt,
-            "items_per_s": n / dt, "gflop": flops / 1e9, "gflop_per_s": flops / dt / 1e9,
-            "codes_file": _save_codes(codes, data, impl), "peak_rss_mb": _peak_rss_mb(),
-            "gemm_gflop_per_s": gemm_rate()}
+    return {
+        "data": data,
+        "impl": impl,
+        "items": n,
+        "dim": d,
+        "seconds": dt,
+        "items_per_s": n / dt,
+        "gflop": flops / 1e9,
+        "gflop_per_s": flops / dt / 1e9,
+        "codes_file": _save_codes(codes, data, impl),
+        "peak_rss_mb": _peak_rss_mb(),
+        "gemm_gflop_per_s": gemm_rate(),
+    }
 
 
 def _save_codes(codes: np.ndarray, data: str, impl: str) -> str:
@@ -150,14 +160,26 @@ def job_train(data: str, method: str) -> dict:
         t = time.perf_counter()
         tok.fit(x, progress=False)
         dt = time.perf_counter() - t
-    return {"data": data, "method": method, "items": len(x), "dim": x.shape[1], "seconds": dt,
-            "epochs": epochs, "seconds_per_epoch": dt / epochs if epochs else None,
-            "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "data": data,
+        "method": method,
+        "items": len(x),
+        "dim": x.shape[1],
+        "seconds": dt,
+        "epochs": epochs,
+        "seconds_per_epoch": dt / epochs if epochs else None,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def _spawn(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--job", *args], capture_output=True,
-                         text=True, check=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    out = subprocess.run(
+        [sys.executable, __file__, "--job", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -182,41 +204,64 @@ def main() -> None:
             r["ratio_vs_faiss"] = pair["mmsid"]["items_per_s"] / pair["faiss"]["items_per_s"]
             r["identical_sid_share"] = same
             enc.append(r)
-        print(f"encode {data}: mmsid {pair['mmsid']['items_per_s']:,.0f}/s, faiss "
-              f"{pair['faiss']['items_per_s']:,.0f}/s, identical SIDs: {same:.4%}", flush=True)
+        print(
+            f"encode {data}: mmsid {pair['mmsid']['items_per_s']:,.0f}/s, faiss "
+            f"{pair['faiss']['items_per_s']:,.0f}/s, identical SIDs: {same:.4%}",
+            flush=True,
+        )
     for data in synth:
         for method in ("rq-kmeans", "rq-vae"):
             r = _spawn(["train", data, method])
             train.append(r)
             print(f"train {data} {method}: {r['seconds']:.1f}s", flush=True)
     cmd = "python benchmarks/bench_tokenizers.py" + (" --quick" if a.quick else "")
-    meta = {"command": cmd, "threads": THREADS, "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "command": cmd,
+        "threads": THREADS,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     RESULTS.mkdir(exist_ok=True)
     from mmsid.io import write_json, write_text
 
     write_json(RESULTS / "tokenizers.json", {"meta": meta, "encode": enc, "train": train})
-    lines = ["# Tokenizer benchmarks", "", f"Command: `{cmd}` — {meta['cores']} cores, "
-             f"{THREADS} threads, {meta['date']}. L={L} levels, K={K}.", "",
-             "## SID assignment (greedy residual encode, same codebooks, same data)", "",
-             "| data | items x dim | mmsid items/s | faiss items/s | ratio | identical SIDs | "
-             "mmsid GFLOP/s | GEMM GFLOP/s | share of GEMM rate | peak RSS mmsid / faiss (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Tokenizer benchmarks",
+        "",
+        f"Command: `{cmd}` — {meta['cores']} cores, "
+        f"{THREADS} threads, {meta['date']}. L={L} levels, K={K}.",
+        "",
+        "## SID assignment (greedy residual encode, same codebooks, same data)",
+        "",
+        "| data | items x dim | mmsid items/s | faiss items/s | ratio | identical SIDs | "
+        "mmsid GFLOP/s | GEMM GFLOP/s | share of GEMM rate | peak RSS mmsid / faiss (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     by = {(r["data"], r["impl"]): r for r in enc}
     for data in synth + real:
         m, f = by[(data, "mmsid")], by[(data, "faiss")]
-        lines.append(f"| {data} | {m['items']:,} x {m['dim']} | {m['items_per_s']:,.0f} | "
-                     f"{f['items_per_s']:,.0f} | {m['ratio_vs_faiss']:.2f} | "
-                     f"{m['identical_sid_share']:.3%} | {m['gflop_per_s']:.1f} | "
-                     f"{m['gemm_gflop_per_s']:.1f} | "
-                     f"{m['gflop_per_s'] / m['gemm_gflop_per_s']:.0%} | "
-                     f"{m['peak_rss_mb']:,.0f} / {f['peak_rss_mb']:,.0f} |")
-    lines += ["", "## Training time", "", "| data | method | seconds | epochs | s/epoch | "
-              "peak RSS (MB) |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {data} | {m['items']:,} x {m['dim']} | {m['items_per_s']:,.0f} | "
+            f"{f['items_per_s']:,.0f} | {m['ratio_vs_faiss']:.2f} | "
+            f"{m['identical_sid_share']:.3%} | {m['gflop_per_s']:.1f} | "
+            f"{m['gemm_gflop_per_s']:.1f} | "
+            f"{m['gflop_per_s'] / m['gemm_gflop_per_s']:.0%} | "
+            f"{m['peak_rss_mb']:,.0f} / {f['peak_rss_mb']:,.0f} |"
+        )
+    lines += [
+        "",
+        "## Training time",
+        "",
+        "| data | method | seconds | epochs | s/epoch | peak RSS (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in train:
-        lines.append(f"| {r['data']} ({r['items']:,} x {r['dim']}) | {r['method']} | "
-                     f"{r['seconds']:.1f} | {r['epochs'] or '-'} | "
-                     f"{(r['seconds_per_epoch'] or 0):.1f} | {r['peak_rss_mb']:,.0f} |")
+        lines.append(
+            f"| {r['data']} ({r['items']:,} x {r['dim']}) | {r['method']} | "
+            f"{r['seconds']:.1f} | {r['epochs'] or '-'} | "
+            f"{(r['seconds_per_epoch'] or 0):.1f} | {r['peak_rss_mb']:,.0f} |"
+        )
     write_text(RESULTS / "tokenizers.md", "\n".join(lines) + "\n")
     print(f"wrote {RESULTS}/tokenizers.json and tokenizers.md\nreproduce: {cmd}")
 

@@ -29,18 +29,21 @@ def real_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def ml100k(real_data_dir):
     from mmsid.data import load_dataset
+
     return load_dataset("ml100k-mm", real_data_dir)
 
 
 @pytest.fixture(scope="session")
 def lfm2k(real_data_dir):
     from mmsid.data import load_dataset
+
     return load_dataset("lfm2k-mm", real_data_dir)
 
 
 @pytest.fixture(scope="session")
 def beauty(real_data_dir):
     from mmsid.data import load_dataset
+
     return load_dataset("amazon-beauty", real_data_dir)
 
 

@@ -8,8 +8,9 @@ from mmsid.cli import main
 
 
 def test_describe_json(real_data_dir):
-    r = CliRunner().invoke(main, ["data", "describe", "lfm2k-mm", "--json",
-                                  "--data-dir", str(real_data_dir)])
+    r = CliRunner().invoke(
+        main, ["data", "describe", "lfm2k-mm", "--json", "--data-dir", str(real_data_dir)]
+    )
     assert r.exit_code == 0, r.output
     stats = json.loads(r.output)
     assert (stats["users"], stats["items"], stats["interactions"]) == (1858, 1425, 56_345)
@@ -17,8 +18,9 @@ def test_describe_json(real_data_dir):
 
 
 def test_describe_table_and_bad_name(real_data_dir):
-    r = CliRunner().invoke(main, ["data", "describe", "ml100k-mm", "--data-dir",
-                                  str(real_data_dir)])
+    r = CliRunner().invoke(
+        main, ["data", "describe", "ml100k-mm", "--data-dir", str(real_data_dir)]
+    )
     assert r.exit_code == 0 and "100,000" in r.output and "modality image" in r.output
     r = CliRunner().invoke(main, ["data", "describe", "nope"])
     assert r.exit_code == 2 and "unknown data set 'nope'" in r.output
@@ -28,12 +30,33 @@ def test_tokenize_writes_run_folder(real_data_dir, tmp_path):
     import pandas as pd
 
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, ["tokenize", "--dataset", "lfm2k-mm", "--method", "rq-vae",
-                                  "--codebook-size", "64", "--epochs", "30",
-                                  "--data-dir", str(real_data_dir), "--out", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "tokenize",
+            "--dataset",
+            "lfm2k-mm",
+            "--method",
+            "rq-vae",
+            "--codebook-size",
+            "64",
+            "--epochs",
+            "30",
+            "--data-dir",
+            str(real_data_dir),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    for name in ("sids.parquet", "tokenizer.pt", "metrics.json", "config.yaml",
-                 "code_usage.png", "loss_curve.png"):
+    for name in (
+        "sids.parquet",
+        "tokenizer.pt",
+        "metrics.json",
+        "config.yaml",
+        "code_usage.png",
+        "loss_curve.png",
+    ):
         assert (out / name).exists(), name
     m = json.loads((out / "metrics.json").read_text())
     assert m["unique_after_collision_level"] == 1425 and len(m["utilization"]) == 3
@@ -47,10 +70,25 @@ def test_rank_din_sid_and_bad_sid_table(real_data_dir, tmp_path):
     from mmsid.ids import SIDTable
 
     tok = tmp_path / "tok"
-    r = CliRunner().invoke(main, ["tokenize", "--dataset", "lfm2k-mm", "--method", "psrq",
-                                  "--codebook-size", "32", "--per-modality",
-                                  "--collision-cap", "2000",
-                                  "--data-dir", str(real_data_dir), "--out", str(tok)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "tokenize",
+            "--dataset",
+            "lfm2k-mm",
+            "--method",
+            "psrq",
+            "--codebook-size",
+            "32",
+            "--per-modality",
+            "--collision-cap",
+            "2000",
+            "--data-dir",
+            str(real_data_dir),
+            "--out",
+            str(tok),
+        ],
+    )
     assert r.exit_code == 0, r.output
     from mmsid.ids import load_sid_sets
 
@@ -58,9 +96,22 @@ def test_rank_din_sid_and_bad_sid_table(real_data_dir, tmp_path):
     assert list(sets) == ["joint", "text_minilm", "audio_vggish", "audio_whisper"]
     np.testing.assert_array_equal(sets["joint"].sids, SIDTable.load(tok / "sids.parquet").sids)
     out = tmp_path / "rank"
-    r = CliRunner().invoke(main, ["rank", "--dataset", "lfm2k-mm", "--model", "mcca",
-                                  "--sids", str(tok / "sid_sets.parquet"),
-                                  "--data-dir", str(real_data_dir), "--out", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "rank",
+            "--dataset",
+            "lfm2k-mm",
+            "--model",
+            "mcca",
+            "--sids",
+            str(tok / "sid_sets.parquet"),
+            "--data-dir",
+            str(real_data_dir),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["sid_sets"] == list(sets) and m["parameters"] > 0
@@ -69,12 +120,38 @@ def test_rank_din_sid_and_bad_sid_table(real_data_dir, tmp_path):
     # a SID table that misses catalogue items is refused with a message naming the file
     t = SIDTable.load(tok / "sids.parquet")
     SIDTable(t.item_ids[:-5], t.codes[:-5], t.collision[:-5], codebook_size=32).save(
-        tmp_path / "short.parquet")
-    r = CliRunner().invoke(main, ["rank", "--dataset", "lfm2k-mm", "--model", "din-sid",
-                                  "--sids", str(tmp_path / "short.parquet"),
-                                  "--data-dir", str(real_data_dir), "--out", str(tmp_path / "x")])
+        tmp_path / "short.parquet"
+    )
+    r = CliRunner().invoke(
+        main,
+        [
+            "rank",
+            "--dataset",
+            "lfm2k-mm",
+            "--model",
+            "din-sid",
+            "--sids",
+            str(tmp_path / "short.parquet"),
+            "--data-dir",
+            str(real_data_dir),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert r.exit_code == 2 and "short.parquet: SID table misses 5 catalogue item(s)" in r.output
-    r = CliRunner().invoke(main, ["rank", "--dataset", "lfm2k-mm", "--model", "mcca",
-                                  "--data-dir", str(real_data_dir), "--out", str(tmp_path / "y")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "rank",
+            "--dataset",
+            "lfm2k-mm",
+            "--model",
+            "mcca",
+            "--data-dir",
+            str(real_data_dir),
+            "--out",
+            str(tmp_path / "y"),
+        ],
+    )
     assert r.exit_code == 2 and "needs --sids" in r.output
     assert np.isfinite(m["test"]["all"]["logloss"])

@@ -13,8 +13,11 @@ from mmsid.errors import DataError
 
 @pytest.mark.parametrize(
     "fixture,users,items,rows",
-    [("ml100k", 943, 1682, 100_000), ("lfm2k", 1858, 1425, 56_345),
-     ("beauty", 22_363, 12_101, 198_502)],
+    [
+        ("ml100k", 943, 1682, 100_000),
+        ("lfm2k", 1858, 1425, 56_345),
+        ("beauty", 22_363, 12_101, 198_502),
+    ],
 )
 def test_real_counts(request, fixture, users, items, rows):
     ds = request.getfixturevalue(fixture)
@@ -73,7 +76,9 @@ def test_missing_files_name_them(tmp_path):
 def test_offline_message_says_where_to_put_files(tmp_path, monkeypatch):
     monkeypatch.delenv("MMSID_DATA_DIR", raising=False)
     monkeypatch.setenv("MMSID_CACHE_DIR", str(tmp_path))
-    with pytest.raises(DataError, match=r"missing \(sequential_data.txt\).*MMSID_DATA_DIR=/path/to/datasets"):
+    with pytest.raises(
+        DataError, match=r"missing \(sequential_data.txt\).*MMSID_DATA_DIR=/path/to/datasets"
+    ):
         resolve_data_dir("amazon-beauty", ["sequential_data.txt"], download_missing=True)
     assert not any(tmp_path.rglob("*.tmp")), "nothing half-written"
 
@@ -85,8 +90,11 @@ def _write(tmp_path, name, df):
 
 
 def test_custom_round_trip(tmp_path):
-    inter = _write(tmp_path, "inter.csv", pd.DataFrame(
-        {"user": [10, 10, 11], "item": [5, 7, 5], "timestamp": [1, 2, 3]}))
+    inter = _write(
+        tmp_path,
+        "inter.csv",
+        pd.DataFrame({"user": [10, 10, 11], "item": [5, 7, 5], "timestamp": [1, 2, 3]}),
+    )
     items = _write(tmp_path, "items.csv", pd.DataFrame({"item": [5, 7, 9], "name": ["a", "b", ""]}))
     np.save(tmp_path / "img.npy", np.random.default_rng(0).normal(size=(3, 4)))
     ds = custom.load(inter, items, {"image": tmp_path / "img.npy"}, text_column="name")
@@ -123,8 +131,11 @@ def test_custom_row_count_mismatch(tmp_path):
 
 
 def test_custom_duplicates_reported_and_dropped(tmp_path):
-    p = _write(tmp_path, "i.csv", pd.DataFrame(
-        {"user": [1, 1, 2], "item": [3, 3, 4], "timestamp": [5, 5, 6]}))
+    p = _write(
+        tmp_path,
+        "i.csv",
+        pd.DataFrame({"user": [1, 1, 2], "item": [3, 3, 4], "timestamp": [5, 5, 6]}),
+    )
     with pytest.warns(UserWarning, match=r"1 duplicated \(user, item, timestamp\) rows dropped"):
         ds = custom.load(p)
     assert ds.n_interactions == 2

@@ -15,10 +15,13 @@ def small_ml(ml100k):
     no_img = int(np.flatnonzero(~ml100k.modalities["image"].mask)[0])
     no_txt = int(np.flatnonzero(~ml100k.modalities["text"].mask)[0])
     idx = [0, 1, 2, 49, no_img, no_txt]
-    mods = {k: Modality(k, m.kind, [m.raw[i] for i in idx], source=m.source)
-            for k, m in ml100k.modalities.items()}
-    return RecDataset("ml100k-mm-small", ml100k.interactions.iloc[:0], ml100k.items.iloc[idx],
-                      ml100k.users, mods)
+    mods = {
+        k: Modality(k, m.kind, [m.raw[i] for i in idx], source=m.source)
+        for k, m in ml100k.modalities.items()
+    }
+    return RecDataset(
+        "ml100k-mm-small", ml100k.interactions.iloc[:0], ml100k.items.iloc[idx], ml100k.users, mods
+    )
 
 
 def test_real_encoders_shapes_masks_and_cache(small_ml, tmp_path):
@@ -43,8 +46,10 @@ def test_real_encoders_shapes_masks_and_cache(small_ml, tmp_path):
 def test_precomputed_pass_through(lfm2k, tmp_path):
     f = build_features(lfm2k, modalities=["audio_vggish"], cache=tmp_path, progress=False)
     raw = lfm2k.modalities["audio_vggish"].raw
-    np.testing.assert_allclose(f.embeddings["audio_vggish"],
-                               raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5)
-    g = build_features(lfm2k, modalities=["audio_vggish"], normalize=False, cache=tmp_path,
-                       progress=False)
+    np.testing.assert_allclose(
+        f.embeddings["audio_vggish"], raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5
+    )
+    g = build_features(
+        lfm2k, modalities=["audio_vggish"], normalize=False, cache=tmp_path, progress=False
+    )
     np.testing.assert_allclose(g.embeddings["audio_vggish"], raw, rtol=1e-6)

@@ -31,8 +31,9 @@ def test_nearest_matches_brute_force(n, k, d):
 @pytest.mark.parametrize("levels", [1, 2, 4])
 def test_encode_matches_reference_and_decode(levels):
     g = torch.Generator().manual_seed(levels)
-    rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=levels, codebook_size=16, dim=8,
-                                                       kmeans_init=False))
+    rq = ResidualQuantizer(
+        cfg=ResidualQuantizerConfig(levels=levels, codebook_size=16, dim=8, kmeans_init=False)
+    )
     x = torch.randn(200, 8, generator=g)
     codes = rq.encode(x, chunk=64)
     assert torch.equal(codes, rq.encode_reference(x))
@@ -43,9 +44,11 @@ def test_encode_matches_reference_and_decode(levels):
     torch.testing.assert_close(out.quantized, rq.decode(codes), rtol=1e-5, atol=1e-5)
     # truncated codes keep their prefix: encoding with fewer levels = prefix of the codes
     if levels > 1:
-        short = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=levels - 1,
-                                                              codebook_size=16, dim=8,
-                                                              kmeans_init=False))
+        short = ResidualQuantizer(
+            cfg=ResidualQuantizerConfig(
+                levels=levels - 1, codebook_size=16, dim=8, kmeans_init=False
+            )
+        )
         short.codebooks.data = rq.codebooks.data[:-1].clone()
         assert torch.equal(short.encode(x), codes[:, :-1])
 
@@ -53,8 +56,9 @@ def test_encode_matches_reference_and_decode(levels):
 def test_one_level_rq_equals_kmeans_assignment():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(500, 6, generator=g)
-    rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=1, codebook_size=10, dim=6,
-                                                       kmeans_iters=15, seed=4))
+    rq = ResidualQuantizer(
+        cfg=ResidualQuantizerConfig(levels=1, codebook_size=10, dim=6, kmeans_iters=15, seed=4)
+    )
     rq.init_from_data(x)
     centroids = kmeans(x, KMeansConfig(k=10, iters=15, seed=4))
     torch.testing.assert_close(rq.codebooks.data[0], centroids)
@@ -67,7 +71,9 @@ def test_more_levels_never_increase_error():
     rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=4, codebook_size=32, dim=12))
     rq.init_from_data(x)
     codes = rq.encode(x)
-    errs = [float(((x - rq.decode(codes[:, :lvl]).detach()) ** 2).sum(1).mean()) for lvl in range(1, 5)]
+    errs = [
+        float(((x - rq.decode(codes[:, :lvl]).detach()) ** 2).sum(1).mean()) for lvl in range(1, 5)
+    ]
     assert all(a >= b - 1e-6 for a, b in zip(errs, errs[1:])), errs
 
 
@@ -77,7 +83,7 @@ def test_straight_through_gradients_reach_encoder_and_codebooks():
     rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=2, codebook_size=8, dim=4))
     x = torch.randn(64, 5)
     out = rq(enc(x))  # first call k-means-initialises
-    loss = (out.quantized ** 2).sum() + sum(out.losses.values())
+    loss = (out.quantized**2).sum() + sum(out.losses.values())
     loss.backward()
     assert enc.weight.grad is not None and enc.weight.grad.abs().sum() > 0
     assert rq.codebooks.grad is not None and rq.codebooks.grad.abs().sum() > 0
@@ -110,8 +116,11 @@ def test_faiss_backend_agrees_on_quality():
 
 def test_ema_codebooks_move_toward_data():
     torch.manual_seed(0)
-    rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=1, codebook_size=4, dim=2, ema=True,
-                                                       ema_decay=0.5, kmeans_init=False))
+    rq = ResidualQuantizer(
+        cfg=ResidualQuantizerConfig(
+            levels=1, codebook_size=4, dim=2, ema=True, ema_decay=0.5, kmeans_init=False
+        )
+    )
     x = torch.randn(256, 2) + 5.0
     before = float(((x[:, None] - rq.codebooks.data[0]) ** 2).sum(-1).min(1).values.mean())
     rq.train()
@@ -123,8 +132,11 @@ def test_ema_codebooks_move_toward_data():
 
 
 def test_dead_code_restart():
-    rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(levels=1, codebook_size=8, dim=2,
-                                                       kmeans_init=False, dead_code_threshold=1))
+    rq = ResidualQuantizer(
+        cfg=ResidualQuantizerConfig(
+            levels=1, codebook_size=8, dim=2, kmeans_init=False, dead_code_threshold=1
+        )
+    )
     rq.codebooks.data[0, 1:] = 1000.0  # only code 0 is ever used
     x = torch.randn(64, 2)
     rq.train()

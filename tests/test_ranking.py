@@ -28,7 +28,8 @@ def test_gauc_hand_computed():
 
 def test_logloss_hand_computed():
     assert logloss(np.array([1, 0]), np.array([0.8, 0.4])) == pytest.approx(
-        -(np.log(0.8) + np.log(0.6)) / 2)
+        -(np.log(0.8) + np.log(0.6)) / 2
+    )
 
 
 def _batch(B=4, H=5, n_items=30, seed=0):
@@ -36,8 +37,12 @@ def _batch(B=4, H=5, n_items=30, seed=0):
     hist = torch.randint(0, n_items, (B, H), generator=g)
     hist[0, :3] = -1  # padded positions (left padding)
     hist[1, :] = -1  # a user with no history
-    return {"user": torch.arange(B), "item": torch.randint(0, n_items, (B,), generator=g),
-            "label": torch.ones(B), "history": hist}
+    return {
+        "user": torch.arange(B),
+        "item": torch.randint(0, n_items, (B,), generator=g),
+        "label": torch.ones(B),
+        "history": hist,
+    }
 
 
 def _codes(n=30, L=3, K=8, seed=0):
@@ -46,8 +51,12 @@ def _codes(n=30, L=3, K=8, seed=0):
 
 def test_mcca_shape_and_padding_gets_zero_attention():
     torch.manual_seed(0)
-    m = MCCA(30, {"joint": _codes(seed=0), "text": _codes(seed=1), "audio": _codes(seed=2)},
-             joint="joint", codebook_size=8)
+    m = MCCA(
+        30,
+        {"joint": _codes(seed=0), "text": _codes(seed=1), "audio": _codes(seed=2)},
+        joint="joint",
+        codebook_size=8,
+    )
     b = _batch()
     logit, w = m(b, return_weights=True)
     assert logit.shape == (4,)
@@ -89,8 +98,9 @@ def test_ctr_samples_do_not_leak(ml100k):
     assert not (neg(va) & touched) and not (neg(te) & touched)
     assert len(neg(tr)) > 0 and (tr.label == 0).sum() == 2 * (tr.label == 1).sum()
     # a sample's history holds only the user's items from before the sample
-    position = {(u, i): p for u, i, p in zip(inter["user"], inter["item"],
-                                             inter.groupby("user").cumcount())}
+    position = {
+        (u, i): p for u, i, p in zip(inter["user"], inter["item"], inter.groupby("user").cumcount())
+    }
     for u, i, h in zip(tr.user[:5000], tr.item[:5000], tr.history[:5000]):
         assert all(position[(u, j)] < position[(u, i)] for j in h[h >= 0].tolist())
     # time order: every training positive precedes the user's validation positives
@@ -115,16 +125,16 @@ def test_din_learns_on_real_data(lfm2k):
 
 
 def test_ranking_resumes_only_its_own_checkpoint(lfm2k, tmp_path, monkeypatch):
-    import mmsid.ranking.train as tr
-
     import dataclasses
 
+    import mmsid.ranking.train as tr
     from mmsid.ranking.samples import CTRSplit
 
     full_data = build_ctr(lfm2k, CTRConfig(seed=0))
     keep = np.random.default_rng(0).permutation(len(full_data.train.item))[:20_000]
-    small = CTRSplit(*(getattr(full_data.train, f)[keep] for f in ("user", "item", "label",
-                                                                   "history")))
+    small = CTRSplit(
+        *(getattr(full_data.train, f)[keep] for f in ("user", "item", "label", "history"))
+    )
     data = dataclasses.replace(full_data, train=small)
     cfg = tr.TrainConfig(epochs=2, batch_size=2048)
 

@@ -18,15 +18,22 @@ def _blobs(n=600, d=16, seed=0):
     return (centers[rng.integers(0, 12, n)] + rng.normal(size=(n, d))).astype(np.float32)
 
 
-@pytest.mark.parametrize("tok", [
-    RQKMeansTokenizer(RQKMeansConfig(levels=3, codebook_size=16)),
-    RQVAETokenizer(RQVAEConfig(levels=2, codebook_size=16, epochs=5, batch_size=128,
-                               hidden=(32,), latent_dim=8)),
-])
+@pytest.mark.parametrize(
+    "tok",
+    [
+        RQKMeansTokenizer(RQKMeansConfig(levels=3, codebook_size=16)),
+        RQVAETokenizer(
+            RQVAEConfig(
+                levels=2, codebook_size=16, epochs=5, batch_size=128, hidden=(32,), latent_dim=8
+            )
+        ),
+    ],
+)
 def test_save_load_round_trip(tok, tmp_path):
     x = _blobs()
-    codes = tok.fit(x, **({"progress": False} if isinstance(tok, RQVAETokenizer) else {})
-                    ).transform(x)
+    codes = tok.fit(
+        x, **({"progress": False} if isinstance(tok, RQVAETokenizer) else {})
+    ).transform(x)
     assert codes.shape == (600, tok.levels) and codes.max() < 16
     tok.save(tmp_path / "t.pt")
     again = Tokenizer.load(tmp_path / "t.pt")
@@ -35,8 +42,16 @@ def test_save_load_round_trip(tok, tmp_path):
 
 
 def _small_cfg(**kw):
-    return RQVAEConfig(levels=2, codebook_size=16, epochs=6, batch_size=128, hidden=(32,),
-                       latent_dim=8, checkpoint_every=3, **kw)
+    return RQVAEConfig(
+        levels=2,
+        codebook_size=16,
+        epochs=6,
+        batch_size=128,
+        hidden=(32,),
+        latent_dim=8,
+        checkpoint_every=3,
+        **kw,
+    )
 
 
 def test_rqvae_is_deterministic():
@@ -88,7 +103,9 @@ def test_error_paths(tmp_path):
     with pytest.raises(DataError, match=r"10 items but codebook_size=16.*--codebook-size 10"):
         tok.fit(x[:10])
     tok.fit(x)
-    with pytest.raises(DataError, match=r"dimension 8 but the tokenizer was fitted on dimension 16"):
+    with pytest.raises(
+        DataError, match=r"dimension 8 but the tokenizer was fitted on dimension 16"
+    ):
         tok.transform(x[:, :8])
     with pytest.raises(DataError, match="2-D"):
         tok.transform(x[0])

@@ -28,7 +28,9 @@ def data() -> None:
 
 @data.command("describe")
 @click.argument("dataset")
-@click.option("--data-dir", default=None, help="Folder holding the data set (else $MMSID_DATA_DIR).")
+@click.option(
+    "--data-dir", default=None, help="Folder holding the data set (else $MMSID_DATA_DIR)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def data_describe(dataset: str, data_dir: str | None, as_json: bool) -> None:
     """Users, items, interactions, density, sequence lengths, modality coverage."""
@@ -42,15 +44,29 @@ def data_describe(dataset: str, data_dir: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
-    rows = [("users", f"{stats['users']:,}"), ("items", f"{stats['items']:,}"),
-            ("interactions", f"{stats['interactions']:,}"), ("density", f"{stats['density']:.5f}"),
-            ("timestamps", "yes" if stats["has_timestamps"] else "order only")]
+    rows = [
+        ("users", f"{stats['users']:,}"),
+        ("items", f"{stats['items']:,}"),
+        ("interactions", f"{stats['interactions']:,}"),
+        ("density", f"{stats['density']:.5f}"),
+        ("timestamps", "yes" if stats["has_timestamps"] else "order only"),
+    ]
     sl = stats["sequence_length"]
-    rows.append(("sequence length", f"min {sl['min']}  median {sl['median']:.0f}  "
-                                    f"mean {sl['mean']:.1f}  p90 {sl['p90']:.0f}  max {sl['max']}"))
+    rows.append(
+        (
+            "sequence length",
+            f"min {sl['min']}  median {sl['median']:.0f}  "
+            f"mean {sl['mean']:.1f}  p90 {sl['p90']:.0f}  max {sl['max']}",
+        )
+    )
     for name, m in stats["modalities"].items():
-        rows.append((f"modality {name}", f"{m['kind']}, {m['coverage']:.1%} "
-                                         f"({m['present']:,} present, {m['missing']:,} missing)"))
+        rows.append(
+            (
+                f"modality {name}",
+                f"{m['kind']}, {m['coverage']:.1%} "
+                f"({m['present']:,} present, {m['missing']:,} missing)",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     click.echo(f"{stats['dataset']}")
     for k, v in rows:
@@ -59,13 +75,23 @@ def data_describe(dataset: str, data_dir: str | None, as_json: bool) -> None:
 
 @main.command("features")
 @click.argument("dataset")
-@click.option("--data-dir", default=None, help="Folder holding the data set (else $MMSID_DATA_DIR).")
+@click.option(
+    "--data-dir", default=None, help="Folder holding the data set (else $MMSID_DATA_DIR)."
+)
 @click.option("--modality", "modalities", multiple=True, help="Modality to embed (repeatable).")
 @click.option("--no-normalize", is_flag=True, help="Keep raw norms (default: L2-normalise).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--cache-dir", default=None, help="Feature cache (default $MMSID_CACHE_DIR/features).")
-def features_cmd(dataset: str, data_dir: str | None, modalities: tuple[str, ...],
-                 no_normalize: bool, device: str, cache_dir: str | None) -> None:
+@click.option(
+    "--cache-dir", default=None, help="Feature cache (default $MMSID_CACHE_DIR/features)."
+)
+def features_cmd(
+    dataset: str,
+    data_dir: str | None,
+    modalities: tuple[str, ...],
+    no_normalize: bool,
+    device: str,
+    cache_dir: str | None,
+) -> None:
     """Build (or read from cache) content embeddings and print their shapes."""
     from mmsid.data import load_dataset
     from mmsid.device import resolve_device
@@ -73,56 +99,100 @@ def features_cmd(dataset: str, data_dir: str | None, modalities: tuple[str, ...]
 
     try:
         ds = load_dataset(dataset, data_dir)
-        f = build_features(ds, modalities=list(modalities) or None, normalize=not no_normalize,
-                           device=str(resolve_device(device)), cache=cache_dir)
+        f = build_features(
+            ds,
+            modalities=list(modalities) or None,
+            normalize=not no_normalize,
+            device=str(resolve_device(device)),
+            cache=cache_dir,
+        )
     except MMSIDError as e:
         _fail(e)
     for name, shape in f.shapes().items():
         src = "cache" if f.cached[name] else f.encoders[name]
-        click.echo(f"{name:<14} {shape[0]} x {shape[1]:<5} present {int(f.masks[name].sum()):>6}"
-                   f"  {f.seconds[name]:7.2f}s  ({src})")
+        click.echo(
+            f"{name:<14} {shape[0]} x {shape[1]:<5} present {int(f.masks[name].sum()):>6}"
+            f"  {f.seconds[name]:7.2f}s  ({src})"
+        )
 
 
 @main.command("tokenize")
 @click.option("--dataset", required=True)
-@click.option("--method", type=click.Choice(["rq-kmeans", "rq-vae", "psrq"]), default="rq-kmeans",
-              show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(["rq-kmeans", "rq-vae", "psrq"]),
+    default="rq-kmeans",
+    show_default=True,
+)
 @click.option("--levels", default=3, show_default=True)
 @click.option("--codebook-size", default=256, show_default=True)
-@click.option("--modality", "modalities", multiple=True,
-              help="Modality for the input (repeatable; default: the data set's baseline set).")
+@click.option(
+    "--modality",
+    "modalities",
+    multiple=True,
+    help="Modality for the input (repeatable; default: the data set's baseline set).",
+)
 @click.option("--epochs", default=200, show_default=True, help="Training epochs (rq-vae).")
-@click.option("--alpha", default=1.0, show_default=True,
-              help="PSRQ prefix weight (0 = RQ-KMeans).")
-@click.option("--collision-cap", default=None, type=int,
-              help="Most items allowed on one SID (default: codebook size).")
-@click.option("--per-modality", is_flag=True,
-              help="Also fit one tokenizer per modality; write all sets to sid_sets.parquet.")
+@click.option("--alpha", default=1.0, show_default=True, help="PSRQ prefix weight (0 = RQ-KMeans).")
+@click.option(
+    "--collision-cap",
+    default=None,
+    type=int,
+    help="Most items allowed on one SID (default: codebook size).",
+)
+@click.option(
+    "--per-modality",
+    is_flag=True,
+    help="Also fit one tokenizer per modality; write all sets to sid_sets.parquet.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--out", required=True, help="Run folder.")
-def tokenize_cmd(dataset: str, method: str, levels: int, codebook_size: int,
-                 modalities: tuple[str, ...], epochs: int, alpha: float, collision_cap: int | None,
-                 per_modality: bool,
-                 seed: int, device: str,
-                 data_dir: str | None, out: str) -> None:
+def tokenize_cmd(
+    dataset: str,
+    method: str,
+    levels: int,
+    codebook_size: int,
+    modalities: tuple[str, ...],
+    epochs: int,
+    alpha: float,
+    collision_cap: int | None,
+    per_modality: bool,
+    seed: int,
+    device: str,
+    data_dir: str | None,
+    out: str,
+) -> None:
     """Fit a tokenizer and write sids.parquet, tokenizer.pt, metrics.json and plots."""
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
-    cfg = TokenizeConfig(dataset=dataset, method=method, out=out, modalities=list(modalities),
-                         levels=levels, codebook_size=codebook_size, seed=seed, epochs=epochs, alpha=alpha,
-                         per_modality=per_modality, collision_cap=collision_cap,
-                         device=device, data_dir=data_dir)
+    cfg = TokenizeConfig(
+        dataset=dataset,
+        method=method,
+        out=out,
+        modalities=list(modalities),
+        levels=levels,
+        codebook_size=codebook_size,
+        seed=seed,
+        epochs=epochs,
+        alpha=alpha,
+        per_modality=per_modality,
+        collision_cap=collision_cap,
+        device=device,
+        data_dir=data_dir,
+    )
     try:
         m = run_tokenize(cfg)
     except MMSIDError as e:
         _fail(e)
     coh = m["coherence"]
-    click.echo(f"{dataset} {method}: {m['items']} items, utilization "
-               f"{', '.join(f'{u:.2f}' for u in m['utilization'])}, collision rate "
-               f"{m['collision_rate']:.3f}, unique after collision level "
-               f"{m['unique_after_collision_level']}/{m['items']}")
+    click.echo(
+        f"{dataset} {method}: {m['items']} items, utilization "
+        f"{', '.join(f'{u:.2f}' for u in m['utilization'])}, collision rate "
+        f"{m['collision_rate']:.3f}, unique after collision level "
+        f"{m['unique_after_collision_level']}/{m['items']}"
+    )
     levels = ", ".join("-" if c is None else f"{c:.3f}" for c in coh["prefix"])
     click.echo(f"coherence by prefix level: {levels} (random pairs {coh['random']:.3f})")
     click.echo(f"wrote {out}/sids.parquet, tokenizer.pt, metrics.json, code_usage.png")
@@ -130,30 +200,64 @@ def tokenize_cmd(dataset: str, method: str, levels: int, codebook_size: int,
 
 @main.command("rank")
 @click.option("--dataset", required=True)
-@click.option("--model", type=click.Choice(["din", "din-sid", "mcca"]), default="din",
-              show_default=True)
-@click.option("--sids", "sids", multiple=True,
-              help="SID table, NAME=PATH or PATH (named 'joint'); repeat for MCCA's sets.")
-@click.option("--joint", default="joint", show_default=True,
-              help="Name of the modal-joint SID set (MCCA's shared query).")
-@click.option("--label", type=click.Choice(["sampled", "rating"]), default="sampled",
-              show_default=True, help="sampled negatives, or rating >= 4 as click (MovieLens).")
+@click.option(
+    "--model", type=click.Choice(["din", "din-sid", "mcca"]), default="din", show_default=True
+)
+@click.option(
+    "--sids",
+    "sids",
+    multiple=True,
+    help="SID table, NAME=PATH or PATH (named 'joint'); repeat for MCCA's sets.",
+)
+@click.option(
+    "--joint",
+    default="joint",
+    show_default=True,
+    help="Name of the modal-joint SID set (MCCA's shared query).",
+)
+@click.option(
+    "--label",
+    type=click.Choice(["sampled", "rating"]),
+    default="sampled",
+    show_default=True,
+    help="sampled negatives, or rating >= 4 as click (MovieLens).",
+)
 @click.option("--neg-ratio", default=1, show_default=True)
 @click.option("--epochs", default=1, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--out", required=True, help="Run folder.")
-def rank_cmd(dataset: str, model: str, sids: tuple[str, ...], joint: str, label: str,
-             neg_ratio: int, epochs: int, seed: int, device: str, data_dir: str | None,
-             out: str) -> None:
+def rank_cmd(
+    dataset: str,
+    model: str,
+    sids: tuple[str, ...],
+    joint: str,
+    label: str,
+    neg_ratio: int,
+    epochs: int,
+    seed: int,
+    device: str,
+    data_dir: str | None,
+    out: str,
+) -> None:
     """Train a CTR model (DIN, DIN + SID, MCCA); write metrics.json, model.pt, curves.png."""
     from mmsid.ranking.run import RankConfig, run_rank
 
     named = dict(s.split("=", 1) if "=" in s else ("joint", s) for s in sids)
-    cfg = RankConfig(dataset=dataset, model=model, out=out, sids=named, joint=joint, label=label,
-                     neg_ratio=neg_ratio, epochs=epochs, seed=seed, device=device,
-                     data_dir=data_dir)
+    cfg = RankConfig(
+        dataset=dataset,
+        model=model,
+        out=out,
+        sids=named,
+        joint=joint,
+        label=label,
+        neg_ratio=neg_ratio,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        data_dir=data_dir,
+    )
     try:
         r = run_rank(cfg)
     except MMSIDError as e:
@@ -161,8 +265,10 @@ def rank_cmd(dataset: str, model: str, sids: tuple[str, ...], joint: str, label:
     for split in ("valid", "test"):
         a = r[split]["all"]
         c = r[split]["cold"]
-        click.echo(f"{split}: AUC {a['auc']:.4f}  GAUC {a['gauc']:.4f}  LogLoss "
-                   f"{a['logloss']:.4f}  cold AUC {c['auc']:.4f}")
+        click.echo(
+            f"{split}: AUC {a['auc']:.4f}  GAUC {a['gauc']:.4f}  LogLoss "
+            f"{a['logloss']:.4f}  cold AUC {c['auc']:.4f}"
+        )
     click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")
 
 

@@ -45,7 +45,8 @@ def collision_index(codes: np.ndarray, *, cap: int | None = None) -> np.ndarray:
         worst = codes[int(np.argmax(out))].tolist()
         raise DataError(
             f"{int(out.max()) + 1} items share the SID prefix {worst}, more than the collision "
-            f"cap {cap}; use more levels or a larger codebook (or raise the cap)")
+            f"cap {cap}; use more levels or a larger codebook (or raise the cap)"
+        )
     return out
 
 
@@ -69,13 +70,20 @@ class SIDTable:
         return np.concatenate([self.codes, self.collision[:, None]], axis=1)
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, item_ids: np.ndarray | None = None, *,
-                   config_hash: str = "", codebook_size: int = 0,
-                   collision_cap: int | None = None) -> SIDTable:
+    def from_codes(
+        cls,
+        codes: np.ndarray,
+        item_ids: np.ndarray | None = None,
+        *,
+        config_hash: str = "",
+        codebook_size: int = 0,
+        collision_cap: int | None = None,
+    ) -> SIDTable:
         codes = np.asarray(codes, dtype=np.int64)
         ids = np.arange(len(codes)) if item_ids is None else np.asarray(item_ids)
-        return cls(ids, codes, collision_index(codes, cap=collision_cap), config_hash,
-                   codebook_size)
+        return cls(
+            ids, codes, collision_index(codes, cap=collision_cap), config_hash, codebook_size
+        )
 
     def to_frame(self) -> pd.DataFrame:
         df = pd.DataFrame({"item_id": self.item_ids, "sid": list(self.sids)})
@@ -87,9 +95,12 @@ class SIDTable:
 
     def save(self, path: str | Path) -> None:
         table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
-        meta = {**(table.schema.metadata or {}), b"mmsid.levels": str(self.codes.shape[1]).encode(),
-                b"mmsid.codebook_size": str(self.codebook_size).encode(),
-                b"mmsid.config_hash": self.config_hash.encode()}
+        meta = {
+            **(table.schema.metadata or {}),
+            b"mmsid.levels": str(self.codes.shape[1]).encode(),
+            b"mmsid.codebook_size": str(self.codebook_size).encode(),
+            b"mmsid.config_hash": self.config_hash.encode(),
+        }
         with atomic_path(path) as tmp:
             pq.write_table(table.replace_schema_metadata(meta), tmp)
 
@@ -105,11 +116,16 @@ class SIDTable:
             if col not in df.columns:
                 raise DataError(f"{path}: missing column '{col}'; not an mmsid SID table")
         levels = int(meta.get(b"mmsid.levels", b"0")) or sum(
-            c.startswith("c") and c[1:].isdigit() for c in df.columns)
+            c.startswith("c") and c[1:].isdigit() for c in df.columns
+        )
         codes = df[[f"c{i}" for i in range(levels)]].to_numpy(np.int64)
-        return cls(df["item_id"].to_numpy(), codes, df["collision"].to_numpy(np.int64),
-                   meta.get(b"mmsid.config_hash", b"").decode(),
-                   int(meta.get(b"mmsid.codebook_size", b"0")))
+        return cls(
+            df["item_id"].to_numpy(),
+            codes,
+            df["collision"].to_numpy(np.int64),
+            meta.get(b"mmsid.config_hash", b"").decode(),
+            int(meta.get(b"mmsid.codebook_size", b"0")),
+        )
 
 
 def save_sid_sets(path: str | Path, sets: dict[str, SIDTable]) -> None:
@@ -129,11 +145,21 @@ def save_sid_sets(path: str | Path, sets: dict[str, SIDTable]) -> None:
         f = t.to_frame().drop(columns=["item_id", "config_hash"])
         df = pd.concat([df, f.add_prefix(f"{n}.")], axis=1)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = {n: {"levels": int(t.codes.shape[1]), "codebook_size": int(t.codebook_size),
-                "config_hash": t.config_hash} for n, t in sets.items()}
+    meta = {
+        n: {
+            "levels": int(t.codes.shape[1]),
+            "codebook_size": int(t.codebook_size),
+            "config_hash": t.config_hash,
+        }
+        for n, t in sets.items()
+    }
     with atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), b"mmsid.sets": json.dumps(meta).encode()}), tmp)
+        pq.write_table(
+            table.replace_schema_metadata(
+                {**(table.schema.metadata or {}), b"mmsid.sets": json.dumps(meta).encode()}
+            ),
+            tmp,
+        )
 
 
 def load_sid_sets(path: str | Path) -> dict[str, SIDTable]:
@@ -151,7 +177,11 @@ def load_sid_sets(path: str | Path) -> dict[str, SIDTable]:
     out = {}
     for n, m in json.loads(meta[b"mmsid.sets"]).items():
         codes = df[[f"{n}.c{i}" for i in range(m["levels"])]].to_numpy(np.int64)
-        out[n] = SIDTable(df["item_id"].to_numpy(), codes,
-                          df[f"{n}.collision"].to_numpy(np.int64), m["config_hash"],
-                          m["codebook_size"])
+        out[n] = SIDTable(
+            df["item_id"].to_numpy(),
+            codes,
+            df[f"{n}.collision"].to_numpy(np.int64),
+            m["config_hash"],
+            m["codebook_size"],
+        )
     return out

@@ -57,6 +57,7 @@ def concat_features(feats: ItemFeatures, names: list[str]) -> tuple[np.ndarray, 
 def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     from mmsid.device import resolve_device, seed_everything
     from mmsid.eval.codebook import codebook_report
+
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
@@ -83,22 +84,30 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         sets = {"joint": table}
         for n in names:
             xm = feats.embeddings[n]
-            t_m = _fit_tokenizer(cfg, xm, device, out / "checkpoints" / f"tokenizer-{n}.pt",
-                                 progress)
-            sets[n] = _table(cfg, t_m, t_m.transform(xm, device=device),
-                             ds.items["item"].to_numpy())
+            t_m = _fit_tokenizer(
+                cfg, xm, device, out / "checkpoints" / f"tokenizer-{n}.pt", progress
+            )
+            sets[n] = _table(
+                cfg, t_m, t_m.transform(xm, device=device), ds.items["item"].to_numpy()
+            )
             t_m.save(out / f"tokenizer-{n}.pt")
         save_sid_sets(out / "sid_sets.parquet", sets)
 
     metrics = {
-        "dataset": cfg.dataset, "method": cfg.method, "modalities": names,
-        "input_dim": int(x.shape[1]), "items_with_content": int(mask.sum()),
+        "dataset": cfg.dataset,
+        "method": cfg.method,
+        "modalities": names,
+        "input_dim": int(x.shape[1]),
+        "items_with_content": int(mask.sum()),
         **codebook_report(codes, cfg.codebook_size, x, mask),
         "unique_after_collision_level": int(len(np.unique(table.sids, axis=0))),
         "max_collision_index": int(table.collision.max()),
         "coherence_by_modality": {
-            n: codebook_report(codes, cfg.codebook_size, feats.embeddings[n],
-                               feats.masks[n])["coherence"] for n in names},
+            n: codebook_report(codes, cfg.codebook_size, feats.embeddings[n], feats.masks[n])[
+                "coherence"
+            ]
+            for n in names
+        },
         "seconds": {"features": t_feat, "fit": t_fit},
         "config_hash": tok.config_hash(),
     }
@@ -114,8 +123,9 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     return metrics
 
 
-def _fit_tokenizer(cfg: TokenizeConfig, x: np.ndarray, device: str, checkpoint: Path,
-                   progress: bool):
+def _fit_tokenizer(
+    cfg: TokenizeConfig, x: np.ndarray, device: str, checkpoint: Path, progress: bool
+):
     from mmsid.quantizers import tokenizer_for
 
     common = {"levels": cfg.levels, "codebook_size": cfg.codebook_size, "seed": cfg.seed}
@@ -125,15 +135,19 @@ def _fit_tokenizer(cfg: TokenizeConfig, x: np.ndarray, device: str, checkpoint: 
         return tokenizer_for("psrq", **common, alpha=cfg.alpha).fit(x)
     if cfg.method == "rq-vae":
         return tokenizer_for("rq-vae", **common, epochs=cfg.epochs).fit(
-            x, device=device, checkpoint=checkpoint, progress=progress)
-    raise ConfigError(f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans, rq-vae or "
-                      f"psrq")
+            x, device=device, checkpoint=checkpoint, progress=progress
+        )
+    raise ConfigError(f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans, rq-vae or psrq")
 
 
 def _table(cfg: TokenizeConfig, tok, codes: np.ndarray, item_ids: np.ndarray) -> SIDTable:
-    return SIDTable.from_codes(codes, item_ids, config_hash=tok.config_hash(),
-                               codebook_size=cfg.codebook_size,
-                               collision_cap=cfg.collision_cap or cfg.codebook_size)
+    return SIDTable.from_codes(
+        codes,
+        item_ids,
+        config_hash=tok.config_hash(),
+        codebook_size=cfg.codebook_size,
+        collision_cap=cfg.collision_cap or cfg.codebook_size,
+    )
 
 
 def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> None:

@@ -23,8 +23,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs)
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, REGISTRY, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise DataError(f"unknown data set '{name}'; known: {', '.join(REGISTRY)}, or use "
-                        f"mmsid.data.custom.load for your own files.{hint}")
+        raise DataError(
+            f"unknown data set '{name}'; known: {', '.join(REGISTRY)}, or use "
+            f"mmsid.data.custom.load for your own files.{hint}"
+        )
     return REGISTRY[name](data_dir, **kwargs)
 
 

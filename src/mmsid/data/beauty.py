@@ -34,8 +34,10 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
             try:
                 ids = [int(p) for p in parts]
             except ValueError as e:
-                raise DataError(f"{path}: line {lineno} has a non-integer id ({e}); each line "
-                                f"is 'user item item ...' with integer ids") from None
+                raise DataError(
+                    f"{path}: line {lineno} has a non-integer id ({e}); each line "
+                    f"is 'user item item ...' with integer ids"
+                ) from None
             u, seq = ids[0], ids[1:]
             users.extend([u] * len(seq))
             items.extend(seq)
@@ -55,13 +57,18 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
         raise DataError(f"{item_path}: item_id must run 0..{n_items - 1} without gaps")
     items_arr = np.asarray(items, dtype=np.int64)
     if items_arr.max() >= n_items or items_arr.min() < 0:
-        raise DataError(f"{path}: item id {items_arr.max()} not in {item_path} "
-                        f"(0..{n_items - 1})")
+        raise DataError(f"{path}: item id {items_arr.max()} not in {item_path} (0..{n_items - 1})")
 
     user_raw = np.unique(np.asarray(users, dtype=np.int64))
     user_index = pd.Series(np.arange(len(user_raw)), index=user_raw)
-    inter = pd.DataFrame({"user": user_index.loc[users].to_numpy(), "item": items_arr,
-                          "timestamp": pos, "rating": 1.0})
+    inter = pd.DataFrame(
+        {
+            "user": user_index.loc[users].to_numpy(),
+            "item": items_arr,
+            "timestamp": pos,
+            "rating": 1.0,
+        }
+    )
     inter = finalize_interactions(inter, source=str(path))
 
     def _cats(c: list) -> str:
@@ -70,11 +77,23 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     cats = [_cats(c) for c in meta.get("categories", pd.Series([[]] * n_items))]
     titles = meta["title"].fillna("").astype(str).to_list()
     texts = [". ".join(p for p in (t, c) if p) or None for t, c in zip(titles, cats)]
-    item_df = pd.DataFrame({"item": np.arange(n_items), "item_raw": meta["item_id"].to_numpy(),
-                            "title": titles, "categories": cats})
+    item_df = pd.DataFrame(
+        {
+            "item": np.arange(n_items),
+            "item_raw": meta["item_id"].to_numpy(),
+            "title": titles,
+            "categories": cats,
+        }
+    )
     user_df = pd.DataFrame({"user": np.arange(len(user_raw)), "user_raw": user_raw})
-    ds = RecDataset(NAME, inter, item_df, user_df,
-                    {"text": Modality("text", "text", texts, source=str(item_path))},
-                    has_timestamps=False, files=[path, item_path])
+    ds = RecDataset(
+        NAME,
+        inter,
+        item_df,
+        user_df,
+        {"text": Modality("text", "text", texts, source=str(item_path))},
+        has_timestamps=False,
+        files=[path, item_path],
+    )
     ds.validate()
     return ds

@@ -30,8 +30,10 @@ def _read_embedding(path: Path) -> np.ndarray:
     elif path.suffix == ".parquet":
         arr = pd.read_parquet(path).to_numpy()
     else:
-        raise DataError(f"{path}: unsupported embedding format '{path.suffix}'; use .npy or "
-                        f".parquet (one row per item, in item-table order)")
+        raise DataError(
+            f"{path}: unsupported embedding format '{path.suffix}'; use .npy or "
+            f".parquet (one row per item, in item-table order)"
+        )
     if arr.ndim != 2:
         raise DataError(f"{path}: expected a 2-D array (n_items, d), got shape {arr.shape}")
     return arr.astype(np.float32)
@@ -41,7 +43,9 @@ def load(
     interactions: str | os.PathLike,
     items: str | os.PathLike | None = None,
     embeddings: dict[str, str | os.PathLike] | None = None,
-    *, name: str = "custom", text_column: str | None = None,
+    *,
+    name: str = "custom",
+    text_column: str | None = None,
 ) -> RecDataset:
     """Load a user's data set.
 
@@ -75,19 +79,24 @@ def load(
         unknown = ~df["item"].isin(item_raw)
         if unknown.any():
             row = int(np.flatnonzero(unknown.to_numpy())[0])
-            raise DataError(f"{ipath}: row {row} names item {df['item'].iloc[row]} missing from "
-                            f"{tpath}; add it to the item table")
+            raise DataError(
+                f"{ipath}: row {row} names item {df['item'].iloc[row]} missing from "
+                f"{tpath}; add it to the item table"
+            )
     else:
         item_df = pd.DataFrame({"item": np.sort(df["item"].unique())})
         item_raw = item_df["item"].astype(np.int64).to_numpy()
     item_index = pd.Series(np.arange(len(item_raw)), index=item_raw)
     user_raw = np.sort(df["user"].unique()).astype(np.int64)
     user_index = pd.Series(np.arange(len(user_raw)), index=user_raw)
-    inter = pd.DataFrame({
-        "user": user_index.loc[df["user"].to_numpy()].to_numpy(),
-        "item": item_index.loc[df["item"].to_numpy()].to_numpy(),
-        "timestamp": df["timestamp"].to_numpy(), "rating": df["rating"].to_numpy(),
-    })
+    inter = pd.DataFrame(
+        {
+            "user": user_index.loc[df["user"].to_numpy()].to_numpy(),
+            "item": item_index.loc[df["item"].to_numpy()].to_numpy(),
+            "timestamp": df["timestamp"].to_numpy(),
+            "rating": df["rating"].to_numpy(),
+        }
+    )
     inter = finalize_interactions(inter, source=str(ipath))
 
     modalities: dict[str, Modality] = {}
@@ -95,8 +104,10 @@ def load(
         epath = Path(epath)
         arr = _read_embedding(epath)
         if arr.shape[0] != len(item_raw):
-            raise DataError(f"{epath}: {arr.shape[0]} rows but the item table has "
-                            f"{len(item_raw)} items; give one row per item, in item order")
+            raise DataError(
+                f"{epath}: {arr.shape[0]} rows but the item table has "
+                f"{len(item_raw)} items; give one row per item, in item order"
+            )
         check_finite(arr, source=str(epath))
         modalities[mod] = Modality(mod, "embedding", arr, source=str(epath))
     if text_column is not None:
@@ -107,7 +118,8 @@ def load(
 
     out_items = pd.DataFrame({"item": np.arange(len(item_raw)), "item_raw": item_raw})
     users = pd.DataFrame({"user": np.arange(len(user_raw)), "user_raw": user_raw})
-    ds = RecDataset(name, inter, out_items, users, modalities, has_timestamps=has_time,
-                    files=[ipath])
+    ds = RecDataset(
+        name, inter, out_items, users, modalities, has_timestamps=has_time, files=[ipath]
+    )
     ds.validate()
     return ds

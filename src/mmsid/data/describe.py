@@ -19,15 +19,21 @@ def describe(ds: RecDataset) -> dict:
         "density": ds.n_interactions / max(1, ds.n_users * ds.n_items),
         "has_timestamps": ds.has_timestamps,
         "sequence_length": {
-            "min": int(lengths.min()), "median": float(np.median(lengths)),
-            "mean": float(lengths.mean()), "p90": float(np.percentile(lengths, 90)),
+            "min": int(lengths.min()),
+            "median": float(np.median(lengths)),
+            "mean": float(lengths.mean()),
+            "p90": float(np.percentile(lengths, 90)),
             "max": int(lengths.max()),
         },
         "items_without_interactions": int((pop == 0).sum()),
         "modalities": {
-            name: {"kind": m.kind, "coverage": m.coverage, "present": int(m.mask.sum()),
-                   "missing": int((~m.mask).sum()),
-                   **({"dim": int(np.asarray(m.raw).shape[1])} if m.kind == "embedding" else {})}
+            name: {
+                "kind": m.kind,
+                "coverage": m.coverage,
+                "present": int(m.mask.sum()),
+                "missing": int((~m.mask).sum()),
+                **({"dim": int(np.asarray(m.raw).shape[1])} if m.kind == "embedding" else {}),
+            }
             for name, m in ds.modalities.items()
         },
     }

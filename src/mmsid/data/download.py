@@ -47,6 +47,7 @@ class Source:
 
 _GL = "https://files.grouplens.org/datasets"
 _GP = "https://raw.githubusercontent.com/giuspillo/extending_sota_data_mm_feat/HEAD/"
+_LF = "2_data_processing/hetrec2011-lastfm-2k/"
 _SR = "https://raw.githubusercontent.com/sadhana937/Movie-recommender-system/HEAD/data/"
 
 # Public sources named in the data README. amazon-beauty (TIGER's preprocessing of the 2014
@@ -56,12 +57,18 @@ SOURCES: dict[str, list[Source]] = {
         Source(
             f"{_GL}/movielens/ml-100k.zip",
             members={
-                **{f"u.{n}": f"ml-100k/u.{n}" for n in ("data", "item", "user", "genre", "occupation")},
+                **{
+                    f"u.{n}": f"ml-100k/u.{n}"
+                    for n in ("data", "item", "user", "genre", "occupation")
+                },
                 "MOVIELENS_README": "ml-100k/README",
             },
         ),
-        Source(_SR + "{path}", prefixes=("posters/", "items_tmdb.csv"),
-               remote={"items_tmdb.csv": "items.csv"}),
+        Source(
+            _SR + "{path}",
+            prefixes=("posters/", "items_tmdb.csv"),
+            remote={"items_tmdb.csv": "items.csv"},
+        ),
     ],
     "lfm2k-mm": [
         Source(
@@ -76,19 +83,26 @@ SOURCES: dict[str, list[Source]] = {
         ),
         Source(
             _GP + "{path}",
-            prefixes=("lfm2k.inter", "lfm2k_og_ids.inter", "lfm2k_text.tsv", "vggish.npy",
-                      "whisper.npy", "all-MiniLM-L6-v2.npy", "lfm2k_song_extended_mapping.tsv"),
+            prefixes=(
+                "lfm2k.inter",
+                "lfm2k_og_ids.inter",
+                "lfm2k_text.tsv",
+                "vggish.npy",
+                "whisper.npy",
+                "all-MiniLM-L6-v2.npy",
+                "lfm2k_song_extended_mapping.tsv",
+            ),
             remote={
-                "lfm2k.inter": "2_data_processing/hetrec2011-lastfm-2k/processed_data/lfm2k.inter",
-                "lfm2k_og_ids.inter":
-                    "2_data_processing/hetrec2011-lastfm-2k/processed_data/lfm2k_og_ids.inter",
-                "lfm2k_text.tsv": "2_data_processing/hetrec2011-lastfm-2k/lfm2k_text.tsv",
+                "lfm2k.inter": _LF + "processed_data/lfm2k.inter",
+                "lfm2k_og_ids.inter": _LF + "processed_data/lfm2k_og_ids.inter",
+                "lfm2k_text.tsv": _LF + "lfm2k_text.tsv",
                 "vggish.npy": "3_data_processing/hetrec2011-lastfm-2k/multimodal_features/"
-                              "mmrec_npy/vggish.npy",
+                "mmrec_npy/vggish.npy",
                 "whisper.npy": "3_mmrec/data/lfm2k/whisper.npy",
                 "all-MiniLM-L6-v2.npy": "4_mmrec/data/lfm2k/all-MiniLM-L6-v2.npy",
-                "lfm2k_song_extended_mapping.tsv":
-                    "1_learn_mm_feat/lfm2k/lfm2k_song_extended_mapping.tsv",
+                "lfm2k_song_extended_mapping.tsv": (
+                    "1_learn_mm_feat/lfm2k/lfm2k_song_extended_mapping.tsv"
+                ),
             },
         ),
     ],
@@ -111,8 +125,11 @@ def _missing(folder: Path, required: list[str]) -> list[str]:
 
 
 def resolve_data_dir(
-    name: str, required: list[str], data_dir: str | os.PathLike | None = None,
-    *, download_missing: bool = True,
+    name: str,
+    required: list[str],
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download_missing: bool = True,
 ) -> Path:
     """Return the folder that holds data set ``name`` with every file in ``required``.
 
@@ -186,7 +203,8 @@ def download(name: str, folder: Path | None = None) -> Path:
     folder = folder or cache_dir() / "datasets" / name
     wanted = manifest()[name]
     todo = {
-        rel for rel, meta in wanted.items()
+        rel
+        for rel, meta in wanted.items()
         if not (folder / rel).exists() or sha256_file(folder / rel) != meta["sha256"]
     }
     if not todo:

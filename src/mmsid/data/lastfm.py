@@ -12,11 +12,20 @@ from mmsid.data.download import resolve_data_dir
 from mmsid.errors import DataError
 
 NAME = "lfm2k-mm"
-REQUIRED = ["lfm2k.inter", "lfm2k_og_ids.inter", "lfm2k_text.tsv", "all-MiniLM-L6-v2.npy",
-            "vggish.npy", "whisper.npy"]
+REQUIRED = [
+    "lfm2k.inter",
+    "lfm2k_og_ids.inter",
+    "lfm2k_text.tsv",
+    "all-MiniLM-L6-v2.npy",
+    "vggish.npy",
+    "whisper.npy",
+]
 SPLITS = {0: "train", 1: "valid", 2: "test"}
-EMBEDDINGS = {"text_minilm": "all-MiniLM-L6-v2.npy", "audio_vggish": "vggish.npy",
-              "audio_whisper": "whisper.npy"}
+EMBEDDINGS = {
+    "text_minilm": "all-MiniLM-L6-v2.npy",
+    "audio_vggish": "vggish.npy",
+    "audio_whisper": "whisper.npy",
+}
 
 
 def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
@@ -35,8 +44,10 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     og = pd.read_csv(og_path, sep="\t", dtype=str)
     check_numeric(og, ["userID", "itemID"], source=str(og_path))
     if len(og) != len(df):
-        raise DataError(f"{og_path}: {len(og)} rows but {path} has {len(df)}; the two files "
-                        f"must match row for row")
+        raise DataError(
+            f"{og_path}: {len(og)} rows but {path} has {len(df)}; the two files "
+            f"must match row for row"
+        )
 
     n_items = int(df["itemID"].max()) + 1
     n_users = int(df["userID"].max()) + 1
@@ -47,11 +58,15 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     user_raw = user_raw[~user_raw.index.duplicated()].reindex(range(n_users))
 
     order = df.groupby("userID").cumcount().to_numpy()
-    inter = pd.DataFrame({
-        "user": df["userID"].to_numpy(), "item": df["itemID"].to_numpy(), "timestamp": order,
-        "rating": df["rating"].to_numpy(),
-        "split": df["x_label"].astype(int).map(SPLITS).to_numpy(),
-    })
+    inter = pd.DataFrame(
+        {
+            "user": df["userID"].to_numpy(),
+            "item": df["itemID"].to_numpy(),
+            "timestamp": order,
+            "rating": df["rating"].to_numpy(),
+            "split": df["x_label"].astype(int).map(SPLITS).to_numpy(),
+        }
+    )
     inter = finalize_interactions(inter, source=str(path), dedupe_on=("user", "item"))
 
     text_path = folder / "lfm2k_text.tsv"
@@ -71,15 +86,29 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
         fpath = folder / fname
         arr = np.load(fpath).astype(np.float32)
         if arr.ndim != 2 or arr.shape[0] != n_items:
-            raise DataError(f"{fpath}: shape {arr.shape}, expected ({n_items}, d) — one row per "
-                            f"itemID of {path}")
+            raise DataError(
+                f"{fpath}: shape {arr.shape}, expected ({n_items}, d) — one row per "
+                f"itemID of {path}"
+            )
         check_finite(arr, source=str(fpath))
         modalities[mod] = Modality(mod, "embedding", arr, source=str(fpath))
 
-    items = pd.DataFrame({"item": np.arange(n_items), "item_raw": artist.to_numpy().astype(int),
-                          "title": [names.get(int(a), "") for a in artist.to_numpy()]})
+    items = pd.DataFrame(
+        {
+            "item": np.arange(n_items),
+            "item_raw": artist.to_numpy().astype(int),
+            "title": [names.get(int(a), "") for a in artist.to_numpy()],
+        }
+    )
     users = pd.DataFrame({"user": np.arange(n_users), "user_raw": user_raw.to_numpy().astype(int)})
-    ds = RecDataset(NAME, inter, items, users, modalities, has_timestamps=False,
-                    files=[path, og_path, text_path])
+    ds = RecDataset(
+        NAME,
+        inter,
+        items,
+        users,
+        modalities,
+        has_timestamps=False,
+        files=[path, og_path, text_path],
+    )
     ds.validate()
     return ds

@@ -13,9 +13,27 @@ from mmsid.errors import DataError
 
 NAME = "ml100k-mm"
 REQUIRED = ["u.data", "u.item", "items_tmdb.csv"]
-GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-          "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-          "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = True) -> RecDataset:
@@ -28,15 +46,22 @@ def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = 
     """
     folder = resolve_data_dir(NAME, REQUIRED, data_dir)
     path = folder / "u.data"
-    ratings = pd.read_csv(path, sep="\t", header=None, names=["user_raw", "item_raw", "rating",
-                                                             "timestamp"], dtype=str)
+    ratings = pd.read_csv(
+        path,
+        sep="\t",
+        header=None,
+        names=["user_raw", "item_raw", "rating", "timestamp"],
+        dtype=str,
+    )
     check_numeric(ratings, ["user_raw", "item_raw", "rating", "timestamp"], source=str(path))
 
     item_path = folder / "u.item"
     items = pd.read_csv(item_path, sep="|", header=None, encoding="latin-1", dtype=str)
     if items.shape[1] != 5 + len(GENRES):
-        raise DataError(f"{item_path}: expected {5 + len(GENRES)} '|'-separated columns, "
-                        f"found {items.shape[1]}; use the original MovieLens 100K u.item")
+        raise DataError(
+            f"{item_path}: expected {5 + len(GENRES)} '|'-separated columns, "
+            f"found {items.shape[1]}; use the original MovieLens 100K u.item"
+        )
     check_numeric(items, [0], source=str(item_path))
     items = items.sort_values(0, kind="stable").reset_index(drop=True)
     item_raw = items[0].astype(np.int64).to_numpy()
@@ -46,18 +71,22 @@ def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = 
     unknown = ~ratings["item_raw"].isin(item_raw)
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
-        raise DataError(f"{path}: row {row} names item {ratings['item_raw'].iloc[row]} that "
-                        f"{item_path} does not list; the two files must come from one release")
+        raise DataError(
+            f"{path}: row {row} names item {ratings['item_raw'].iloc[row]} that "
+            f"{item_path} does not list; the two files must come from one release"
+        )
 
     item_index = pd.Series(np.arange(len(item_raw)), index=item_raw)
     user_raw = np.sort(ratings["user_raw"].unique()).astype(np.int64)
     user_index = pd.Series(np.arange(len(user_raw)), index=user_raw)
-    inter = pd.DataFrame({
-        "user": user_index.loc[ratings["user_raw"].to_numpy()].to_numpy(),
-        "item": item_index.loc[ratings["item_raw"].to_numpy()].to_numpy(),
-        "timestamp": ratings["timestamp"].to_numpy(),
-        "rating": ratings["rating"].to_numpy(),
-    })
+    inter = pd.DataFrame(
+        {
+            "user": user_index.loc[ratings["user_raw"].to_numpy()].to_numpy(),
+            "item": item_index.loc[ratings["item_raw"].to_numpy()].to_numpy(),
+            "timestamp": ratings["timestamp"].to_numpy(),
+            "rating": ratings["rating"].to_numpy(),
+        }
+    )
     inter = finalize_interactions(inter, source=str(path))
 
     # TMDB enrichment: a few MovieLens ids appear twice; keep the first row with an overview.
@@ -65,10 +94,13 @@ def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = 
     tmdb = pd.read_csv(tmdb_path)
     for col in ("movie_id", "overview"):
         if col not in tmdb.columns:
-            raise DataError(f"{tmdb_path}: missing column '{col}'; expected the TMDB enrichment "
-                            f"with movie_id and overview")
+            raise DataError(
+                f"{tmdb_path}: missing column '{col}'; expected the TMDB enrichment "
+                f"with movie_id and overview"
+            )
     tmdb = tmdb.assign(_has=tmdb["overview"].notna()).sort_values(
-        ["movie_id", "_has"], ascending=[True, False], kind="stable")
+        ["movie_id", "_has"], ascending=[True, False], kind="stable"
+    )
     overview = tmdb.drop_duplicates("movie_id").set_index("movie_id")["overview"]
 
     titles = items[1].fillna("").to_list()
@@ -83,16 +115,26 @@ def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = 
     posters = [folder / "posters" / f"{raw}.jpg" for raw in item_raw]
     images = [p if p.exists() else None for p in posters]
 
-    item_df = pd.DataFrame({"item": np.arange(len(item_raw)), "item_raw": item_raw,
-                            "title": titles, "genres": genre_names})
+    item_df = pd.DataFrame(
+        {
+            "item": np.arange(len(item_raw)),
+            "item_raw": item_raw,
+            "title": titles,
+            "genres": genre_names,
+        }
+    )
     user_df = pd.DataFrame({"user": np.arange(len(user_raw)), "user_raw": user_raw})
     ds = RecDataset(
-        name=NAME, interactions=inter, items=item_df, users=user_df,
+        name=NAME,
+        interactions=inter,
+        items=item_df,
+        users=user_df,
         modalities={
             "text": Modality("text", "text", texts, source=str(tmdb_path)),
             "image": Modality("image", "image", images, source=str(folder / "posters")),
         },
-        has_timestamps=True, files=[path, item_path, tmdb_path],
+        has_timestamps=True,
+        files=[path, item_path, tmdb_path],
     )
     ds.validate()
     return ds

@@ -52,8 +52,9 @@ def leave_one_out(ds: RecDataset, *, max_history: int = 20, min_length: int = 3)
         tu.append(u)
         th.append(s[:-1][-max_history:])
         tt.append(s[-1])
-    return LeaveOneOut(train, np.array(vu), vh, np.array(vt), np.array(tu), th, np.array(tt),
-                       max_history)
+    return LeaveOneOut(
+        train, np.array(vu), vh, np.array(vt), np.array(tu), th, np.array(tt), max_history
+    )
 
 
 @dataclass
@@ -76,5 +77,8 @@ def cold_item_split(ds: RecDataset, *, fraction: float = 0.1, seed: int = 0) -> 
     n_cold = max(1, round(fraction * ds.n_items))
     cold_items = np.sort(rng.choice(ds.n_items, size=n_cold, replace=False))
     is_cold = ds.interactions["item"].isin(cold_items).to_numpy()
-    return ColdItemSplit(cold_items, ds.interactions[~is_cold].reset_index(drop=True),
-                         ds.interactions[is_cold].reset_index(drop=True))
+    return ColdItemSplit(
+        cold_items,
+        ds.interactions[~is_cold].reset_index(drop=True),
+        ds.interactions[is_cold].reset_index(drop=True),
+    )

@@ -28,8 +28,14 @@ def prefix_groups(codes: np.ndarray, depth: int) -> np.ndarray:
     return inv.reshape(-1)
 
 
-def coherence(x: np.ndarray, codes: np.ndarray, *, mask: np.ndarray | None = None,
-              n_random: int = 20000, seed: int = 0) -> dict:
+def coherence(
+    x: np.ndarray,
+    codes: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    n_random: int = 20000,
+    seed: int = 0,
+) -> dict:
     """Semantic coherence per level: for every item in a group of >= 2 items sharing a code
     prefix of depth l, its mean cosine similarity to its group-mates, averaged over items (so a
     single huge group does not dominate, as it would in a pair-weighted mean); against the mean
@@ -68,18 +74,25 @@ def coherence(x: np.ndarray, codes: np.ndarray, *, mask: np.ndarray | None = Non
     L = codes.shape[1]
     return {
         "prefix": [within(prefix_groups(c, lvl + 1)) for lvl in range(L)],
-        "code": [within(np.unique(c[:, lvl], return_inverse=True)[1].reshape(-1))
-                 for lvl in range(L)],
+        "code": [
+            within(np.unique(c[:, lvl], return_inverse=True)[1].reshape(-1)) for lvl in range(L)
+        ],
         "random": rand,
     }
 
 
-def codebook_report(codes: np.ndarray, codebook_size: int, x: np.ndarray | None = None,
-                    mask: np.ndarray | None = None) -> dict:
+def codebook_report(
+    codes: np.ndarray,
+    codebook_size: int,
+    x: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> dict:
     """Every codebook metric in one JSON-able dict. codes: (N, L) before the collision level."""
     _, counts = np.unique(codes, axis=0, return_counts=True)
     out = {
-        "items": int(len(codes)), "levels": int(codes.shape[1]), "codebook_size": codebook_size,
+        "items": int(len(codes)),
+        "levels": int(codes.shape[1]),
+        "codebook_size": codebook_size,
         "utilization": utilization(codes, codebook_size),
         "perplexity": perplexity(codes, codebook_size),
         "collision_rate": collision_rate(codes),

@@ -86,16 +86,23 @@ def _encode(mod: Modality, encoders: dict, device: str, progress: bool) -> tuple
 def _encoder_id(kind: str) -> str:
     if kind == "text":
         from mmsid.features.text import ENCODER_ID
+
         return ENCODER_ID
     if kind == "image":
         from mmsid.features.image import ENCODER_ID
+
         return ENCODER_ID
     return "precomputed"
 
 
 def build_features(
-    ds: RecDataset, *, modalities: list[str] | None = None, normalize: bool = True,
-    device: str = "cpu", cache: str | Path | None = None, progress: bool = True,
+    ds: RecDataset,
+    *,
+    modalities: list[str] | None = None,
+    normalize: bool = True,
+    device: str = "cpu",
+    cache: str | Path | None = None,
+    progress: bool = True,
 ) -> ItemFeatures:
     """Embed every requested modality of ``ds`` (default: all), reading the cache when the
     content hash + encoder match.

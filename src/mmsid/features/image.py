@@ -35,9 +35,13 @@ class ImageEncoder:
         from efficientnet_lite_pytorch import EfficientNet
 
         self.device = torch.device(device)
-        self.model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        ).eval().to(self.device)
+        self.model = (
+            EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+            )
+            .eval()
+            .to(self.device)
+        )
         self.batch_size = batch_size
 
     @torch.no_grad()

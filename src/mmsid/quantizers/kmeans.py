@@ -79,8 +79,13 @@ def kmeans(x: torch.Tensor, cfg: KMeansConfig) -> torch.Tensor:
     return c
 
 
-def _split_large(c: torch.Tensor, counts: torch.Tensor, empty: torch.Tensor,
-                 g: torch.Generator, eps: float = 1.0 / 1024) -> torch.Tensor:
+def _split_large(
+    c: torch.Tensor,
+    counts: torch.Tensor,
+    empty: torch.Tensor,
+    g: torch.Generator,
+    eps: float = 1.0 / 1024,
+) -> torch.Tensor:
     """Empty-cluster repair as in faiss: each empty centroid takes half of a large cluster —
     pick a cluster with probability ~ (size - 1), place the two centroids at c (1 +- eps).
 
@@ -103,7 +108,13 @@ def _kmeans_faiss(x: torch.Tensor, cfg: KMeansConfig) -> torch.Tensor:
     import faiss
 
     xn = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-    km = faiss.Kmeans(xn.shape[1], cfg.k, niter=cfg.iters, seed=cfg.seed, verbose=False,
-                      max_points_per_centroid=cfg.max_points_per_centroid or 1 << 30)
+    km = faiss.Kmeans(
+        xn.shape[1],
+        cfg.k,
+        niter=cfg.iters,
+        seed=cfg.seed,
+        verbose=False,
+        max_points_per_centroid=cfg.max_points_per_centroid or 1 << 30,
+    )
     km.train(xn)
     return torch.from_numpy(km.centroids.copy()).to(x.device)

@@ -86,8 +86,15 @@ class PSRQTokenizer(Tokenizer):
         r = x.clone()
         for lvl in range(self.cfg.levels):
             feats = m.level_input(lvl, r, x)  # (N, d) or (N, 2d)
-            c = kmeans(feats, KMeansConfig(k=self.cfg.codebook_size, iters=self.cfg.kmeans_iters,
-                                           seed=self.cfg.seed + lvl, backend=self.cfg.backend))
+            c = kmeans(
+                feats,
+                KMeansConfig(
+                    k=self.cfg.codebook_size,
+                    iters=self.cfg.kmeans_iters,
+                    seed=self.cfg.seed + lvl,
+                    backend=self.cfg.backend,
+                ),
+            )
             m.codebooks[lvl, :, : c.shape[1]] = c
             r = r - c[nearest(feats, c), :d]
             self.history.append({"level": lvl, "residual_mse": float((r * r).sum(1).mean())})

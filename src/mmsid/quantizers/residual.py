@@ -58,8 +58,12 @@ class ResidualQuantizer(nn.Module):
         """k-means on each level's residual (x: (N, d), N >= K) — RQ-KMeans on ``x``."""
         r = x.detach()
         for lvl in range(self.levels):
-            c = kmeans(r, KMeansConfig(k=self.cfg.codebook_size, iters=self.cfg.kmeans_iters,
-                                       seed=self.cfg.seed + lvl))
+            c = kmeans(
+                r,
+                KMeansConfig(
+                    k=self.cfg.codebook_size, iters=self.cfg.kmeans_iters, seed=self.cfg.seed + lvl
+                ),
+            )
             self.codebooks.data[lvl] = c
             r = r - c[nearest(r, c)]
         if self.cfg.ema:
@@ -140,8 +144,13 @@ class ResidualQuantizer(nn.Module):
         return -2.0 * C.reshape(L * K, d), (C * C).sum(-1).reshape(L * K), cross2
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, *, chunk: int = 8192,
-               tables: tuple[torch.Tensor, torch.Tensor, dict] | None = None) -> torch.Tensor:
+    def encode(
+        self,
+        x: torch.Tensor,
+        *,
+        chunk: int = 8192,
+        tables: tuple[torch.Tensor, torch.Tensor, dict] | None = None,
+    ) -> torch.Tensor:
         """Greedy residual encoding with one GEMM for all levels. (N, d) -> (N, L).
 
         ||r_l - c||^2 = ||r_l||^2 - 2 <r_l, c> + ||c||^2 with r_l = x - sum_{m<l} C_m[k_m], so

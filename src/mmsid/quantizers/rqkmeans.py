@@ -31,16 +31,29 @@ class RQKMeansTokenizer(Tokenizer):
     Config = RQKMeansConfig
 
     def _build(self) -> None:
-        self.module = ResidualQuantizer(cfg=ResidualQuantizerConfig(
-            levels=self.cfg.levels, codebook_size=self.cfg.codebook_size, dim=self.input_dim,
-            kmeans_init=False, seed=self.cfg.seed))
+        self.module = ResidualQuantizer(
+            cfg=ResidualQuantizerConfig(
+                levels=self.cfg.levels,
+                codebook_size=self.cfg.codebook_size,
+                dim=self.input_dim,
+                kmeans_init=False,
+                seed=self.cfg.seed,
+            )
+        )
 
     def _fit(self, x: torch.Tensor, **_: object) -> None:
         self._build()
         r = x.clone()
         for lvl in range(self.cfg.levels):
-            c = kmeans(r, KMeansConfig(k=self.cfg.codebook_size, iters=self.cfg.kmeans_iters,
-                                       seed=self.cfg.seed + lvl, backend=self.cfg.backend))
+            c = kmeans(
+                r,
+                KMeansConfig(
+                    k=self.cfg.codebook_size,
+                    iters=self.cfg.kmeans_iters,
+                    seed=self.cfg.seed + lvl,
+                    backend=self.cfg.backend,
+                ),
+            )
             self.module.codebooks.data[lvl] = c
             r -= c[nearest(r, c)]
             self.history.append({"level": lvl, "residual_mse": float((r * r).sum(1).mean())})

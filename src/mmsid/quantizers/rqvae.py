@@ -56,12 +56,22 @@ class RQVAE(nn.Module):
         hidden = [min(h, max(input_dim, cfg.latent_dim)) for h in cfg.hidden]
         self.encoder = mlp([input_dim, *hidden, cfg.latent_dim], cfg.dropout)
         self.decoder = mlp([cfg.latent_dim, *reversed(hidden), input_dim], cfg.dropout)
-        self.rq = ResidualQuantizer(cfg=ResidualQuantizerConfig(
-            levels=cfg.levels, codebook_size=cfg.codebook_size, dim=cfg.latent_dim, beta=cfg.beta,
-            ema=cfg.ema, kmeans_init=True, dead_code_threshold=cfg.dead_code_threshold,
-            seed=cfg.seed))
+        self.rq = ResidualQuantizer(
+            cfg=ResidualQuantizerConfig(
+                levels=cfg.levels,
+                codebook_size=cfg.codebook_size,
+                dim=cfg.latent_dim,
+                beta=cfg.beta,
+                ema=cfg.ema,
+                kmeans_init=True,
+                dead_code_threshold=cfg.dead_code_threshold,
+                seed=cfg.seed,
+            )
+        )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """x: (B, D) -> x_hat (B, D), losses, codes (B, L)."""
         z = self.encoder(x)  # (B, latent)
         q = self.rq(z)
@@ -77,15 +87,24 @@ class RQVAETokenizer(Tokenizer):
     def _build(self) -> None:
         self.module = RQVAE(self.input_dim, self.cfg)
 
-    def _fit(self, x: torch.Tensor, *, device: str = "cpu", checkpoint: str | Path | None = None,
-             progress: bool = True) -> None:
+    def _fit(
+        self,
+        x: torch.Tensor,
+        *,
+        device: str = "cpu",
+        checkpoint: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self._build()
         model = self.module.to(device)
         x = x.to(device)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
         start = 0
         ckpt = Path(checkpoint) if checkpoint else None
         if ckpt is not None and ckpt.exists():
@@ -100,13 +119,22 @@ class RQVAETokenizer(Tokenizer):
             torch.randperm(x.shape[0], generator=g)
         if start == 0:
             # k-means init of every level on the first batch's latents (TIGER)
-            first = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
-                      [: max(cfg.batch_size, cfg.codebook_size)].to(device)]
+            first = x[
+                torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[
+                    : max(cfg.batch_size, cfg.codebook_size)
+                ].to(device)
+            ]
             with torch.no_grad():
                 model.rq.init_from_data(model.encoder(first))
         n_batches = math.ceil(x.shape[0] / cfg.batch_size)
-        bar = tqdm(range(start, cfg.epochs), desc="rq-vae", disable=not progress, unit="epoch",
-                   initial=start, total=cfg.epochs)
+        bar = tqdm(
+            range(start, cfg.epochs),
+            desc="rq-vae",
+            disable=not progress,
+            unit="epoch",
+            initial=start,
+            total=cfg.epochs,
+        )
         for epoch in bar:
             model.train()
             perm = torch.randperm(x.shape[0], generator=g).to(device)
@@ -123,15 +151,24 @@ class RQVAETokenizer(Tokenizer):
             restarted = 0
             if cfg.dead_code_threshold > 0:
                 with torch.no_grad():
-                    restarted = model.rq.restart_dead_codes(model.encoder(x[perm[: 4096]]))
+                    restarted = model.rq.restart_dead_codes(model.encoder(x[perm[:4096]]))
             rec = {"epoch": epoch + 1, **sums, "restarted_codes": restarted}
             self.history.append(rec)
             bar.set_postfix(rec=f"{sums['reconstruction']:.4f}")
-            if ckpt is not None and ((epoch + 1) % cfg.checkpoint_every == 0
-                                     or epoch + 1 == cfg.epochs):
-                save_torch(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(),
-                                  "epoch": epoch + 1, "history": self.history,
-                                  "config_hash": self.config_hash(), "n_items": x.shape[0]})
+            if ckpt is not None and (
+                (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
+            ):
+                save_torch(
+                    ckpt,
+                    {
+                        "model": model.state_dict(),
+                        "optim": opt.state_dict(),
+                        "epoch": epoch + 1,
+                        "history": self.history,
+                        "config_hash": self.config_hash(),
+                        "n_items": x.shape[0],
+                    },
+                )
         model.eval()
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:

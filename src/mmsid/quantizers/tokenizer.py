@@ -23,23 +23,29 @@ FORMAT_VERSION = 1
 _REGISTRY: dict[str, type[Tokenizer]] = {}
 
 
-def check_features(x: np.ndarray | torch.Tensor, *, source: str = "features",
-                   dim: int | None = None) -> torch.Tensor:
+def check_features(
+    x: np.ndarray | torch.Tensor, *, source: str = "features", dim: int | None = None
+) -> torch.Tensor:
     """Validate a (N, d) feature matrix; return it as a float32 tensor.
 
     Raises DataError for a wrong shape or dimension, NaN/inf rows, or zero variance.
     """
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x,
-                        dtype=torch.float32)
+    t = torch.as_tensor(
+        np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32
+    )
     if t.ndim != 2:
         raise DataError(f"{source}: expected a 2-D (items, dim) array, got shape {tuple(t.shape)}")
     if dim is not None and t.shape[1] != dim:
-        raise DataError(f"{source}: dimension {t.shape[1]} but the tokenizer was fitted on "
-                        f"dimension {dim}; use the same features (modalities, encoders) as in fit")
+        raise DataError(
+            f"{source}: dimension {t.shape[1]} but the tokenizer was fitted on "
+            f"dimension {dim}; use the same features (modalities, encoders) as in fit"
+        )
     bad = ~torch.isfinite(t).all(dim=1)
     if bad.any():
-        raise DataError(f"{source}: row {int(bad.nonzero()[0])} holds NaN or inf "
-                        f"({int(bad.sum())} rows in all); clean or mask those items first")
+        raise DataError(
+            f"{source}: row {int(bad.nonzero()[0])} holds NaN or inf "
+            f"({int(bad.sum())} rows in all); clean or mask those items first"
+        )
     return t
 
 
@@ -78,11 +84,15 @@ class Tokenizer:
         if n < self.cfg.codebook_size:
             # Decision: an error, not a silent K change — SID length/vocabulary must stay what
             # the user asked for, since downstream models are sized from it.
-            raise DataError(f"{n} items but codebook_size={self.cfg.codebook_size}: k-means needs "
-                            f"at least one item per code; pass --codebook-size {n} or smaller")
+            raise DataError(
+                f"{n} items but codebook_size={self.cfg.codebook_size}: k-means needs "
+                f"at least one item per code; pass --codebook-size {n} or smaller"
+            )
         if float(t.var(dim=0).sum()) <= 1e-12:
-            raise DataError("features have zero variance (every item identical); check the "
-                            "modality columns / encoder output")
+            raise DataError(
+                "features have zero variance (every item identical); check the "
+                "modality columns / encoder output"
+            )
         self.input_dim = t.shape[1]
         self._fit(t, **kw)
         return self
@@ -109,12 +119,19 @@ class Tokenizer:
     # ---- persistence ---------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        save_torch(path, {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "mmsid_version": __version__,
-            "method": self.method, "config": dataclasses.asdict(self.cfg),
-            "input_dim": self.input_dim, "state": self.module.state_dict(),
-            "history": self.history,
-        })
+        save_torch(
+            path,
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "mmsid_version": __version__,
+                "method": self.method,
+                "config": dataclasses.asdict(self.cfg),
+                "input_dim": self.input_dim,
+                "state": self.module.state_dict(),
+                "history": self.history,
+            },
+        )
 
     @staticmethod
     def load(path: str | Path) -> Tokenizer:
@@ -127,7 +144,8 @@ class Tokenizer:
                 f"{path}: tokenizer format version {blob.get('format_version')} (written by "
                 f"mmsid {blob.get('mmsid_version')}), this mmsid reads version "
                 f"{FORMAT_VERSION}; re-fit with `mmsid tokenize` or install mmsid "
-                f"{blob.get('mmsid_version')}")
+                f"{blob.get('mmsid_version')}"
+            )
         cls = _REGISTRY.get(blob["method"])
         if cls is None:
             raise VersionError(f"{path}: unknown tokenizer method '{blob['method']}'")

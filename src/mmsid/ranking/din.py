@@ -21,8 +21,14 @@ class DINConfig:
 
 
 class DIN(nn.Module):
-    def __init__(self, n_items: int, cfg: DINConfig = DINConfig(), *,
-                 sids: dict[str, np.ndarray] | None = None, codebook_size: int = 256) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        cfg: DINConfig = DINConfig(),
+        *,
+        sids: dict[str, np.ndarray] | None = None,
+        codebook_size: int = 256,
+    ) -> None:
         """sids: optional {name: (n_items, L) codes}; their embeddings are added to the id's."""
         super().__init__()
         self.n_items = n_items
@@ -30,8 +36,9 @@ class DIN(nn.Module):
         nn.init.normal_(self.item.weight, std=0.05)
         with torch.no_grad():
             self.item.weight[n_items].zero_()
-        self.sid = nn.ModuleDict({k: SIDEmbedding(v, codebook_size, cfg.dim)
-                                  for k, v in (sids or {}).items()})
+        self.sid = nn.ModuleDict(
+            {k: SIDEmbedding(v, codebook_size, cfg.dim) for k, v in (sids or {}).items()}
+        )
         self.att = TargetAttention(cfg.dim, cfg.dim, hidden=cfg.attention_hidden, mode="din")
         self.out = mlp([3 * cfg.dim, *cfg.mlp_hidden, 1])
 

@@ -28,10 +28,12 @@ class SIDEmbedding(nn.Module):
         super().__init__()
         n, L = codes.shape
         pad = np.full((1, L), codebook_size, dtype=np.int64)
-        self.register_buffer("codes", torch.from_numpy(np.concatenate([codes, pad]).astype(
-            np.int64)))  # (n_items + 1, L)
+        self.register_buffer(
+            "codes", torch.from_numpy(np.concatenate([codes, pad]).astype(np.int64))
+        )  # (n_items + 1, L)
         self.tables = nn.ModuleList(
-            nn.Embedding(codebook_size + 1, dim, padding_idx=codebook_size) for _ in range(L))
+            nn.Embedding(codebook_size + 1, dim, padding_idx=codebook_size) for _ in range(L)
+        )
         for t in self.tables:
             nn.init.normal_(t.weight, std=0.05)
             with torch.no_grad():
@@ -51,8 +53,9 @@ class TargetAttention(nn.Module):
     ``mode="concat"``: a([h; t]) (the MCCA paper's formula).
     """
 
-    def __init__(self, dim_h: int, dim_t: int, *, hidden: tuple[int, ...] = (80, 40),
-                 mode: str = "din") -> None:
+    def __init__(
+        self, dim_h: int, dim_t: int, *, hidden: tuple[int, ...] = (80, 40), mode: str = "din"
+    ) -> None:
         super().__init__()
         self.mode = mode
         d_in = 4 * dim_h if mode == "din" else dim_h + dim_t
@@ -60,8 +63,9 @@ class TargetAttention(nn.Module):
             raise ValueError("din-mode attention needs equal history and target widths")
         self.score = mlp([d_in, *hidden, 1])
 
-    def forward(self, hist: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, hist: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """hist (B, H, dh), target (B, dt), mask (B, H) True = real item.
         Returns pooled (B, dh) and weights (B, H)."""
         t = target[:, None, :].expand(-1, hist.shape[1], -1)  # (B, H, dt)

@@ -36,16 +36,24 @@ class MCCAConfig:
 
 
 class MCCA(nn.Module):
-    def __init__(self, n_items: int, sids: dict[str, np.ndarray], *, joint: str,
-                 codebook_size: int = 256, cfg: MCCAConfig = MCCAConfig()) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        sids: dict[str, np.ndarray],
+        *,
+        joint: str,
+        codebook_size: int = 256,
+        cfg: MCCAConfig = MCCAConfig(),
+    ) -> None:
         """sids: {set name: (n_items, L) codes}, including the modal-joint set named ``joint``."""
         super().__init__()
         if joint not in sids:
             raise ValueError(f"MCCA needs the modal-joint SID set '{joint}' among {list(sids)}")
         self.n_items, self.joint = n_items, joint
         self.names = list(sids)
-        self.sid = nn.ModuleDict({k: SIDEmbedding(v, codebook_size, cfg.dim)
-                                  for k, v in sids.items()})
+        self.sid = nn.ModuleDict(
+            {k: SIDEmbedding(v, codebook_size, cfg.dim) for k, v in sids.items()}
+        )
         self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=n_items)
         nn.init.normal_(self.item.weight, std=0.05)
         with torch.no_grad():
@@ -55,8 +63,12 @@ class MCCA(nn.Module):
             shared = TargetAttention(d, d, hidden=cfg.attention_hidden, mode="concat")
             self.att = nn.ModuleDict({k: shared for k in self.names})
         else:
-            self.att = nn.ModuleDict({k: TargetAttention(d, d, hidden=cfg.attention_hidden,
-                                                         mode="concat") for k in self.names})
+            self.att = nn.ModuleDict(
+                {
+                    k: TargetAttention(d, d, hidden=cfg.attention_hidden, mode="concat")
+                    for k in self.names
+                }
+            )
         self.att_id = TargetAttention(d, d, hidden=cfg.attention_hidden, mode="concat")
         self.out = mlp([(len(self.names) + 3) * d, *cfg.mlp_hidden, 1])
 

@@ -55,11 +55,15 @@ def table_codes(t: SIDTable, path: str | Path, n_items: int) -> tuple[np.ndarray
     ids = np.asarray(t.item_ids)
     missing = np.setdiff1d(np.arange(n_items), ids)
     if len(missing):
-        raise DataError(f"{path}: SID table misses {len(missing)} catalogue item(s) (first "
-                        f"{missing[:5].tolist()}); tokenize the same data set")
+        raise DataError(
+            f"{path}: SID table misses {len(missing)} catalogue item(s) (first "
+            f"{missing[:5].tolist()}); tokenize the same data set"
+        )
     if len(ids) != n_items or len(np.unique(ids)) != n_items:
-        raise DataError(f"{path}: SID table has {len(ids)} rows for {n_items} items (duplicated "
-                        f"item ids?); use the table written by `mmsid tokenize` for this set")
+        raise DataError(
+            f"{path}: SID table has {len(ids)} rows for {n_items} items (duplicated "
+            f"item ids?); use the table written by `mmsid tokenize` for this set"
+        )
     codes = np.empty_like(t.codes)
     codes[ids] = t.codes
     K = t.codebook_size or int(t.codes.max()) + 1
@@ -97,16 +101,28 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
         joint = cfg.joint if cfg.joint in codes else next(iter(codes))
         model = MCCA(ds.n_items, codes, joint=joint, codebook_size=K)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
-    key = stable_hash({k: v for k, v in dataclasses.asdict(cfg).items()
-                       if k not in ("out", "device", "data_dir")})
-    history = fit(model, data, tcfg, device=device, checkpoint=out / "checkpoints" / "last.pt",
-                  run_key=key, progress=progress)
+    key = stable_hash(
+        {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "device", "data_dir")}
+    )
+    history = fit(
+        model,
+        data,
+        tcfg,
+        device=device,
+        checkpoint=out / "checkpoints" / "last.pt",
+        run_key=key,
+        progress=progress,
+    )
     res = {
-        "dataset": cfg.dataset, "model": cfg.model, "sid_sets": list(codes),
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "sid_sets": list(codes),
         "samples": {s: int(len(getattr(data, s).item)) for s in ("train", "valid", "test")},
         "valid": metrics(data.valid, predict(model, data.valid, device=device), data),
         "test": metrics(data.test, predict(model, data.test, device=device), data),
-        "history": history, "seconds": time.perf_counter() - t0, "seed": cfg.seed,
+        "history": history,
+        "seconds": time.perf_counter() - t0,
+        "seed": cfg.seed,
         "parameters": int(sum(p.numel() for p in model.parameters())),
     }
     save_torch(out / "model.pt", {"state": model.state_dict(), "config": dataclasses.asdict(cfg)})

@@ -61,8 +61,11 @@ class CTRData:
         head_items = np.argsort(-pop, kind="stable")[:k]
         is_head = np.zeros(self.n_items, dtype=bool)
         is_head[head_items] = True
-        return {"head": is_head[items], "long_tail": ~is_head[items],
-                "cold": pop[items] < self.cfg.cold_threshold}
+        return {
+            "head": is_head[items],
+            "long_tail": ~is_head[items],
+            "cold": pop[items] < self.cfg.cold_threshold,
+        }
 
 
 def _split_labels(ds: RecDataset, cfg: CTRConfig) -> np.ndarray:
@@ -99,7 +102,7 @@ def build_ctr(ds: RecDataset, cfg: CTRConfig = CTRConfig()) -> CTRData:
             buf, prev_user = [], users[i]
         if buf:
             h = buf[-H:]
-            hist[i, H - len(h):] = h  # right-aligned, padding on the left
+            hist[i, H - len(h) :] = h  # right-aligned, padding on the left
         if label[i] > 0:
             buf.append(int(items[i]))
 

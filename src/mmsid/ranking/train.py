@@ -29,15 +29,18 @@ class TrainConfig:
 
 
 def batch_of(split: CTRSplit, idx: np.ndarray, device: str) -> dict[str, torch.Tensor]:
-    return {"user": torch.from_numpy(split.user[idx]).to(device),
-            "item": torch.from_numpy(split.item[idx]).to(device),
-            "label": torch.from_numpy(split.label[idx]).to(device),
-            "history": torch.from_numpy(split.history[idx]).to(device)}
+    return {
+        "user": torch.from_numpy(split.user[idx]).to(device),
+        "item": torch.from_numpy(split.item[idx]).to(device),
+        "label": torch.from_numpy(split.label[idx]).to(device),
+        "history": torch.from_numpy(split.history[idx]).to(device),
+    }
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: CTRSplit, *, device: str, batch_size: int = 8192
-            ) -> np.ndarray:
+def predict(
+    model: nn.Module, split: CTRSplit, *, device: str, batch_size: int = 8192
+) -> np.ndarray:
     model.eval()
     out = []
     for s in range(0, len(split.item), batch_size):
@@ -48,19 +51,34 @@ def predict(model: nn.Module, split: CTRSplit, *, device: str, batch_size: int =
 
 def metrics(split: CTRSplit, probs: np.ndarray, data: CTRData) -> dict:
     """AUC / GAUC / LogLoss on the whole split and on the head / long-tail / cold slices."""
-    out = {"all": {"auc": auc(split.label, probs), "gauc": gauc(split.user, split.label, probs),
-                   "logloss": logloss(split.label, probs), "n": int(len(probs))}}
+    out = {
+        "all": {
+            "auc": auc(split.label, probs),
+            "gauc": gauc(split.user, split.label, probs),
+            "logloss": logloss(split.label, probs),
+            "n": int(len(probs)),
+        }
+    }
     for name, m in data.slices(split.item).items():
-        out[name] = {"auc": auc(split.label[m], probs[m]),
-                     "gauc": gauc(split.user[m], split.label[m], probs[m]),
-                     "logloss": logloss(split.label[m], probs[m]) if m.any() else float("nan"),
-                     "n": int(m.sum())}
+        out[name] = {
+            "auc": auc(split.label[m], probs[m]),
+            "gauc": gauc(split.user[m], split.label[m], probs[m]),
+            "logloss": logloss(split.label[m], probs[m]) if m.any() else float("nan"),
+            "n": int(m.sum()),
+        }
     return out
 
 
-def fit(model: nn.Module, data: CTRData, cfg: TrainConfig, *, device: str = "cpu",
-        checkpoint: str | Path | None = None, run_key: str = "", progress: bool = True
-        ) -> list[dict]:
+def fit(
+    model: nn.Module,
+    data: CTRData,
+    cfg: TrainConfig,
+    *,
+    device: str = "cpu",
+    checkpoint: str | Path | None = None,
+    run_key: str = "",
+    progress: bool = True,
+) -> list[dict]:
     """Train; leave ``model`` at its best validation-AUC state. Returns the per-epoch history.
 
     A checkpoint is resumed only when its ``run_key`` (a hash of the run's config) matches."""
@@ -70,13 +88,20 @@ def fit(model: nn.Module, data: CTRData, cfg: TrainConfig, *, device: str = "cpu
     history: list[dict] = []
     best_auc, best_state, start = -1.0, None, 0
     ckpt = Path(checkpoint) if checkpoint else None
-    blob = torch.load(ckpt, map_location=device, weights_only=False) if (
-        ckpt is not None and ckpt.exists()) else None
+    blob = (
+        torch.load(ckpt, map_location=device, weights_only=False)
+        if (ckpt is not None and ckpt.exists())
+        else None
+    )
     if blob is not None and blob.get("run_key") == run_key:
         model.load_state_dict(blob["model"])
         opt.load_state_dict(blob["optim"])
-        history, best_auc, best_state, start = (blob["history"], blob["best_auc"],
-                                                blob["best_state"], blob["epoch"])
+        history, best_auc, best_state, start = (
+            blob["history"],
+            blob["best_auc"],
+            blob["best_state"],
+            blob["epoch"],
+        )
     g = np.random.default_rng(cfg.seed)
     for _ in range(start):  # replay finished epochs' shuffles: resume == no interruption
         g.permutation(len(data.train.item))
@@ -86,25 +111,47 @@ def fit(model: nn.Module, data: CTRData, cfg: TrainConfig, *, device: str = "cpu
         model.train()
         perm = g.permutation(n)
         total = 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   unit="batch", leave=False)
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            unit="batch",
+            leave=False,
+        )
         for b in bar:
-            loss = model.loss(batch_of(data.train, perm[b * cfg.batch_size:
-                                                        (b + 1) * cfg.batch_size], device))
+            loss = model.loss(
+                batch_of(data.train, perm[b * cfg.batch_size : (b + 1) * cfg.batch_size], device)
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach())
         valid = metrics(data.valid, predict(model, data.valid, device=device), data)["all"]
-        history.append({"epoch": epoch + 1, "train_loss": total / steps, "valid_auc": valid["auc"],
-                        "valid_gauc": valid["gauc"], "valid_logloss": valid["logloss"]})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": total / steps,
+                "valid_auc": valid["auc"],
+                "valid_gauc": valid["gauc"],
+                "valid_logloss": valid["logloss"],
+            }
+        )
         if valid["auc"] > best_auc:
             best_auc = valid["auc"]
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if ckpt is not None:
-            save_torch(ckpt, {"model": model.state_dict(), "optim": opt.state_dict(),
-                              "epoch": epoch + 1, "history": history, "best_auc": best_auc,
-                              "best_state": best_state, "run_key": run_key})
+            save_torch(
+                ckpt,
+                {
+                    "model": model.state_dict(),
+                    "optim": opt.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "best_auc": best_auc,
+                    "best_state": best_state,
+                    "run_key": run_key,
+                },
+            )
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
