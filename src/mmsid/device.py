@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,3 +25,19 @@ def seed_everything(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
+
+
+def start_run(cfg) -> tuple[Path, str]:
+    """Open a stage's run folder: create ``cfg.out``, write the resolved config as
+    ``config.yaml`` (atomically), seed everything from ``cfg.seed``, resolve ``cfg.device``.
+
+    Returns (run folder, device string)."""
+    import yaml
+
+    from mmsid.io import write_text
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    seed_everything(cfg.seed)
+    return out, str(resolve_device(cfg.device))

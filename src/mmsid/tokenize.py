@@ -6,19 +6,17 @@ Writes a run folder: ``config.yaml``, ``sids.parquet``, ``tokenizer.pt``, ``metr
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from mmsid.data import load_dataset
 from mmsid.errors import ConfigError
 from mmsid.features import ItemFeatures, build_features
 from mmsid.ids import SIDTable
-from mmsid.io import write_json, write_text
+from mmsid.io import write_json
 
 # Baseline input per data set: the concatenation of these L2-normalised modalities.
 # lfm2k-mm: the shipped MiniLM tag features stand for text (same encoder as ours).
@@ -55,14 +53,10 @@ def concat_features(feats: ItemFeatures, names: list[str]) -> tuple[np.ndarray, 
 
 
 def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
-    from mmsid.device import resolve_device, seed_everything
+    from mmsid.device import start_run
     from mmsid.eval.codebook import codebook_report
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    seed_everything(cfg.seed)
-    device = str(resolve_device(cfg.device))
+    out, device = start_run(cfg)
 
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, cfg.data_dir)

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from mmsid.data import load_dataset
 from mmsid.errors import ConfigError, DataError
 from mmsid.ids import SIDTable, load_sid_sets
-from mmsid.io import save_torch, stable_hash, write_json, write_text
+from mmsid.io import save_torch, stable_hash, write_json
 from mmsid.ranking.samples import CTRConfig, build_ctr
 from mmsid.ranking.train import TrainConfig, fit, metrics, predict
 
@@ -73,7 +72,7 @@ def table_codes(t: SIDTable, path: str | Path, n_items: int) -> tuple[np.ndarray
 def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
     import torch
 
-    from mmsid.device import resolve_device, seed_everything
+    from mmsid.device import start_run
     from mmsid.ranking.din import DIN
     from mmsid.ranking.mcca import MCCA
 
@@ -81,11 +80,7 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
         raise ConfigError(f"unknown ranking model '{cfg.model}'; choose one of {MODELS}")
     if cfg.model in ("din-sid", "mcca") and not cfg.sids:
         raise ConfigError(f"model '{cfg.model}' needs --sids NAME=PATH (at least one SID table)")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    seed_everything(cfg.seed)
-    device = str(resolve_device(cfg.device))
+    out, device = start_run(cfg)
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     data = build_ctr(ds, CTRConfig(label=cfg.label, neg_ratio=cfg.neg_ratio, seed=cfg.seed))
