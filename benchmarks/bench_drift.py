@@ -8,7 +8,7 @@ pairs; measured on the content the SID was built from.
 
     python benchmarks/bench_drift.py
 
-Writes benchmarks/results/semantic_drift.{json,md} and semantic_drift.png.
+Writes benchmarks/results/semantic_drift.{json,md} and docs/figures/semantic_drift.png.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from mmsid.quantizers import PSRQConfig, PSRQTokenizer, RQKMeansConfig, RQKMeans
 from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
 
 RESULTS = Path(__file__).resolve().parent / "results"
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "semantic_drift.png"
 # codebook size per data set: the catalogues hold 1.4k / 1.7k / 12k items (the paper used
 # 64 / 256 / 128 on its three sets)
 K = {"ml100k-mm": 64, "lfm2k-mm": 64, "amazon-beauty": 256}
@@ -153,6 +154,7 @@ def main() -> None:
             f" | {p[1]:.3f} | {p[2]:.3f} | {r['random']:.3f} | "
             f"{r['unique_sids']:.0f} / {r['items']} | {r['collision_rate']:.3f} |"
         )
+    lines += ["", "![coherence by level](../../docs/figures/semantic_drift.png)"]
     lines += [
         "",
         "## PSRQ prefix weight alpha (amazon-beauty, joint SID, seed 0)",
@@ -191,7 +193,7 @@ def _plot(res: dict) -> None:
     axes[0].set_ylabel("coherence of items sharing the code")
     axes[0].legend()
     fig.tight_layout()
-    with atomic_path(RESULTS / "semantic_drift.png") as tmp:
+    with atomic_path(FIGURE) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
 

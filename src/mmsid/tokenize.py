@@ -54,7 +54,7 @@ def concat_features(feats: ItemFeatures, names: list[str]) -> tuple[np.ndarray, 
 
 def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     from mmsid.device import start_run
-    from mmsid.eval.codebook import codebook_report
+    from mmsid.eval.codebook import codebook_report, coherence
 
     out, device = start_run(cfg)
 
@@ -97,10 +97,7 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         "unique_after_collision_level": int(len(np.unique(table.sids, axis=0))),
         "max_collision_index": int(table.collision.max()),
         "coherence_by_modality": {
-            n: codebook_report(codes, cfg.codebook_size, feats.embeddings[n], feats.masks[n])[
-                "coherence"
-            ]
-            for n in names
+            n: coherence(feats.embeddings[n], codes, mask=feats.masks[n]) for n in names
         },
         "seconds": {"features": t_feat, "fit": t_fit},
         "config_hash": tok.config_hash(),

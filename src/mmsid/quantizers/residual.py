@@ -54,22 +54,30 @@ class ResidualQuantizer(nn.Module):
         return self.cfg.levels
 
     @torch.no_grad()
-    def init_from_data(self, x: torch.Tensor) -> None:
-        """k-means on each level's residual (x: (N, d), N >= K) — RQ-KMeans on ``x``."""
+    def init_from_data(self, x: torch.Tensor, *, backend: str = "torch") -> list[float]:
+        """k-means on each level's residual (x: (N, d), N >= K) — RQ-KMeans on ``x``.
+
+        Returns the mean squared residual norm after each level."""
         r = x.detach()
+        residual_mse = []
         for lvl in range(self.levels):
             c = kmeans(
                 r,
                 KMeansConfig(
-                    k=self.cfg.codebook_size, iters=self.cfg.kmeans_iters, seed=self.cfg.seed + lvl
+                    k=self.cfg.codebook_size,
+                    iters=self.cfg.kmeans_iters,
+                    seed=self.cfg.seed + lvl,
+                    backend=backend,
                 ),
             )
             self.codebooks.data[lvl] = c
             r = r - c[nearest(r, c)]
+            residual_mse.append(float((r * r).sum(1).mean()))
         if self.cfg.ema:
             self.ema_sum.copy_(self.codebooks.data)
             self.ema_count.fill_(1.0)
         self.initialized.fill_(True)
+        return residual_mse
 
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
         """x: (B, d) -> quantized (B, d) with straight-through gradients, codes (B, L)."""
@@ -172,20 +180,6 @@ class ResidualQuantizer(nn.Module):
                 for m in range(lvl):
                     sc += cross2[(m, lvl)][cb[:, m]]  # (B, K)
                 cb[:, lvl] = sc.argmin(dim=1)
-        return codes
-
-    @torch.no_grad()
-    def encode_residual(self, x: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
-        """Greedy residual encoding that materialises each level's residual (one GEMM per
-        level). Kept for the benchmark; :meth:`encode` is the fast path. (N, d) -> (N, L)."""
-        codes = torch.empty(x.shape[0], self.levels, dtype=torch.int64, device=x.device)
-        for s in range(0, x.shape[0], chunk):
-            r = x[s : s + chunk].clone()
-            for lvl in range(self.levels):
-                C = self.codebooks[lvl]
-                c = nearest(r, C, chunk=chunk)
-                codes[s : s + chunk, lvl] = c
-                r -= C[c]
         return codes
 
     @torch.no_grad()

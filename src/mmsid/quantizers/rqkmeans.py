@@ -11,8 +11,6 @@ from typing import Literal
 
 import torch
 
-from mmsid.quantizers.base import nearest
-from mmsid.quantizers.kmeans import KMeansConfig, kmeans
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
 from mmsid.quantizers.tokenizer import Tokenizer
 
@@ -37,26 +35,15 @@ class RQKMeansTokenizer(Tokenizer):
                 codebook_size=self.cfg.codebook_size,
                 dim=self.input_dim,
                 kmeans_init=False,
+                kmeans_iters=self.cfg.kmeans_iters,
                 seed=self.cfg.seed,
             )
         )
 
     def _fit(self, x: torch.Tensor, **_: object) -> None:
         self._build()
-        r = x.clone()
-        for lvl in range(self.cfg.levels):
-            c = kmeans(
-                r,
-                KMeansConfig(
-                    k=self.cfg.codebook_size,
-                    iters=self.cfg.kmeans_iters,
-                    seed=self.cfg.seed + lvl,
-                    backend=self.cfg.backend,
-                ),
-            )
-            self.module.codebooks.data[lvl] = c
-            r -= c[nearest(r, c)]
-            self.history.append({"level": lvl, "residual_mse": float((r * r).sum(1).mean())})
+        mse = self.module.init_from_data(x, backend=self.cfg.backend)
+        self.history = [{"level": lvl, "residual_mse": m} for lvl, m in enumerate(mse)]
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.module.to(x.device).encode(x)
