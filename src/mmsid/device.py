@@ -41,3 +41,23 @@ def start_run(cfg) -> tuple[Path, str]:
     write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     seed_everything(cfg.seed)
     return out, str(resolve_device(cfg.device))
+
+
+def bf16_autocast(device: str, mode: str = "auto"):
+    """bf16 autocast context for ``device``. ``mode``: "on", "off", or "auto" (on for CUDA,
+    and for CPUs with native bf16 matmul: AMX or AVX512-BF16, where it halves step time of the
+    transformer models; off elsewhere, where emulated bf16 would be slower)."""
+    import contextlib
+
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"amp must be auto, on or off, got {mode!r}")
+    dev = torch.device(device).type
+    if mode == "auto":
+        fast_cpu = (
+            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+            or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        )
+        on = dev == "cuda" or (dev == "cpu" and fast_cpu)
+    else:
+        on = mode == "on"
+    return torch.autocast(dev, dtype=torch.bfloat16) if on else contextlib.nullcontext()

@@ -185,3 +185,28 @@ def load_sid_sets(path: str | Path) -> dict[str, SIDTable]:
             m["codebook_size"],
         )
     return out
+
+
+def table_codes(
+    t: SIDTable, path: str | Path, n_items: int, *, with_collision: bool = False
+) -> tuple[np.ndarray, int]:
+    """A table's codes in catalogue order: (n_items, L) (or (n_items, L+1) with the collision
+    level), and the codebook size. Raises DataError when the table misses catalogue items or
+    holds an item twice (it was written for another data set)."""
+    ids = np.asarray(t.item_ids)
+    missing = np.setdiff1d(np.arange(n_items), ids)
+    if len(missing):
+        raise DataError(
+            f"{path}: SID table misses {len(missing)} catalogue item(s) (first "
+            f"{missing[:5].tolist()}); tokenize the same data set"
+        )
+    if len(ids) != n_items or len(np.unique(ids)) != n_items:
+        raise DataError(
+            f"{path}: SID table has {len(ids)} rows for {n_items} items (duplicated or "
+            "unknown item ids); use the table written by `mmsid tokenize` for this data set"
+        )
+    src = t.sids if with_collision else t.codes
+    codes = np.empty_like(src)
+    codes[ids] = src
+    K = t.codebook_size or int(t.codes.max()) + 1
+    return codes, K

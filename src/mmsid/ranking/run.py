@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from mmsid.data import load_dataset
-from mmsid.errors import ConfigError, DataError
-from mmsid.ids import SIDTable, load_sid_sets
+from mmsid.errors import ConfigError
+from mmsid.ids import load_sid_sets, table_codes
 from mmsid.io import save_torch, stable_hash, write_json
 from mmsid.ranking.samples import CTRConfig, build_ctr
 from mmsid.ranking.train import TrainConfig, fit, metrics, predict
@@ -47,26 +47,6 @@ def load_sets(name: str, path: str | Path, n_items: int) -> dict[str, tuple[np.n
     if len(sets) == 1:
         return {name: table_codes(next(iter(sets.values())), path, n_items)}
     return {n: table_codes(t, path, n_items) for n, t in sets.items()}
-
-
-def table_codes(t: SIDTable, path: str | Path, n_items: int) -> tuple[np.ndarray, int]:
-    """(n_items, L) semantic codes in item order, and the codebook size."""
-    ids = np.asarray(t.item_ids)
-    missing = np.setdiff1d(np.arange(n_items), ids)
-    if len(missing):
-        raise DataError(
-            f"{path}: SID table misses {len(missing)} catalogue item(s) (first "
-            f"{missing[:5].tolist()}); tokenize the same data set"
-        )
-    if len(ids) != n_items or len(np.unique(ids)) != n_items:
-        raise DataError(
-            f"{path}: SID table has {len(ids)} rows for {n_items} items (duplicated "
-            f"item ids?); use the table written by `mmsid tokenize` for this set"
-        )
-    codes = np.empty_like(t.codes)
-    codes[ids] = t.codes
-    K = t.codebook_size or int(t.codes.max()) + 1
-    return codes, K
 
 
 def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:

@@ -1,0 +1,298 @@
+"""The retrieve stage: data set -> leave-one-out next-item samples -> TIGER over a SID table
+(or SASRec over item ids) -> Recall/NDCG@K on validation and test, per slice.
+
+Run folder: ``config.yaml``, ``metrics.json``, ``model.pt`` (best validation state),
+``checkpoints/last.pt`` (resume; re-running the same command continues, and a larger
+``epochs`` extends a finished run), ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmsid.data import load_dataset
+from mmsid.device import bf16_autocast
+from mmsid.errors import ConfigError, DataError
+from mmsid.eval.retrieval import retrieval_metrics
+from mmsid.ids import load_sid_sets, table_codes
+from mmsid.io import save_torch, stable_hash, write_json
+from mmsid.retrieval.data import NextItemSplit, RetrievalData, build_retrieval
+from mmsid.retrieval.sasrec import SASRec, SASRecConfig, training_windows
+from mmsid.retrieval.tiger import TIGER, TIGERConfig
+from mmsid.training import LoopConfig, train
+
+MODELS = ("tiger", "sasrec")
+
+
+@dataclass
+class RetrieveConfig:
+    dataset: str
+    model: str = "tiger"
+    out: str = "runs/retrieve"
+    sids: str | None = None  # a sids.parquet (TIGER reads it; SASRec does not need one)
+    sid_set: str = "joint"  # which set of a multi-set file (tokenize --per-modality)
+    max_history: int = 20
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    eval_every: int = 1
+    patience: int = 5  # validations without improvement before stopping; 0 = never
+    max_minutes: float = 0.0  # wall-time budget for training; 0 = none
+    select: str = "recall@10"  # validation metric for model selection / early stopping
+    valid_sample: int = 5000  # validation users scored during training (0 = all)
+    # samples per epoch: each epoch trains on a fresh seeded random subset of this many
+    # training samples (SASRec: windows); 0 = all. Sets the epoch length for long-history
+    # data sets, where one pass over every prefix is long on a CPU.
+    epoch_samples: int = 0
+    ks: tuple[int, ...] = (5, 10, 20)
+    beam: int = 20
+    eval_batch_size: int = 256
+    amp: str = "auto"  # bf16 autocast for training and beam search: auto | on | off
+    head_share: float = 0.2
+    cold_threshold: int = 1
+    tiger: TIGERConfig = field(default_factory=TIGERConfig)
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    seed: int = 0
+    device: str = "cpu"
+    data_dir: str | None = None
+
+
+def item_sids(cfg: RetrieveConfig, n_items: int) -> tuple[np.ndarray, list[int]]:
+    """(n_items, L+1) unique SIDs (codes then collision) and each level's vocabulary size."""
+    sets = load_sid_sets(cfg.sids)
+    if cfg.sid_set in sets:
+        t = sets[cfg.sid_set]
+    elif len(sets) == 1:
+        t = next(iter(sets.values()))
+    else:
+        raise ConfigError(
+            f"{cfg.sids}: no SID set '{cfg.sid_set}'; it holds {sorted(sets)} (use --sid-set)"
+        )
+    sids, K = table_codes(t, cfg.sids, n_items, with_collision=True)
+    _, first, counts = np.unique(sids, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(
+            f"{cfg.sids}: {int((counts > 1).sum())} SID(s) are shared by several items (e.g. "
+            f"{sids[first[counts > 1][0]].tolist()}); retrieval needs unique SIDs: use the "
+            "table `mmsid tokenize` writes (it adds a collision level)"
+        )
+    L = sids.shape[1] - 1
+    return sids, [K] * L + [int(sids[:, -1].max()) + 1]
+
+
+def recommend_all(
+    model: torch.nn.Module,
+    split: NextItemSplit,
+    k: int,
+    *,
+    beam: int,
+    batch_size: int,
+    device: str,
+    progress: bool = False,
+) -> np.ndarray:
+    """(M, k) top-k item ids for every row of ``split`` (rows batched by history length)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    order = np.argsort((split.history >= 0).sum(1), kind="stable")
+    out = np.empty((len(split), k), dtype=np.int64)
+    for s in tqdm(
+        range(0, len(order), batch_size),
+        desc="beam search",
+        disable=not progress,
+        unit="batch",
+        leave=False,
+    ):
+        idx = order[s : s + batch_size]
+        items, _ = model.recommend(
+            {
+                "user": torch.from_numpy(split.user[idx]).to(device),
+                "history": torch.from_numpy(split.history[idx]).to(device),
+            },
+            k,
+            beam=beam,
+        )
+        out[idx] = items.cpu().numpy()
+    return out
+
+
+def evaluate(
+    model,
+    split: NextItemSplit,
+    data: RetrievalData,
+    cfg: RetrieveConfig,
+    device: str,
+    progress: bool = False,
+) -> dict:
+    with bf16_autocast(device, cfg.amp):
+        top = recommend_all(
+            model,
+            split,
+            max(cfg.ks),
+            beam=cfg.beam,
+            batch_size=cfg.eval_batch_size,
+            device=device,
+            progress=progress,
+        )
+    return retrieval_metrics(top, split.target, ks=cfg.ks, slices=data.slices(split.target))
+
+
+def _check(cfg: RetrieveConfig, data: RetrievalData) -> None:
+    if cfg.model not in MODELS:
+        raise ConfigError(f"unknown retrieval model '{cfg.model}'; choose one of {MODELS}")
+    if cfg.model == "tiger" and not cfg.sids:
+        raise ConfigError("TIGER needs a SID table: --sids RUN_DIR/sids.parquet")
+    if max(cfg.ks) > data.n_items:
+        raise ConfigError(f"K = {max(cfg.ks)} exceeds the catalogue ({data.n_items} items)")
+    if cfg.beam < max(cfg.ks):
+        raise ConfigError(f"beam {cfg.beam} is smaller than the largest K {max(cfg.ks)}")
+    for name in ("train", "valid", "test"):
+        h = getattr(data, name).history
+        if h.max(initial=-1) >= data.n_items:
+            raise DataError(
+                f"{name} histories hold item ids outside the catalogue "
+                f"(max {int(h.max())}, {data.n_items} items)"
+            )
+    if (
+        cfg.select.split("@")[0] not in ("recall", "ndcg")
+        or int(cfg.select.split("@")[1]) not in cfg.ks
+    ):
+        raise ConfigError(f"select '{cfg.select}' must be recall@K or ndcg@K with K in {cfg.ks}")
+
+
+def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
+    from mmsid.device import start_run
+
+    out, device = start_run(cfg)
+    t0 = time.perf_counter()
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    data = build_retrieval(
+        ds,
+        max_history=cfg.max_history,
+        head_share=cfg.head_share,
+        cold_threshold=cfg.cold_threshold,
+    )
+    _check(cfg, data)
+    torch.manual_seed(cfg.seed)
+    g = np.random.default_rng(cfg.seed)
+    vsub = data.valid
+    if cfg.valid_sample and len(vsub) > cfg.valid_sample:
+        vsub = vsub.take(np.sort(g.choice(len(vsub), cfg.valid_sample, replace=False)))
+    if cfg.model == "tiger":
+        sids, vocab = item_sids(cfg, ds.n_items)
+        model = TIGER(sids, vocab, dataclasses.replace(cfg.tiger, max_history=cfg.max_history))
+        split = data.train
+        lengths = (split.history >= 0).sum(1)
+        n_train = len(split)
+
+        def batches(rng: np.random.Generator) -> list[np.ndarray]:
+            # group samples of equal history length (little padding), shuffle the groups
+            perm = rng.permutation(len(split))[: cfg.epoch_samples or None]
+            perm = perm[np.argsort(lengths[perm], kind="stable")]
+            chunks = [perm[i : i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
+            return [chunks[i] for i in rng.permutation(len(chunks))]
+
+        def make_batch(idx: np.ndarray) -> dict[str, torch.Tensor]:
+            return {
+                k: torch.from_numpy(getattr(split, k)[idx]).to(device)
+                for k in ("user", "history", "target")
+            }
+    else:
+        model = SASRec(ds.n_items, dataclasses.replace(cfg.sasrec, max_history=cfg.max_history))
+        windows = training_windows(data.train_sequences, cfg.max_history)
+        n_train = len(windows)
+
+        def batches(rng: np.random.Generator) -> list[np.ndarray]:
+            perm = rng.permutation(len(windows))[: cfg.epoch_samples or None]
+            return [perm[i : i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
+
+        def make_batch(idx: np.ndarray) -> dict[str, torch.Tensor]:
+            return {"seq": torch.from_numpy(windows[idx]).to(device)}
+
+    model.to(device)
+    key = stable_hash(
+        {
+            k: v
+            for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("out", "device", "data_dir", "epochs", "max_minutes", "patience")
+        }
+    )
+    loop = LoopConfig(
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        eval_every=cfg.eval_every,
+        patience=cfg.patience,
+        max_minutes=cfg.max_minutes,
+        amp=cfg.amp,
+        seed=cfg.seed,
+    )
+    history = train(
+        model,
+        loop,
+        batches=batches,
+        make_batch=make_batch,
+        evaluate=lambda m: evaluate(m, vsub, data, cfg, device)["all"],
+        select=cfg.select,
+        device=device,
+        checkpoint=out / "checkpoints" / "last.pt",
+        run_key=key,
+        progress=progress,
+        desc=cfg.model,
+    )
+    t_train = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    res = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "sids": cfg.sids,
+        "samples": {"train": n_train, "valid": len(data.valid), "test": len(data.test)},
+        "valid": evaluate(model, data.valid, data, cfg, device, progress),
+        "test": evaluate(model, data.test, data, cfg, device, progress),
+        "history": history,
+        "epochs_run": len(history),
+        "best_epoch": _best_epoch(history, cfg.select),
+        "train_seconds": t_train,
+        "eval_seconds": time.perf_counter() - t1,
+        "seed": cfg.seed,
+        "device": device,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+    save_torch(out / "model.pt", {"state": model.state_dict(), "config": dataclasses.asdict(cfg)})
+    write_json(out / "metrics.json", res)
+    _plot(out, history, cfg.select)
+    return res
+
+
+def _best_epoch(history: list[dict], select: str) -> int | None:
+    rows = [h for h in history if "valid" in h]
+    return max(rows, key=lambda h: h["valid"][select])["epoch"] if rows else None
+
+
+def _plot(out: Path, history: list[dict], select: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmsid.io import atomic_path
+
+    fig, ax = plt.subplots(1, 2, figsize=(8, 3))
+    ax[0].plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o")
+    ax[0].set_title("train loss")
+    v = [h for h in history if "valid" in h]
+    ax[1].plot([h["epoch"] for h in v], [h["valid"][select] for h in v], marker="o")
+    ax[1].set_title(f"validation {select}")
+    for a in ax:
+        a.set_xlabel("epoch")
+    fig.tight_layout()
+    with atomic_path(out / "curves.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)

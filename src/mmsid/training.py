@@ -1,0 +1,138 @@
+"""The one plain training loop (Adam, mini-batches, periodic validation, best state kept,
+early stopping, a checkpoint after every epoch so an interrupted run resumes where it stopped).
+
+Models follow one contract: ``model.loss(batch) -> scalar``. The caller supplies how an
+epoch's batches are drawn (``batches(rng) -> list of index arrays``), how a batch is built
+(``make_batch(idx) -> dict of tensors``) and ``evaluate(model) -> dict`` holding the
+``select`` metric (higher is better).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmsid.device import bf16_autocast
+from mmsid.io import save_torch
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    eval_every: int = 1  # epochs between validations
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    max_minutes: float = 0.0  # stop at the first epoch end past this wall time; 0 = no limit
+    grad_clip: float = 1.0  # 0 = off
+    amp: str = "off"  # bf16 autocast: auto | on | off (see mmsid.device.bf16_autocast)
+    seed: int = 0
+
+
+def train(
+    model: nn.Module,
+    cfg: LoopConfig,
+    *,
+    batches: Callable[[np.random.Generator], list[np.ndarray]],
+    make_batch: Callable[[np.ndarray], dict[str, torch.Tensor]],
+    evaluate: Callable[[nn.Module], dict],
+    select: str,
+    device: str = "cpu",
+    checkpoint: str | Path | None = None,
+    run_key: str = "",
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict]:
+    """Train ``model`` in place and leave it at its best validation state.
+
+    A checkpoint is resumed only when its ``run_key`` (the caller's config hash) matches; the
+    epoch count is not part of the key, so re-running with more epochs extends a finished run.
+    Returns the history: one dict per epoch (train loss, seconds, and the validation metrics
+    on validated epochs)."""
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: list[dict] = []
+    best, best_state, start, stale, elapsed = -np.inf, None, 0, 0, 0.0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if blob.get("run_key") == run_key:
+            model.load_state_dict(blob["model"])
+            opt.load_state_dict(blob["optim"])
+            history, best, best_state = blob["history"], blob["best"], blob["best_state"]
+            start, stale, elapsed = blob["epoch"], blob["stale"], blob.get("elapsed", 0.0)
+    g = np.random.default_rng(cfg.seed)
+    for _ in range(start):  # replay finished epochs' shuffles: resumed == uninterrupted
+        batches(g)
+    t_start = time.perf_counter() - elapsed
+    for epoch in range(start, cfg.epochs):
+        if cfg.patience and stale >= cfg.patience:
+            break
+        if cfg.max_minutes and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        plan = batches(g)
+        total = 0.0
+        bar = tqdm(
+            plan,
+            desc=f"{desc} {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            unit="batch",
+            leave=False,
+        )
+        for idx in bar:
+            with bf16_autocast(device, cfg.amp):
+                loss = model.loss(make_batch(idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += float(loss.detach())
+            bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(1, len(plan)),
+            "seconds": time.perf_counter() - t0,
+        }
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            model.eval()
+            row["valid"] = evaluate(model)
+            if row["valid"][select] > best:
+                best, stale = row["valid"][select], 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+        history.append(row)
+        if progress:
+            tqdm.write(
+                f"{desc} epoch {epoch + 1}: loss {row['train_loss']:.4f}"
+                + (f", valid {select} {row['valid'][select]:.4f}" if "valid" in row else "")
+                + f" ({row['seconds']:.0f} s)"
+            )
+        if ckpt is not None:
+            save_torch(
+                ckpt,
+                {
+                    "model": model.state_dict(),
+                    "optim": opt.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "best": best,
+                    "best_state": best_state,
+                    "stale": stale,
+                    "run_key": run_key,
+                    "elapsed": time.perf_counter() - t_start,
+                },
+            )
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
