@@ -120,7 +120,7 @@ def features_cmd(
 @click.option("--dataset", required=True)
 @click.option(
     "--method",
-    type=click.Choice(["rq-kmeans", "rq-vae", "psrq"]),
+    type=click.Choice(["rq-kmeans", "rq-vae", "psrq", "mmq"]),
     default="rq-kmeans",
     show_default=True,
 )
@@ -132,7 +132,21 @@ def features_cmd(
     multiple=True,
     help="Modality for the input (repeatable; default: the data set's baseline set).",
 )
-@click.option("--epochs", default=200, show_default=True, help="Training epochs (rq-vae).")
+@click.option("--epochs", default=200, show_default=True, help="Training epochs (rq-vae, mmq).")
+@click.option(
+    "--finetune",
+    type=click.Choice(["behavior"]),
+    default=None,
+    help="MMQ stage 2: behavior-aware fine-tuning on training-split transitions.",
+)
+@click.option("--finetune-epochs", default=20, show_default=True)
+@click.option(
+    "--ablation",
+    type=click.Choice(["none", "no-orth", "shared-only", "specific-only"]),
+    default="none",
+    show_default=True,
+    help="MMQ ablation.",
+)
 @click.option("--alpha", default=1.0, show_default=True, help="PSRQ prefix weight (0 = RQ-KMeans).")
 @click.option(
     "--collision-cap",
@@ -156,6 +170,9 @@ def tokenize_cmd(
     codebook_size: int,
     modalities: tuple[str, ...],
     epochs: int,
+    finetune: str | None,
+    finetune_epochs: int,
+    ablation: str,
     alpha: float,
     collision_cap: int | None,
     per_modality: bool,
@@ -176,6 +193,9 @@ def tokenize_cmd(
         codebook_size=codebook_size,
         seed=seed,
         epochs=epochs,
+        finetune=finetune,
+        finetune_epochs=finetune_epochs,
+        ablation=ablation,
         alpha=alpha,
         per_modality=per_modality,
         collision_cap=collision_cap,

@@ -1,7 +1,8 @@
 """The tokenize stage: data set -> content features -> fitted tokenizer -> SID table + metrics.
 
 Writes a run folder: ``config.yaml``, ``sids.parquet``, ``tokenizer.pt``, ``metrics.json``,
-``code_usage.png`` (and ``loss_curve.png`` for trained tokenizers), ``checkpoints/``.
+``code_usage.png`` (and ``loss_curve.png`` for trained tokenizers), ``checkpoints/``; MMQ adds
+``gate_usage.png`` and, with behavior fine-tuning, ``sids_stage1.parquet`` (the IDs before it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class TokenizeConfig:
     data_dir: str | None = None
     collision_cap: int | None = None  # default: codebook_size
     per_modality: bool = False  # also fit one tokenizer per modality -> sid_sets.parquet
+    # MMQ only
+    finetune: str | None = None  # "behavior": stage 2 on training-split transitions
+    ablation: str = "none"  # none | no-orth | shared-only | specific-only
+    finetune_epochs: int = 20
+    lambda_orth: float = 0.1
 
 
 def concat_features(feats: ItemFeatures, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +72,30 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     t_feat = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    tok = _fit_tokenizer(cfg, x, device, out / "checkpoints" / "tokenizer.pt", progress)
+    dims = tuple(int(feats.embeddings[n].shape[1]) for n in names)
+    if cfg.finetune and cfg.method != "mmq":
+        raise ConfigError("--finetune applies to --method mmq only")
+    if cfg.finetune not in (None, "behavior"):
+        raise ConfigError(f"unknown fine-tuning '{cfg.finetune}'; the one available is 'behavior'")
+    tok = _fit_tokenizer(cfg, x, device, out / "checkpoints" / "tokenizer.pt", progress, dims)
+    extra: dict = {}
+    if cfg.method == "mmq":
+        extra["stage1"] = tok.diagnostics(x)
+        if cfg.finetune == "behavior":
+            from mmsid.data.splits import training_transitions
+
+            pairs = training_transitions(ds)
+            # the stage-1 IDs too, so one run gives both rows of the comparison
+            s1 = tok.transform(x, device=device)
+            _table(cfg, tok, s1, ds.items["item"].to_numpy()).save(out / "sids_stage1.parquet")
+            extra["stage2"] = tok.finetune(
+                x,
+                pairs,
+                device=device,
+                checkpoint=out / "checkpoints" / "stage2.pt",
+                progress=progress,
+            )
+            extra["stage2"].update(tok.diagnostics(x))
     t_fit = time.perf_counter() - t1
     codes = tok.transform(x, device=device)
     table = _table(cfg, tok, codes, ds.items["item"].to_numpy())
@@ -104,18 +133,52 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     }
     if cfg.per_modality and len(names) > 1:
         metrics["sid_sets"] = ["joint", *names]
+    metrics.update(extra)
     if cfg.method == "rq-vae":
         import torch
 
         metrics["reconstruction_mse"] = tok.reconstruction_error(torch.as_tensor(x).to(device))
         metrics["history_last"] = tok.history[-1]
     write_json(out / "metrics.json", metrics)
-    _plots(out, codes, cfg.codebook_size, tok.history if cfg.method == "rq-vae" else None)
+    _plots(out, codes, cfg.codebook_size, tok.history if cfg.method in ("rq-vae", "mmq") else None)
+    if cfg.method == "mmq":
+        _gate_plot(out, extra)
     return metrics
 
 
+ABLATIONS = ("none", "no-orth", "shared-only", "specific-only")
+
+
+def mmq_settings(cfg: TokenizeConfig, dims: tuple[int, ...]) -> dict:
+    """MMQ config fields from the stage config. Default layout: one shared and one specific
+    expert per modality, one level each (M + 1 codes: 3 for text + image, as RQ-VAE's L = 3).
+    Ablations keep one code per expert: shared-only uses M + 1 shared experts (same SID
+    length); specific-only drops the shared expert (M codes)."""
+    if cfg.ablation not in ABLATIONS:
+        raise ConfigError(f"unknown MMQ ablation '{cfg.ablation}'; choose one of {ABLATIONS}")
+    M = len(dims)
+    out = {
+        "modality_dims": tuple(dims),
+        "codebook_size": cfg.codebook_size,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "finetune_epochs": cfg.finetune_epochs,
+        "lambda_orth": 0.0 if cfg.ablation == "no-orth" else cfg.lambda_orth,
+    }
+    if cfg.ablation == "shared-only":
+        out.update(n_shared=M + 1, n_specific=0, lambda_orth=0.0)
+    elif cfg.ablation == "specific-only":
+        out.update(n_shared=0, n_specific=1, lambda_orth=0.0)
+    return out
+
+
 def _fit_tokenizer(
-    cfg: TokenizeConfig, x: np.ndarray, device: str, checkpoint: Path, progress: bool
+    cfg: TokenizeConfig,
+    x: np.ndarray,
+    device: str,
+    checkpoint: Path,
+    progress: bool,
+    dims: tuple[int, ...] = (),
 ):
     from mmsid.quantizers import tokenizer_for
 
@@ -128,7 +191,13 @@ def _fit_tokenizer(
         return tokenizer_for("rq-vae", **common, epochs=cfg.epochs).fit(
             x, device=device, checkpoint=checkpoint, progress=progress
         )
-    raise ConfigError(f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans, rq-vae or psrq")
+    if cfg.method == "mmq":
+        return tokenizer_for("mmq", **mmq_settings(cfg, dims)).fit(
+            x, device=device, checkpoint=checkpoint, progress=progress
+        )
+    raise ConfigError(
+        f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans, rq-vae, psrq or mmq"
+    )
 
 
 def _table(cfg: TokenizeConfig, tok, codes: np.ndarray, item_ids: np.ndarray) -> SIDTable:
@@ -163,9 +232,11 @@ def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> 
     plt.close(fig)
     if history:
         fig, ax = plt.subplots(figsize=(5, 3))
-        for key in ("reconstruction", "codebook", "commitment"):
-            if key in history[0]:
-                ax.plot([h["epoch"] for h in history], [h[key] for h in history], label=key)
+        keys = ("reconstruction", "codebook", "commitment", "orthogonality", "behavior")
+        for key in keys:
+            pts = [(i + 1, h[key]) for i, h in enumerate(history) if h.get(key, 0) > 0]
+            if pts:
+                ax.plot(*zip(*pts), label=key)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.legend()
@@ -173,3 +244,28 @@ def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> 
         with atomic_path(out / "loss_curve.png") as tmp:
             fig.savefig(tmp, format="png", dpi=80)
         plt.close(fig)
+
+
+def _gate_plot(out: Path, extra: dict) -> None:
+    """Mean gate weight per expert and group, after stage 1 (and stage 2 when run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmsid.io import atomic_path
+
+    stages = [s for s in ("stage1", "stage2") if s in extra]
+    fig, ax = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
+    for i, st in enumerate(stages):
+        labels, values = [], []
+        for group, w in extra[st]["gate_mean"].items():
+            labels += [f"{group}/{e}" for e in range(len(w))]
+            values += w
+        ax[0, i].bar(range(len(values)), values)
+        ax[0, i].set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)
+        ax[0, i].set_title(f"mean gate weight ({st})")
+    fig.tight_layout()
+    with atomic_path(out / "gate_usage.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)

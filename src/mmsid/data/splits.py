@@ -82,3 +82,15 @@ def cold_item_split(ds: RecDataset, *, fraction: float = 0.1, seed: int = 0) -> 
         ds.interactions[~is_cold].reset_index(drop=True),
         ds.interactions[is_cold].reset_index(drop=True),
     )
+
+
+def training_transitions(ds: RecDataset, *, max_history: int = 20) -> np.ndarray:
+    """(P, 2) item pairs (a, b) where b directly followed a in a user's *training* sequence
+    of the leave-one-out split: the behavior signal for tokenizer fine-tuning (MMQ stage 2).
+    Validation and test items never appear in a pair unless the same item was also trained
+    on in that position."""
+    loo = leave_one_out(ds, max_history=max_history)
+    seqs = [s for s in ds.sequences(loo.train).values() if len(s) > 1]
+    if not seqs:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.concatenate([np.stack([s[:-1], s[1:]], 1) for s in seqs]).astype(np.int64)

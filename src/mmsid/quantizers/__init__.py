@@ -2,6 +2,7 @@
 
 from mmsid.quantizers.base import QuantizerOutput, nearest, sq_distances
 from mmsid.quantizers.kmeans import KMeansConfig, kmeans
+from mmsid.quantizers.mmq import MMQConfig, MMQTokenizer
 from mmsid.quantizers.psrq import PSRQConfig, PSRQTokenizer
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
 from mmsid.quantizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
@@ -10,6 +11,8 @@ from mmsid.quantizers.tokenizer import Tokenizer, tokenizer_for
 
 __all__ = [
     "KMeansConfig",
+    "MMQConfig",
+    "MMQTokenizer",
     "PSRQConfig",
     "PSRQTokenizer",
     "QuantizerOutput",

@@ -79,8 +79,14 @@ class ResidualQuantizer(nn.Module):
         self.initialized.fill_(True)
         return residual_mse
 
-    def forward(self, x: torch.Tensor) -> QuantizerOutput:
-        """x: (B, d) -> quantized (B, d) with straight-through gradients, codes (B, L)."""
+    def forward(self, x: torch.Tensor, *, tau: float = 0.0) -> QuantizerOutput:
+        """x: (B, d) -> quantized (B, d), codes (B, L).
+
+        ``tau = 0``: straight-through estimator (the value is the hard codeword sum, the
+        gradient goes to x unchanged). ``tau > 0``: soft indexing for downstream fine-tuning
+        (MMQ stage 2): per level ``p = softmax(-||r - C_k||^2 / tau)``, value = the hard
+        codeword, gradient = that of ``p @ C``, so a downstream loss reaches both the encoder
+        (through the distances) and the codebooks."""
         if not bool(self.initialized) and self.training:
             self.init_from_data(x)
         r = x
@@ -98,10 +104,20 @@ class ResidualQuantizer(nn.Module):
             commit = commit + ((r - q.detach()) ** 2).sum(-1).mean()
             if self.training:
                 self.usage[lvl] += torch.bincount(code, minlength=self.cfg.codebook_size)
-            q_sum = q_sum + q
-            r = r - q.detach()
+            if tau > 0:
+                p = torch.softmax(-sq_distances(r, C) / tau, dim=1)  # (B, K)
+                q_soft = p @ C  # (B, d)
+                q_st = q_soft + (q - q_soft).detach()  # value: hard codeword; grad: soft
+                q_sum = q_sum + q_st
+                r = r - q_st
+            else:
+                q_sum = q_sum + q
+                r = r - q.detach()
             codes.append(code)
-        quantized = x + (q_sum - x).detach()  # straight-through: value q_sum, gradient to x
+        if tau > 0:
+            quantized = q_sum
+        else:
+            quantized = x + (q_sum - x).detach()  # straight-through: value q_sum, gradient to x
         losses = {"commitment": self.cfg.beta * commit}
         if not self.cfg.ema:
             losses["codebook"] = cb_loss
