@@ -372,5 +372,60 @@ def retrieve_cmd(
     click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")
 
 
+@main.command("run")
+@click.option("--dataset", required=True)
+@click.option("--config", "config_file", default=None, help="YAML file of settings.")
+@click.option("--methods", default=None, help="Comma list of rq-kmeans,rq-vae,psrq,mmq,mmq+ft.")
+@click.option("--tasks", default=None, help="Comma list of retrieval,ranking.")
+@click.option("--budget", type=click.Choice(["quick", "full"]), default=None)
+@click.option("--seed", default=None, type=int)
+@click.option("--device", default=None)
+@click.option("--data-dir", default=None)
+@click.option("--set", "sets", multiple=True, help="Override a setting: KEY.SUB=VALUE.")
+@click.option("--resume", is_flag=True, help="Reuse the matching stages of another run here.")
+@click.option("--overwrite", is_flag=True, help="Delete what the folder holds and start clean.")
+@click.option("--out", required=True, help="Run folder.")
+def run_cmd(
+    dataset: str,
+    config_file: str | None,
+    methods: str | None,
+    tasks: str | None,
+    budget: str | None,
+    seed: int | None,
+    device: str | None,
+    data_dir: str | None,
+    sets: tuple[str, ...],
+    resume: bool,
+    overwrite: bool,
+    out: str,
+) -> None:
+    """The whole pipeline: features, tokenizers, retrieval and ranking on each, report.md."""
+    from mmsid.pipeline import command_line, resolve_config, run
+
+    try:
+        cfg = resolve_config(
+            dataset,
+            out,
+            config_file=config_file,
+            cli={
+                "methods": methods,
+                "tasks": tasks,
+                "budget": budget,
+                "seed": seed,
+                "device": device,
+                "data_dir": data_dir,
+            },
+            sets=sets,
+        )
+        r = run(cfg, resume=resume, overwrite=overwrite, command=command_line())
+    except MMSIDError as e:
+        _fail(e)
+    ran = sum(s["status"] == "ran" for s in r["stages"])
+    click.echo(
+        f"{len(r['stages'])} stages ({ran} ran, {len(r['stages']) - ran} cached) in "
+        f"{r['seconds'] / 60:.1f} min; wrote {out}/report.md, results.json"
+    )
+
+
 if __name__ == "__main__":
     main()

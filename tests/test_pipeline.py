@@ -1,0 +1,150 @@
+"""The main job: config priority and unknown keys, stage caching and resume, the folder
+guard, and a report with every method x task x slice cell."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mmsid.errors import ConfigError
+from mmsid.pipeline import BUDGETS, resolve_config, run
+
+
+def test_config_priority_defaults_budget_file_cli(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("seed: 5\ntokenizer:\n  epochs: 11\nretrieval:\n  epochs: 7\n  lr: 0.01\n")
+    cfg = resolve_config(
+        "ml100k-mm",
+        "x",
+        config_file=str(f),
+        cli={"seed": 3},
+        sets=["retrieval.epochs=9", "tasks=ranking"],
+    )
+    assert cfg.tokenizer.epochs == 11  # file over budget preset (30) over default (200)
+    assert cfg.retrieval.epochs == 9  # --set over file
+    assert cfg.retrieval.lr == 0.01  # file over preset
+    assert cfg.retrieval.epoch_samples == BUDGETS["quick"]["retrieval"]["epoch_samples"]
+    assert cfg.retrieval.tiger.d_model == 64  # preset over default
+    assert cfg.seed == 3 and cfg.tasks == ["ranking"]
+    assert cfg.tokenizer.codebook_size == 256  # default untouched
+    full = resolve_config("ml100k-mm", "x", cli={"budget": "full"})
+    assert full.tokenizer.epochs == 200 and full.retrieval.tiger.d_model == 128
+
+
+def test_unknown_keys_name_the_closest(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("retrieval:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'epoch'.*did you mean 'epochs'"):
+        resolve_config("ml100k-mm", "x", config_file=str(f))
+    with pytest.raises(ConfigError, match="unknown key 'tokeniser'.*'tokenizer'"):
+        resolve_config("ml100k-mm", "x", sets=["tokeniser.levels=2"])
+    with pytest.raises(ConfigError, match="unknown method"):
+        resolve_config("ml100k-mm", "x", cli={"methods": "rq-kmeans,vq"})
+    with pytest.raises(ConfigError, match="unknown task"):
+        resolve_config("ml100k-mm", "x", cli={"tasks": "retrieval,search"})
+    with pytest.raises(ConfigError, match="expected int"):
+        resolve_config("ml100k-mm", "x", sets=["seed=abc"])
+
+
+TINY = [
+    "tokenizer.codebook_size=32",
+    "tokenizer.epochs=2",
+    "tokenizer.finetune_epochs=1",
+    "retrieval.epochs=1",
+    "retrieval.epoch_samples=300",
+    "retrieval.valid_sample=100",
+    "retrieval.sasrec_epochs=1",
+    "retrieval.tiger.d_model=32",
+    "retrieval.tiger.enc_layers=1",
+    "retrieval.tiger.dec_layers=1",
+    "retrieval.tiger.d_ff=64",
+    "retrieval.tiger.n_heads=2",
+    "retrieval.tiger.d_head=16",
+]
+
+
+def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = resolve_config(
+        "lfm2k-mm",
+        str(out),
+        cli={"methods": "rq-kmeans,mmq,mmq+ft", "data_dir": str(real_data_dir)},
+        sets=TINY,
+    )
+    r1 = run(cfg, progress=False)
+    assert {s["status"] for s in r1["stages"]} == {"ran"}
+    names = [s["stage"] for s in r1["stages"]]
+    # mmq and mmq+ft share one tokenizer run (stage-1 IDs are written before fine-tuning)
+    assert "tokenize-mmq" not in names and "tokenize-mmq+ft" in names
+    report = (out / "report.md").read_text()
+    for model in (
+        "tiger + rq-kmeans",
+        "tiger + mmq",
+        "tiger + mmq+ft",
+        "sasrec (item ids)",
+        "din (item ids)",
+        "din + rq-kmeans SID",
+        "din + mmq SID",
+        "din + mmq+ft SID",
+    ):
+        assert model in report
+    for task in ("retrieval", "ranking"):
+        for name, row in r1[task].items():
+            for s in ("all", "head", "long_tail", "cold"):
+                assert s in row["test"], (task, name, s)
+    assert (out / "metrics_by_method.png").exists() and (out / "config.yaml").exists()
+
+    r2 = run(cfg, progress=False)  # same config: nothing is recomputed
+    assert [s["status"] for s in r2["stages"]] == ["cached"] * len(names)
+    assert r2["retrieval"] == r1["retrieval"]
+
+    # a changed retrieval setting re-runs retrieval only; it needs --resume in this folder
+    cfg3 = resolve_config(
+        "lfm2k-mm",
+        str(out),
+        cli={"methods": "rq-kmeans,mmq,mmq+ft", "data_dir": str(real_data_dir)},
+        sets=[*TINY, "retrieval.beam=25"],
+    )
+    with pytest.raises(ConfigError, match="holds another run"):
+        run(cfg3, progress=False)
+    r3 = run(cfg3, resume=True, progress=False)
+    status = {s["stage"]: s["status"] for s in r3["stages"]}
+    assert all(v == ("ran" if k.startswith("retrieval") else "cached") for k, v in status.items())
+    assert json.loads((out / "results.json").read_text())["config_hash"] == r3["config_hash"]
+
+
+def test_interrupted_stage_is_rerun(real_data_dir, tmp_path, monkeypatch):
+    """A stage killed mid-way leaves a 'running' record; the next run redoes it and keeps
+    the finished ones."""
+    import mmsid.pipeline as pl
+
+    out = tmp_path / "run"
+    cfg = resolve_config(
+        "lfm2k-mm",
+        str(out),
+        cli={"methods": "rq-kmeans", "tasks": "ranking", "data_dir": str(real_data_dir)},
+        sets=[*TINY, "ranking.din=false"],
+    )
+    real_plan = pl.plan
+
+    def plan_that_dies(c):
+        stages = real_plan(c)
+
+        def boom(folder):
+            raise KeyboardInterrupt
+
+        stages[-1].run = boom
+        return stages
+
+    monkeypatch.setattr(pl, "plan", plan_that_dies)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, progress=False)
+    monkeypatch.setattr(pl, "plan", real_plan)
+    r = run(cfg, progress=False)
+    status = {s["stage"]: s["status"] for s in r["stages"]}
+    assert status == {
+        "features": "cached",
+        "tokenize-rq-kmeans": "cached",
+        "ranking-din-sid-rq-kmeans": "ran",
+    }
