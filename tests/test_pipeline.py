@@ -69,7 +69,7 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     cfg = resolve_config(
         "lfm2k-mm",
         str(out),
-        cli={"methods": "rq-kmeans,mmq,mmq+ft", "data_dir": str(real_data_dir)},
+        cli={"methods": "mmq,mmq+ft", "data_dir": str(real_data_dir)},
         sets=TINY,
     )
     r1 = run(cfg, progress=False)
@@ -79,12 +79,10 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     assert "tokenize-mmq" not in names and "tokenize-mmq+ft" in names
     report = (out / "report.md").read_text()
     for model in (
-        "tiger + rq-kmeans",
         "tiger + mmq",
         "tiger + mmq+ft",
         "sasrec (item ids)",
         "din (item ids)",
-        "din + rq-kmeans SID",
         "din + mmq SID",
         "din + mmq+ft SID",
     ):
@@ -103,7 +101,7 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     cfg3 = resolve_config(
         "lfm2k-mm",
         str(out),
-        cli={"methods": "rq-kmeans,mmq,mmq+ft", "data_dir": str(real_data_dir)},
+        cli={"methods": "mmq,mmq+ft", "data_dir": str(real_data_dir)},
         sets=[*TINY, "retrieval.beam=25"],
     )
     with pytest.raises(ConfigError, match="holds another run"):
