@@ -43,7 +43,9 @@ ROWS = [
 SLICES = ("all", "head", "long_tail", "cold")
 
 
-def tokenize_runs(dataset: str, seed: int, root: Path, epochs: int) -> dict[str, tuple[Path, Path]]:
+def tokenize_runs(
+    dataset: str, seed: int, root: Path, epochs: int, ablations: bool = True
+) -> dict[str, tuple[Path, Path]]:
     """{row: (tokenize run folder, sids.parquet)}; fits what is missing."""
 
     def run(name: str, **kw) -> Path:
@@ -64,7 +66,7 @@ def tokenize_runs(dataset: str, seed: int, root: Path, epochs: int) -> dict[str,
         "mmq-stage1": (ft, ft / "sids_stage1.parquet"),
         "mmq+ft": (ft, ft / "sids.parquet"),
     }
-    for abl in ("no-orth", "shared-only", "specific-only"):
+    for abl in ("no-orth", "shared-only", "specific-only") if ablations else ():
         d = run(f"mmq-{abl}", method="mmq", ablation=abl)
         out[f"mmq-{abl}"] = (d, d / "sids.parquet")
     return out
@@ -94,6 +96,13 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["ml100k-mm"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument(
+        "--ablation-seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="seeds for the ablation rows (default: --seeds)",
+    )
     ap.add_argument("--root", default="runs/bench-mmq")
     a = ap.parse_args()
     root = Path(a.root)
@@ -101,7 +110,8 @@ def main() -> None:
     raw: dict = {}
     for ds in a.datasets:
         for seed in a.seeds:  # seed-major: partial results are complete rows
-            for row, (tok_dir, sids) in tokenize_runs(ds, seed, root, a.epochs).items():
+            ablate = a.ablation_seeds is None or seed in a.ablation_seeds
+            for row, (tok_dir, sids) in tokenize_runs(ds, seed, root, a.epochs, ablate).items():
                 r = retrieve(ds, row, sids, seed, root)
                 tm = json.loads((tok_dir / "metrics.json").read_text())
                 if row == "mmq-stage1":

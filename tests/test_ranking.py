@@ -128,6 +128,7 @@ def test_ranking_resumes_only_its_own_checkpoint(lfm2k, tmp_path, monkeypatch):
     import dataclasses
 
     import mmsid.ranking.train as tr
+    import mmsid.training as loop
     from mmsid.ranking.samples import CTRSplit
 
     full_data = build_ctr(lfm2k, CTRConfig(seed=0))
@@ -148,16 +149,16 @@ def test_ranking_resumes_only_its_own_checkpoint(lfm2k, tmp_path, monkeypatch):
     class Killed(Exception):
         pass
 
-    real = tr.save_torch
+    real = loop.save_torch
 
     def die_after_first(path, obj):
         real(path, obj)
         raise Killed
 
-    monkeypatch.setattr(tr, "save_torch", die_after_first)
+    monkeypatch.setattr(loop, "save_torch", die_after_first)
     with pytest.raises(Killed):
         run("a", tmp_path / "ck.pt")
-    monkeypatch.setattr(tr, "save_torch", real)
+    monkeypatch.setattr(loop, "save_torch", real)
     resumed_model, resumed = run("a", tmp_path / "ck.pt")
     assert [h["epoch"] for h in resumed] == [1, 2]
     assert resumed[1]["valid_auc"] == pytest.approx(full[1]["valid_auc"], abs=1e-6)

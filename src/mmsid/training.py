@@ -63,7 +63,7 @@ def train(
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
         blob = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if blob.get("run_key") == run_key:
+        if blob.get("run_key") == run_key and "best" in blob:  # older formats: start over
             model.load_state_dict(blob["model"])
             opt.load_state_dict(blob["optim"])
             history, best, best_state = blob["history"], blob["best"], blob["best_state"]

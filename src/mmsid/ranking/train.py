@@ -1,21 +1,19 @@
-"""One plain training loop for every ranking model (contract: ``loss(batch)``,
-``predict(batch)``): Adam, shuffled mini-batches, validation AUC each epoch, best state kept,
-a checkpoint every epoch so an interrupted run resumes where it stopped."""
+"""Training and evaluation of the ranking models (contract: ``loss(batch)``,
+``predict(batch)``) through the shared loop in mmsid.training: shuffled mini-batches,
+validation AUC each epoch, best state kept, a checkpoint every epoch for resume."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mmsid.eval.ranking import auc, gauc, logloss
-from mmsid.io import save_torch
 from mmsid.ranking.samples import CTRData, CTRSplit
+from mmsid.training import LoopConfig, train
 
 
 @dataclass(frozen=True)
@@ -79,79 +77,41 @@ def fit(
     run_key: str = "",
     progress: bool = True,
 ) -> list[dict]:
-    """Train; leave ``model`` at its best validation-AUC state. Returns the per-epoch history.
-
-    A checkpoint is resumed only when its ``run_key`` (a hash of the run's config) matches."""
-    torch.manual_seed(cfg.seed)
+    """Train with the shared loop (mmsid.training); leave ``model`` at its best validation-AUC
+    state. Returns the per-epoch history. A checkpoint is resumed only when its ``run_key``
+    (a hash of the run's config) matches."""
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    history: list[dict] = []
-    best_auc, best_state, start = -1.0, None, 0
-    ckpt = Path(checkpoint) if checkpoint else None
-    blob = (
-        torch.load(ckpt, map_location=device, weights_only=False)
-        if (ckpt is not None and ckpt.exists())
-        else None
-    )
-    if blob is not None and blob.get("run_key") == run_key:
-        model.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["optim"])
-        history, best_auc, best_state, start = (
-            blob["history"],
-            blob["best_auc"],
-            blob["best_state"],
-            blob["epoch"],
-        )
-    g = np.random.default_rng(cfg.seed)
-    for _ in range(start):  # replay finished epochs' shuffles: resume == no interruption
-        g.permutation(len(data.train.item))
     n = len(data.train.item)
-    steps = math.ceil(n / cfg.batch_size)
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        perm = g.permutation(n)
-        total = 0.0
-        bar = tqdm(
-            range(steps),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            unit="batch",
-            leave=False,
-        )
-        for b in bar:
-            loss = model.loss(
-                batch_of(data.train, perm[b * cfg.batch_size : (b + 1) * cfg.batch_size], device)
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        valid = metrics(data.valid, predict(model, data.valid, device=device), data)["all"]
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": total / steps,
-                "valid_auc": valid["auc"],
-                "valid_gauc": valid["gauc"],
-                "valid_logloss": valid["logloss"],
-            }
-        )
-        if valid["auc"] > best_auc:
-            best_auc = valid["auc"]
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if ckpt is not None:
-            save_torch(
-                ckpt,
-                {
-                    "model": model.state_dict(),
-                    "optim": opt.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "best_auc": best_auc,
-                    "best_state": best_state,
-                    "run_key": run_key,
-                },
-            )
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return history
+
+    def batches(rng: np.random.Generator) -> list[np.ndarray]:
+        perm = rng.permutation(n)
+        return [perm[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+
+    def evaluate(m: nn.Module) -> dict:
+        v = metrics(data.valid, predict(m, data.valid, device=device), data)["all"]
+        return {k: v[k] for k in ("auc", "gauc", "logloss")}
+
+    loop = LoopConfig(
+        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, grad_clip=0.0, seed=cfg.seed
+    )
+    hist = train(
+        model,
+        loop,
+        batches=batches,
+        make_batch=lambda idx: batch_of(data.train, idx, device),
+        evaluate=evaluate,
+        select="auc",
+        device=device,
+        checkpoint=checkpoint,
+        run_key=run_key,
+        progress=progress,
+        desc="rank",
+    )
+    return [
+        {
+            "epoch": h["epoch"],
+            "train_loss": h["train_loss"],
+            **{f"valid_{k}": v for k, v in h["valid"].items()},
+        }
+        for h in hist
+    ]
