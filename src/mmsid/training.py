@@ -97,7 +97,7 @@ def train(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             total += float(loss.detach())
-            bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
         row = {
             "epoch": epoch + 1,
             "train_loss": total / max(1, len(plan)),
