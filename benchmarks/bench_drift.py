@@ -22,7 +22,7 @@ from mmsid.data import load_dataset
 from mmsid.eval.codebook import coherence
 from mmsid.features import build_features
 from mmsid.ids import collision_rate
-from mmsid.io import atomic_path, write_json, write_text
+from mmsid.io import save_png, write_json, write_text
 from mmsid.quantizers import PSRQConfig, PSRQTokenizer, RQKMeansConfig, RQKMeansTokenizer
 from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
 
@@ -193,9 +193,7 @@ def _plot(res: dict) -> None:
     axes[0].set_ylabel("coherence of items sharing the code")
     axes[0].legend()
     fig.tight_layout()
-    with atomic_path(FIGURE) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_png(fig, FIGURE)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,12 @@ def stable_hash(obj: Any) -> str:
     """A short, stable hash of a JSON-serialisable object (config hashes, cache keys)."""
     blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_png(fig, path: str | os.PathLike, *, dpi: int = 80) -> None:
+    """Write a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)

@@ -508,7 +508,7 @@ def plots(out: Path, res: dict) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from mmsid.io import atomic_path
+    from mmsid.io import save_png
 
     panels = [(t, key) for t, key in (("retrieval", "recall@10"), ("ranking", "auc")) if res[t]]
     if panels:
@@ -525,9 +525,7 @@ def plots(out: Path, res: dict) -> None:
             ax.set_title(f"{task}: test {key}")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        with atomic_path(out / "metrics_by_method.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=80)
-        plt.close(fig)
+        save_png(fig, out / "metrics_by_method.png")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for m, c in res["codebook"].items():
         if c.get("coherence_by_level"):
@@ -541,9 +539,7 @@ def plots(out: Path, res: dict) -> None:
     ax.set_ylabel("coherence (mean cos)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out / "coherence_by_level.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_png(fig, out / "coherence_by_level.png")
 
 
 def command_line() -> str:

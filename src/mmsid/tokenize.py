@@ -216,7 +216,7 @@ def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mmsid.io import atomic_path
+    from mmsid.io import save_png
 
     L = codes.shape[1]
     fig, axes = plt.subplots(1, L, figsize=(4 * L, 3), squeeze=False)
@@ -227,9 +227,7 @@ def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> 
         axes[0, lvl].set_xlabel("code (sorted by use)")
     axes[0, 0].set_ylabel("items")
     fig.tight_layout()
-    with atomic_path(out / "code_usage.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_png(fig, out / "code_usage.png")
     if history:
         fig, ax = plt.subplots(figsize=(5, 3))
         keys = ("reconstruction", "codebook", "commitment", "orthogonality", "behavior")
@@ -241,9 +239,7 @@ def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> 
         ax.set_xlabel("epoch")
         ax.legend()
         fig.tight_layout()
-        with atomic_path(out / "loss_curve.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=80)
-        plt.close(fig)
+        save_png(fig, out / "loss_curve.png")
 
 
 def _gate_plot(out: Path, extra: dict) -> None:
@@ -253,7 +249,7 @@ def _gate_plot(out: Path, extra: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mmsid.io import atomic_path
+    from mmsid.io import save_png
 
     stages = [s for s in ("stage1", "stage2") if s in extra]
     fig, ax = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
@@ -266,6 +262,4 @@ def _gate_plot(out: Path, extra: dict) -> None:
         ax[0, i].set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)
         ax[0, i].set_title(f"mean gate weight ({st})")
     fig.tight_layout()
-    with atomic_path(out / "gate_usage.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_png(fig, out / "gate_usage.png")

@@ -257,7 +257,7 @@ class MMQTokenizer(Tokenizer):
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self._build()
-        model = self.module.to(device)
+        self.module.to(device)
         x = x.to(device)
         self._loop(
             x,

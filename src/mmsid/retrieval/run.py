@@ -282,7 +282,7 @@ def _plot(out: Path, history: list[dict], select: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mmsid.io import atomic_path
+    from mmsid.io import save_png
 
     fig, ax = plt.subplots(1, 2, figsize=(8, 3))
     ax[0].plot([h["epoch"] for h in history], [h["train_loss"] for h in history], marker="o")
@@ -293,6 +293,4 @@ def _plot(out: Path, history: list[dict], select: str) -> None:
     for a in ax:
         a.set_xlabel("epoch")
     fig.tight_layout()
-    with atomic_path(out / "curves.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    save_png(fig, out / "curves.png")
