@@ -199,8 +199,8 @@ def markdown(res: dict) -> str:
                 for i in range(len(cb["utilization"]))
             )
             coh = ", ".join(
-                f"{np.mean([r['codebook']['coherence'][i] for r in rs]):.3f}"
-                for i in range(len(cb["coherence"]))
+                f"{np.mean([r['codebook']['coherence']['prefix'][i] for r in rs]):.3f}"
+                for i in range(len(cb["coherence"]["prefix"]))
             )
             lines.append(
                 f"| {row} | {util} | {ms([r['codebook']['collision_rate'] for r in rs])}"
