@@ -53,7 +53,7 @@ class RetrieveConfig:
     epoch_samples: int = 0
     ks: tuple[int, ...] = (5, 10, 20)
     beam: int = 20
-    eval_batch_size: int = 256
+    eval_batch_size: int = 64  # users per beam-search batch (fastest in bench_beam)
     amp: str = "auto"  # bf16 autocast for training and beam search: auto | on | off
     head_share: float = 0.2
     cold_threshold: int = 1
