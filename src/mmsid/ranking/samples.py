@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mmsid.data.base import RecDataset
+from mmsid.eval.slices import item_slices
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,12 @@ class CTRData:
 
     def slices(self, items: np.ndarray) -> dict[str, np.ndarray]:
         """Boolean masks over ``items``: head, long_tail, cold (see CTRConfig)."""
-        pop = self.train_popularity
-        k = max(1, int(round(self.cfg.head_share * (pop > 0).sum())))
-        head_items = np.argsort(-pop, kind="stable")[:k]
-        is_head = np.zeros(self.n_items, dtype=bool)
-        is_head[head_items] = True
-        return {
-            "head": is_head[items],
-            "long_tail": ~is_head[items],
-            "cold": pop[items] < self.cfg.cold_threshold,
-        }
+        return item_slices(
+            self.train_popularity,
+            items,
+            head_share=self.cfg.head_share,
+            cold_threshold=self.cfg.cold_threshold,
+        )
 
 
 def _split_labels(ds: RecDataset, cfg: CTRConfig) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 
 from mmsid.data.base import RecDataset
 from mmsid.data.splits import leave_one_out
+from mmsid.eval.slices import item_slices
 
 
 @dataclass
@@ -47,15 +48,12 @@ class RetrievalData:
     cold_threshold: int = 1
 
     def slices(self, target: np.ndarray) -> dict[str, np.ndarray]:
-        pop = self.train_popularity
-        k = max(1, int(round(self.head_share * (pop > 0).sum())))
-        is_head = np.zeros(self.n_items, dtype=bool)
-        is_head[np.argsort(-pop, kind="stable")[:k]] = True
-        return {
-            "head": is_head[target],
-            "long_tail": ~is_head[target],
-            "cold": pop[target] < self.cold_threshold,
-        }
+        return item_slices(
+            self.train_popularity,
+            target,
+            head_share=self.head_share,
+            cold_threshold=self.cold_threshold,
+        )
 
 
 def pad_histories(hists: list[np.ndarray], H: int) -> np.ndarray:
