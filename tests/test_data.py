@@ -49,6 +49,10 @@ def test_lfm2k_keeps_publisher_split_and_features(lfm2k):
 def test_beauty_text_is_title_and_categories(beauty):
     t = beauty.modalities["text"].raw[0]
     assert t.startswith("Glow in the Dark Neon Nail Polish") and "Beauty > Makeup > Nails" in t
+    # the same two fields as separate views (MMQ's documented second "modality" on Beauty)
+    title, cats = beauty.modalities["title"].raw[0], beauty.modalities["categories"].raw[0]
+    assert t == f"{title}. {cats}" and "Beauty > Makeup > Nails" in cats
+    assert beauty.modalities["title"].mask.all()
 
 
 def test_manifest_matches_reference_copy(real_data_dir):

@@ -53,3 +53,30 @@ def test_precomputed_pass_through(lfm2k, tmp_path):
         lfm2k, modalities=["audio_vggish"], normalize=False, cache=tmp_path, progress=False
     )
     np.testing.assert_allclose(g.embeddings["audio_vggish"], raw, rtol=1e-6)
+
+
+def test_repeated_texts_are_encoded_once_and_equal_a_plain_encode(beauty, tmp_path):
+    """Eight real Beauty category strings, several repeated: rows of equal strings are equal,
+    and each row matches encoding that string on its own."""
+    from mmsid.features.text import TextEncoder
+
+    cats = beauty.modalities["categories"].raw
+    idx = [0, 1, 2, 3, 4, 5, 6, 7]
+    mod = Modality("categories", "text", [cats[i] for i in idx], source="beauty")
+    small = RecDataset(
+        "beauty-small",
+        beauty.interactions.iloc[:0],
+        beauty.items.iloc[idx],
+        beauty.users,
+        {"categories": mod},
+    )
+    f = build_features(small, cache=tmp_path, progress=False, normalize=False)
+    e = f.embeddings["categories"]
+    texts = [cats[i] for i in idx]
+    assert len(set(texts)) < len(texts)  # the case under test: repeats
+    plain = TextEncoder().encode(texts, progress=False)
+    np.testing.assert_allclose(e, plain, atol=1e-5)
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            if texts[i] == texts[j]:
+                np.testing.assert_array_equal(e[i], e[j])

@@ -62,11 +62,33 @@ def test_rqvae_is_deterministic():
     assert [h["reconstruction"] for h in a.history] == [h["reconstruction"] for h in b.history]
 
 
-def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
-    import mmsid.quantizers.rqvae as mod
+def _small_mmq(**kw):
+    from mmsid.quantizers.mmq import MMQConfig
 
+    return MMQConfig(
+        modality_dims=[10, 6],
+        codebook_size=16,
+        epochs=6,
+        batch_size=128,
+        checkpoint_every=3,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("method", ["rq-vae", "mmq"])
+def test_resume_after_interruption_equals_uninterrupted(method, tmp_path, monkeypatch):
+    """Both trained tokenizers go through mmsid.quantizers.loop: kill after the epoch-3
+    checkpoint, re-run, and the codes equal an uninterrupted fit."""
+    import mmsid.quantizers.loop as mod
+    from mmsid.quantizers.mmq import MMQTokenizer
+
+    make = (
+        (lambda **kw: RQVAETokenizer(_small_cfg(**kw)))
+        if method == "rq-vae"
+        else (lambda **kw: MMQTokenizer(_small_mmq(**kw)))
+    )
     x = _blobs()
-    full = RQVAETokenizer(_small_cfg()).fit(x, progress=False)
+    full = make().fit(x, progress=False)
 
     class Killed(Exception):
         pass
@@ -80,14 +102,14 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
     ck = tmp_path / "ck.pt"
     monkeypatch.setattr(mod, "save_torch", save_then_die)
     with pytest.raises(Killed):
-        RQVAETokenizer(_small_cfg()).fit(x, checkpoint=ck, progress=False)
+        make().fit(x, checkpoint=ck, progress=False)
     monkeypatch.setattr(mod, "save_torch", real_save)
     assert torch.load(ck, weights_only=False)["epoch"] == 3
-    resumed = RQVAETokenizer(_small_cfg()).fit(x, checkpoint=ck, progress=False)
+    resumed = make().fit(x, checkpoint=ck, progress=False)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_array_equal(resumed.transform(x), full.transform(x))
     # a checkpoint of another config is not resumed from
-    other = RQVAETokenizer(_small_cfg(seed=1)).fit(x, checkpoint=ck, progress=False)
+    other = make(seed=1).fit(x, checkpoint=ck, progress=False)
     assert other.history[0]["reconstruction"] != resumed.history[0]["reconstruction"]
 
 

@@ -68,8 +68,12 @@ def _encode(mod: Modality, encoders: dict, device: str, progress: bool) -> tuple
         if "text" not in encoders:
             encoders["text"] = TextEncoder(device=device)
         enc = encoders["text"]
+        # encode each distinct string once (Beauty's category view: 12,101 items, 254 strings)
+        uniq, inverse = np.unique(
+            np.asarray([mod.raw[i] for i in idx], dtype=object), return_inverse=True
+        )
         out = np.zeros((len(mod.raw), DIM), dtype=np.float32)
-        out[idx] = enc.encode([mod.raw[i] for i in idx], progress=progress)
+        out[idx] = enc.encode(list(uniq), progress=progress)[inverse]
         return out, enc.encoder_id
     if mod.kind == "image":
         from mmsid.features.image import DIM, ImageEncoder

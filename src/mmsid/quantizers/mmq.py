@@ -30,7 +30,6 @@ SIDs are re-assigned afterwards; the share of items whose SID changed is recorde
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from mmsid.io import save_torch
+from mmsid.quantizers.loop import fit_epochs, init_rows
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
 from mmsid.quantizers.rqvae import mlp
 from mmsid.quantizers.tokenizer import Tokenizer
@@ -283,93 +281,47 @@ class MMQTokenizer(Tokenizer):
         progress,
         pairs: torch.Tensor | None = None,
     ) -> None:
-        """One loop for both stages. Stage 1 iterates over items; stage 2 over behavior pairs
-        (P, 2), with soft indexing and the contrastive loss added."""
+        """Stage 1 iterates over items; stage 2 over behavior pairs (P, 2), with soft indexing
+        and the contrastive loss added (mmsid.quantizers.loop owns the epochs)."""
         cfg, model = self.cfg, self.module
         head = [p for p in model.behavior.parameters()]
         body = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in head)]
         groups = [{"params": body, "lr": lr}]
         if stage == 2:
             groups.append({"params": head, "lr": cfg.head_lr})
-        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
-        ckpt = Path(checkpoint) if checkpoint else None
-        start = 0
-        if ckpt is not None and ckpt.exists():
-            blob = torch.load(ckpt, map_location=device, weights_only=False)
-            if (blob["config_hash"], blob["n_items"], blob["stage"]) == (
-                self.config_hash(),
-                x.shape[0],
-                stage,
-            ):
-                model.load_state_dict(blob["model"])
-                opt.load_state_dict(blob["optim"])
-                self.history = blob["history"]
-                start = blob["epoch"]
-        n = x.shape[0] if stage == 1 else pairs.shape[0]
-        per_epoch = n if stage == 1 else min(n, cfg.finetune_pairs_per_epoch or n)
-        g = torch.Generator().manual_seed(cfg.seed + stage)
-        for _ in range(start):
-            torch.randperm(n, generator=g)
-        if start == 0 and stage == 1:
-            # k-means init of every expert's codebooks on the first batch's latents
-            first = x[
-                torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[
-                    : max(batch_size, cfg.codebook_size)
-                ].to(device)
-            ]
-            with torch.no_grad():
-                for q, z in model.quantizers_and_latents(first):
-                    q.init_from_data(z)
-        steps = math.ceil(per_epoch / batch_size)
-        bar = tqdm(
-            range(start, epochs),
+
+        def init() -> None:  # k-means init of every expert's codebooks on one batch's latents
+            first = x[init_rows(x.shape[0], batch_size, cfg.codebook_size, cfg.seed).to(device)]
+            for q, z in model.quantizers_and_latents(first):
+                q.init_from_data(z)
+
+        def restart(rows: torch.Tensor) -> int:
+            return sum(q.restart_dead_codes(z) for q, z in model.quantizers_and_latents(x[rows]))
+
+        def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+            if stage == 1:
+                return model(x[idx])["losses"]
+            return self._stage2_losses(x, pairs[idx])
+
+        fit_epochs(
+            self,
+            n=x.shape[0] if stage == 1 else pairs.shape[0],
+            per_epoch=None if stage == 1 else cfg.finetune_pairs_per_epoch,
+            epochs=epochs,
+            batch_size=batch_size,
+            param_groups=groups,
+            weight_decay=cfg.weight_decay,
+            shuffle_seed=cfg.seed + stage,
+            step_losses=step,
+            n_items=x.shape[0],
+            init=init if stage == 1 else None,
+            restart=restart if stage == 1 and cfg.dead_code_threshold > 0 else None,
+            stage=stage,
+            device=device,
+            checkpoint=checkpoint,
             desc=f"mmq stage {stage}",
-            disable=not progress,
-            unit="epoch",
-            initial=start,
-            total=epochs,
+            progress=progress,
         )
-        for epoch in bar:
-            model.train()
-            perm = torch.randperm(n, generator=g)[:per_epoch].to(device)
-            sums: dict[str, float] = {}
-            for b in range(steps):
-                idx = perm[b * batch_size : (b + 1) * batch_size]
-                if stage == 1:
-                    losses = model(x[idx])["losses"]
-                else:
-                    losses = self._stage2_losses(x, pairs[idx])
-                loss = sum(losses.values())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / steps
-            restarted = 0
-            if stage == 1 and cfg.dead_code_threshold > 0:
-                with torch.no_grad():
-                    for q, z in model.quantizers_and_latents(x[perm[:4096]]):
-                        restarted += q.restart_dead_codes(z)
-            self.history.append(
-                {"stage": stage, "epoch": epoch + 1, **sums, "restarted_codes": restarted}
-            )
-            bar.set_postfix(rec=f"{sums['reconstruction']:.4f}")
-            if ckpt is not None and (
-                (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == epochs
-            ):
-                save_torch(
-                    ckpt,
-                    {
-                        "model": model.state_dict(),
-                        "optim": opt.state_dict(),
-                        "epoch": epoch + 1,
-                        "history": self.history,
-                        "stage": stage,
-                        "config_hash": self.config_hash(),
-                        "n_items": x.shape[0],
-                    },
-                )
-        model.eval()
 
     # ---- stage 2 --------------------------------------------------------------------------
     def _stage2_losses(self, x: torch.Tensor, pair: torch.Tensor) -> dict[str, torch.Tensor]:

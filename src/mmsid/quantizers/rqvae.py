@@ -10,15 +10,13 @@ input width so small inputs (e.g. 128-d VGGish) get a sensibly sized MLP.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from mmsid.io import save_torch
+from mmsid.quantizers.loop import fit_epochs, init_rows
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
 from mmsid.quantizers.tokenizer import Tokenizer
 
@@ -100,76 +98,33 @@ class RQVAETokenizer(Tokenizer):
         self._build()
         model = self.module.to(device)
         x = x.to(device)
-        opt = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad],
-            lr=cfg.lr,
+
+        def init() -> None:  # k-means init of every level on one batch's latents (TIGER)
+            first = x[init_rows(x.shape[0], cfg.batch_size, cfg.codebook_size, cfg.seed).to(device)]
+            model.rq.init_from_data(model.encoder(first))
+
+        def restart(rows: torch.Tensor) -> int:
+            return model.rq.restart_dead_codes(model.encoder(x[rows]))
+
+        fit_epochs(
+            self,
+            n=x.shape[0],
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            param_groups=[
+                {"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}
+            ],
             weight_decay=cfg.weight_decay,
-        )
-        start = 0
-        ckpt = Path(checkpoint) if checkpoint else None
-        if ckpt is not None and ckpt.exists():
-            blob = torch.load(ckpt, map_location=device, weights_only=False)
-            if blob["config_hash"] == self.config_hash() and blob["n_items"] == x.shape[0]:
-                model.load_state_dict(blob["model"])
-                opt.load_state_dict(blob["optim"])
-                self.history = blob["history"]
-                start = blob["epoch"]
-        g = torch.Generator().manual_seed(cfg.seed)
-        for _ in range(start):  # replay the shuffles of finished epochs: resume == no interruption
-            torch.randperm(x.shape[0], generator=g)
-        if start == 0:
-            # k-means init of every level on the first batch's latents (TIGER)
-            first = x[
-                torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[
-                    : max(cfg.batch_size, cfg.codebook_size)
-                ].to(device)
-            ]
-            with torch.no_grad():
-                model.rq.init_from_data(model.encoder(first))
-        n_batches = math.ceil(x.shape[0] / cfg.batch_size)
-        bar = tqdm(
-            range(start, cfg.epochs),
+            shuffle_seed=cfg.seed,
+            step_losses=lambda idx: model(x[idx])[1],
+            n_items=x.shape[0],
+            init=init,
+            restart=restart if cfg.dead_code_threshold > 0 else None,
+            device=device,
+            checkpoint=checkpoint,
             desc="rq-vae",
-            disable=not progress,
-            unit="epoch",
-            initial=start,
-            total=cfg.epochs,
+            progress=progress,
         )
-        for epoch in bar:
-            model.train()
-            perm = torch.randperm(x.shape[0], generator=g).to(device)
-            sums: dict[str, float] = {}
-            for b in range(n_batches):
-                xb = x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-                _, losses, _ = model(xb)
-                loss = sum(losses.values())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / n_batches
-            restarted = 0
-            if cfg.dead_code_threshold > 0:
-                with torch.no_grad():
-                    restarted = model.rq.restart_dead_codes(model.encoder(x[perm[:4096]]))
-            rec = {"epoch": epoch + 1, **sums, "restarted_codes": restarted}
-            self.history.append(rec)
-            bar.set_postfix(rec=f"{sums['reconstruction']:.4f}")
-            if ckpt is not None and (
-                (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs
-            ):
-                save_torch(
-                    ckpt,
-                    {
-                        "model": model.state_dict(),
-                        "optim": opt.state_dict(),
-                        "epoch": epoch + 1,
-                        "history": self.history,
-                        "config_hash": self.config_hash(),
-                        "n_items": x.shape[0],
-                    },
-                )
-        model.eval()
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         model = self.module.to(x.device)

@@ -1,0 +1,125 @@
+"""The epoch loop of the trained tokenizers (RQ-VAE; MMQ stage 1 and stage 2).
+
+Each caller says what one step's losses are and how codebooks are initialised and
+restarted; the loop owns the rest: AdamW, seeded shuffles, per-term loss averages in
+``tok.history``, atomic checkpoints, and resuming. A resumed run replays the shuffles of the
+epochs it skips, so an interrupted fit ends with the same weights as an uninterrupted one.
+(Downstream models train through ``mmsid.training``; its validation / early stopping has no
+counterpart here, where the objective is the training loss itself.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mmsid.io import save_torch
+
+
+def init_rows(n: int, batch_size: int, codebook_size: int, seed: int) -> torch.Tensor:
+    """Rows for k-means codebook init: the first ``max(batch, K)`` of a seeded permutation."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[: max(batch_size, codebook_size)]
+
+
+def fit_epochs(
+    tok,
+    *,
+    n: int,
+    epochs: int,
+    batch_size: int,
+    param_groups: list[dict],
+    weight_decay: float,
+    shuffle_seed: int,
+    step_losses: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    n_items: int,
+    per_epoch: int | None = None,
+    init: Callable[[], None] | None = None,
+    restart: Callable[[torch.Tensor], int] | None = None,
+    stage: int | None = None,
+    device: str | torch.device = "cpu",
+    checkpoint: str | Path | None = None,
+    desc: str = "tokenizer",
+    progress: bool = True,
+) -> None:
+    """Train ``tok.module`` for ``epochs`` epochs over ``n`` rows (items, or behavior pairs).
+
+    Args:
+        step_losses: (B,) row indices -> named loss terms; the step minimises their sum.
+        per_epoch: rows drawn per epoch (a seeded random subset; default all ``n``).
+        init: called once before the first epoch of a fresh run (codebook init).
+        restart: called after each epoch with up to 4,096 of its rows; returns the number of
+            dead codes it restarted.
+        stage: recorded in history and checkpoints; a checkpoint of another stage, another
+            config or another item count is ignored.
+    """
+    model = tok.module
+    opt = torch.optim.AdamW(param_groups, weight_decay=weight_decay)
+    ckpt = Path(checkpoint) if checkpoint else None
+    start = 0
+    if ckpt is not None and ckpt.exists():
+        blob = torch.load(ckpt, map_location=device, weights_only=False)
+        if (blob["config_hash"], blob["n_items"], blob.get("stage")) == (
+            tok.config_hash(),
+            n_items,
+            stage,
+        ):
+            model.load_state_dict(blob["model"])
+            opt.load_state_dict(blob["optim"])
+            tok.history = blob["history"]
+            start = blob["epoch"]
+    per_epoch = min(n, per_epoch or n)
+    g = torch.Generator().manual_seed(shuffle_seed)
+    for _ in range(start):  # replay the shuffles of finished epochs: resume == no interruption
+        torch.randperm(n, generator=g)
+    if start == 0 and init is not None:
+        with torch.no_grad():
+            init()
+    steps = math.ceil(per_epoch / batch_size)
+    tag = {"stage": stage} if stage is not None else {}
+    bar = tqdm(
+        range(start, epochs),
+        desc=desc,
+        disable=not progress,
+        unit="epoch",
+        initial=start,
+        total=epochs,
+    )
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(n, generator=g)[:per_epoch].to(device)
+        sums: dict[str, float] = {}
+        for b in range(steps):
+            losses = step_losses(perm[b * batch_size : (b + 1) * batch_size])
+            loss = sum(losses.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / steps
+        restarted = 0
+        if restart is not None:
+            with torch.no_grad():
+                restarted = restart(perm[:4096])
+        tok.history.append({**tag, "epoch": epoch + 1, **sums, "restarted_codes": restarted})
+        bar.set_postfix(rec=f"{sums['reconstruction']:.4f}")
+        if ckpt is not None and (
+            (epoch + 1) % tok.cfg.checkpoint_every == 0 or epoch + 1 == epochs
+        ):
+            save_torch(
+                ckpt,
+                {
+                    "model": model.state_dict(),
+                    "optim": opt.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": tok.history,
+                    **tag,
+                    "config_hash": tok.config_hash(),
+                    "n_items": n_items,
+                },
+            )
+    model.eval()
