@@ -50,14 +50,24 @@ SLICES = ("all", "head", "long_tail", "cold")
 MODALITIES = {"amazon-beauty": ["title", "categories"]}
 
 
+def tag(dataset: str, center: bool) -> str:
+    return f"{dataset}-centered" if center else dataset
+
+
 def tokenize_runs(
-    dataset: str, seed: int, root: Path, epochs: int, ablations: bool = True
+    dataset: str,
+    seed: int,
+    root: Path,
+    epochs: int,
+    ablations: bool = True,
+    fit: bool = True,
+    center: bool = False,
 ) -> dict[str, tuple[Path, Path]]:
-    """{row: (tokenize run folder, sids.parquet)}; fits what is missing."""
+    """{row: (tokenize run folder, sids.parquet)}; fits what is missing (unless not ``fit``)."""
 
     def run(name: str, **kw) -> Path:
-        out = root / f"{dataset}-tok-{name}-s{seed}"
-        if not (out / "metrics.json").exists():
+        out = root / f"{tag(dataset, center)}-tok-{name}-s{seed}"
+        if fit and not (out / "metrics.json").exists():
             run_tokenize(
                 TokenizeConfig(
                     dataset=dataset,
@@ -65,6 +75,7 @@ def tokenize_runs(
                     seed=seed,
                     epochs=epochs,
                     modalities=MODALITIES.get(dataset, []),
+                    center=center,
                     **kw,
                 ),
                 progress=False,
@@ -86,10 +97,20 @@ def tokenize_runs(
     return out
 
 
-def retrieve(dataset: str, row: str, sids: Path, seed: int, root: Path) -> dict:
-    out = root / f"{dataset}-ret-{row}-s{seed}"
+def retrieve(
+    dataset: str,
+    row: str,
+    sids: Path,
+    seed: int,
+    root: Path,
+    fit: bool = True,
+    center: bool = False,
+) -> dict:
+    out = root / f"{tag(dataset, center)}-ret-{row}-s{seed}"
     if (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
+    if not fit:
+        return {}
     cfg = RetrieveConfig(
         dataset=dataset,
         sids=str(sids),
@@ -118,6 +139,17 @@ def main() -> None:
         help="seeds for the ablation rows (default: --seeds)",
     )
     ap.add_argument("--root", default="runs/bench-mmq")
+    ap.add_argument(
+        "--center",
+        action="store_true",
+        help="center each modality before tokenizing (TokenizeConfig.center); results go to "
+        "mmq_centered.{json,md}",
+    )
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="tables from the finished runs only (train nothing; the n column counts seeds)",
+    )
     a = ap.parse_args()
     root = Path(a.root)
     t0 = time.perf_counter()
@@ -126,8 +158,13 @@ def main() -> None:
     for ds in a.datasets:
         for seed in a.seeds:  # seed-major: partial results are complete rows
             ablate = a.ablation_seeds is None or seed in a.ablation_seeds
-            for row, (tok_dir, sids) in tokenize_runs(ds, seed, root, a.epochs, ablate).items():
-                r = retrieve(ds, row, sids, seed, root)
+            fit = not a.report_only
+            for row, (tok_dir, sids) in tokenize_runs(
+                ds, seed, root, a.epochs, ablate, fit, a.center
+            ).items():
+                r = retrieve(ds, row, sids, seed, root, fit, a.center)
+                if not r:
+                    continue
                 tm = json.loads((tok_dir / "metrics.json").read_text())
                 secs = compute.setdefault(ds, {})
                 secs[tok_dir.name] = float(sum(tm.get("seconds", {}).values()))
@@ -157,12 +194,47 @@ def main() -> None:
         "seconds": time.perf_counter() - t0,  # this invocation (finished runs are reused)
         # what the runs themselves measured (tokenizer fit + retrieval train/eval), summed
         "compute_minutes": {ds: sum(v.values()) / 60 for ds, v in compute.items()},
-        "command": "python " + " ".join(sys.argv),
+        # the command that trains every cell (--report-only just re-reads finished runs)
+        "command": "python " + " ".join(x for x in sys.argv if x != "--report-only"),
         "epochs": a.epochs,
+        "center": a.center,
     }
-    write_json(RESULTS / "mmq.json", res)
-    write_text(RESULTS / "mmq.md", markdown(res))
+    name = "mmq_centered" if a.center else "mmq"
+    write_json(RESULTS / f"{name}.json", res)
+    write_text(RESULTS / f"{name}.md", markdown(res))
+    plot(res, RESULTS / f"{name}.png")
     print(markdown(res))
+
+
+def plot(res: dict, path: Path) -> None:
+    """Test Recall@10 by SID type, one panel per data set: mean and std over seeds, each
+    seed a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmsid.io import save_png
+
+    sets = list(res["raw"])
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    for ax, ds in zip(axes[0], sets):
+        rows = [r for r in ROWS if res["raw"][ds].get(r)]
+        for i, row in enumerate(rows):
+            v = [x["test"]["all"]["recall@10"] for x in res["raw"][ds][row]]
+            color = "tab:orange" if row.startswith("mmq") else "tab:blue"
+            ax.bar(i, np.mean(v), yerr=np.std(v) if len(v) > 1 else 0, color=color, alpha=0.6)
+            ax.plot([i] * len(v), v, "k.", ms=4)
+        ax.set_xticks(range(len(rows)), rows, rotation=45, ha="right", fontsize=8)
+        ax.set_title(ds)
+        ax.set_ylabel("test Recall@10")
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def mean_or_dash(v: list[float | None]) -> str:
+    v = [x for x in v if x is not None]
+    return f"{np.mean(v):.3f}" if v else "–"
 
 
 def ms(v: list[float]) -> str:
@@ -177,7 +249,12 @@ def markdown(res: dict) -> str:
         "# MMQ vs RQ-VAE / RQ-KMeans: generative retrieval (test, leave-one-out)",
         "",
         "Mean ± std over seeds (n per cell in the last column). Retrieval budget and "
-        "tokenizer settings: see benchmarks/bench_mmq.py's docstring.",
+        "tokenizer settings: see benchmarks/bench_mmq.py's docstring."
+        + (
+            " **Tokenizer input centered** (each modality minus its mean, re-normalised)."
+            if res.get("center")
+            else ""
+        ),
         "",
     ]
     for ds, rows in res["raw"].items():
@@ -220,8 +297,8 @@ def markdown(res: dict) -> str:
                 f"{np.mean([r['codebook']['utilization'][i] for r in rs]):.2f}"
                 for i in range(len(cb["utilization"]))
             )
-            coh = ", ".join(
-                f"{np.mean([r['codebook']['coherence']['prefix'][i] for r in rs]):.3f}"
+            coh = ", ".join(  # a level where every item is alone in its group has no value
+                mean_or_dash([r["codebook"]["coherence"]["prefix"][i] for r in rs])
                 for i in range(len(cb["coherence"]["prefix"]))
             )
             lines.append(

@@ -155,3 +155,28 @@ def test_real_lfm2k_sids_unique_and_coherent(lfm2k, tmp_path):
     assert len(np.unique(table.sids, axis=0)) == 1425
     coh = coherence(f.embeddings["text_minilm"], codes)
     assert coh["prefix"][0] > coh["random"] + 0.1, coh
+
+
+def test_center_removes_a_common_direction_and_keeps_absent_rows_zero():
+    """Embeddings that share one large common direction (as lfm2k's audio ones do): centering
+    makes them unit rows whose mean is ~0; items without the modality stay zero; off = as is."""
+    from mmsid.features import ItemFeatures, l2_normalize
+    from mmsid.tokenize import concat_features
+
+    rng = np.random.default_rng(0)
+    a = l2_normalize(5.0 + rng.normal(size=(50, 8))).astype(np.float32)
+    b = l2_normalize(rng.normal(size=(50, 4))).astype(np.float32)
+    mask_a = np.ones(50, dtype=bool)
+    mask_a[:5] = False
+    a[~mask_a] = 0
+    feats = ItemFeatures({"a": a, "b": b}, {"a": mask_a, "b": np.ones(50, dtype=bool)})
+    plain, m = concat_features(feats, ["a", "b"])
+    np.testing.assert_array_equal(plain, np.concatenate([a, b], 1))
+    x, m2 = concat_features(feats, ["a", "b"], center=True)
+    np.testing.assert_array_equal(m, m2)
+    xa = x[:, :8]
+    assert (xa[~mask_a] == 0).all()
+    np.testing.assert_allclose(np.linalg.norm(xa[mask_a], axis=1), 1.0, atol=1e-5)
+    # mean pairwise cosine: ~1 before (the common direction), near 0 after
+    assert (a[mask_a] @ a[mask_a].T).mean() > 0.9
+    assert abs((xa[mask_a] @ xa[mask_a].T).mean()) < 0.1

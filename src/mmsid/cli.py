@@ -159,6 +159,11 @@ def features_cmd(
     is_flag=True,
     help="Also fit one tokenizer per modality; write all sets to sid_sets.parquet.",
 )
+@click.option(
+    "--center",
+    is_flag=True,
+    help="Center each modality (minus its mean over items, re-normalised) before tokenizing.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
@@ -176,6 +181,7 @@ def tokenize_cmd(
     alpha: float,
     collision_cap: int | None,
     per_modality: bool,
+    center: bool,
     seed: int,
     device: str,
     data_dir: str | None,
@@ -199,6 +205,7 @@ def tokenize_cmd(
         alpha=alpha,
         per_modality=per_modality,
         collision_cap=collision_cap,
+        center=center,
         device=device,
         data_dir=data_dir,
     )

@@ -15,7 +15,7 @@ import numpy as np
 
 from mmsid.data import load_dataset
 from mmsid.errors import ConfigError
-from mmsid.features import ItemFeatures, build_features
+from mmsid.features import ItemFeatures, build_features, l2_normalize
 from mmsid.ids import SIDTable
 from mmsid.io import write_json
 
@@ -48,12 +48,26 @@ class TokenizeConfig:
     ablation: str = "none"  # none | no-orth | shared-only | specific-only
     finetune_epochs: int = 20
     lambda_orth: float = 0.1
+    # subtract each modality's mean over the items that have it, then L2-normalise again.
+    # Off by default (the papers feed the encoders' normalised output as is); lfm2k-mm's audio
+    # embeddings point almost the same way (random-pair cosine ~0.97), which centering undoes.
+    center: bool = False
 
 
-def concat_features(feats: ItemFeatures, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def concat_features(
+    feats: ItemFeatures, names: list[str], *, center: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, sum d) concatenation of the named modalities (absent rows are zero) and the mask of
-    items that have at least one of them."""
-    x = np.concatenate([feats.embeddings[n] for n in names], axis=1)
+    items that have at least one of them. ``center``: each modality minus its mean over the
+    items that have it, re-normalised (absent rows stay zero)."""
+    blocks = []
+    for n in names:
+        e, m = feats.embeddings[n], feats.masks[n]
+        if center and m.any():
+            e = e.copy()
+            e[m] = l2_normalize(e[m] - e[m].mean(0, keepdims=True))
+        blocks.append(e)
+    x = np.concatenate(blocks, axis=1)
     mask = np.logical_or.reduce([feats.masks[n] for n in names])
     return x, mask
 
@@ -68,7 +82,7 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
     feats = build_features(ds, modalities=names, device=device, progress=progress)
-    x, mask = concat_features(feats, names)
+    x, mask = concat_features(feats, names, center=cfg.center)
     t_feat = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -105,8 +119,9 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         from mmsid.ids import save_sid_sets
 
         sets = {"joint": table}
-        for n in names:
-            xm = feats.embeddings[n]
+        offsets = np.cumsum([0, *dims])
+        for i, n in enumerate(names):
+            xm = x[:, offsets[i] : offsets[i + 1]]  # this modality's block (centered if asked)
             t_m = _fit_tokenizer(
                 cfg, xm, device, out / "checkpoints" / f"tokenizer-{n}.pt", progress
             )
