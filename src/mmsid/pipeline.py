@@ -37,6 +37,7 @@ class TokenizerSection:
     alpha: float = 0.25  # psrq: 1 = the paper; 0.25 keeps deep levels discriminative
     finetune_epochs: int = 20  # mmq+ft stage 2
     lambda_orth: float = 0.1
+    center: bool = False  # center each modality before tokenizing (TokenizeConfig.center)
     collision_cap: int = 1_000_000  # retrieval sizes the collision vocabulary from the data
 
 
@@ -196,6 +197,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             finetune="behavior" if m == "mmq+ft" else None,
             finetune_epochs=tk.finetune_epochs,
             lambda_orth=tk.lambda_orth,
+            # only when set, so the stage keys of runs made before the setting existed hold
+            **({"center": True} if tk.center else {}),
             **common,
         )
         name = f"tokenize-{m}"
