@@ -155,3 +155,9 @@ def test_rank_din_sid_and_bad_sid_table(real_data_dir, tmp_path):
     )
     assert r.exit_code == 2 and "needs --sids" in r.output
     assert np.isfinite(m["test"]["all"]["logloss"])
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code != 0 and "not an mmsid run folder" in r.output
+    assert not (tmp_path / "report.md").exists()

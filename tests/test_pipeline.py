@@ -139,6 +139,18 @@ def test_interrupted_stage_is_rerun(real_data_dir, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(cfg, progress=False)
     monkeypatch.setattr(pl, "plan", real_plan)
+    # the report written after the last finished stage shows the run in progress
+    partial = json.loads((out / "results.json").read_text())
+    assert not partial["complete"] and partial["codebook"]["rq-kmeans"]["utilization"]
+    assert [s["status"] for s in partial["stages"]] == ["ran", "ran", "pending"]
+    assert "In progress: 2 of 3 stages done" in (out / "report.md").read_text()
+    # refreshed from another shell: the interrupted stage reads as started, nothing runs
+    snap = pl.refresh(out)
+    assert [s["status"] for s in snap["stages"]] == ["done", "done", "started"]
+    assert snap["ranking"] == {} and snap["command"] == "mmsid.run(config)"
+    with pytest.raises(ConfigError, match="not an mmsid run folder"):
+        pl.refresh(tmp_path)
+
     r = run(cfg, progress=False)
     status = {s["stage"]: s["status"] for s in r["stages"]}
     assert status == {
@@ -146,3 +158,5 @@ def test_interrupted_stage_is_rerun(real_data_dir, tmp_path, monkeypatch):
         "tokenize-rq-kmeans": "cached",
         "ranking-din-sid-rq-kmeans": "ran",
     }
+    assert r["complete"] and "In progress" not in (out / "report.md").read_text()
+    assert pl.refresh(out)["ranking"] == r["ranking"]

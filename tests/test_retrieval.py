@@ -283,6 +283,12 @@ def test_stage_runs_and_resumes_on_real_data(real_data_dir, tmp_path, ml_sids):
     assert r2["history"][0]["train_loss"] == r1["history"][0]["train_loss"]
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["epochs_run"] == 2 and (tmp_path / "run" / "curves.png").exists()
+    # time is carried across the resume, and a readable progress record sits by the checkpoint
+    e1, e2 = (h["elapsed"] for h in r2["history"])
+    assert e1 == r1["history"][0]["elapsed"] and e2 > e1 and r2["train_seconds"] == e2
+    prog = json.loads((tmp_path / "run" / "checkpoints" / "progress.json").read_text())
+    assert prog["epoch"] == 2 and prog["history"] == json.loads(json.dumps(r2["history"]))
+    assert prog["best"] == max(h["valid"]["recall@10"] for h in r2["history"])
 
 
 def test_sasrec_stage_on_real_data(real_data_dir, tmp_path):

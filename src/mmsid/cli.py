@@ -434,5 +434,21 @@ def run_cmd(
     )
 
 
+@main.command("report")
+@click.argument("run_dir")
+def report_cmd(run_dir: str) -> None:
+    """Rewrite RUN_DIR's report.md, results.json and plots from its finished stages, running
+    nothing (works while `mmsid run` is still going on it)."""
+    from mmsid.pipeline import DONE, refresh
+
+    try:
+        r = refresh(run_dir)
+    except MMSIDError as e:
+        _fail(e)
+    n = sum(s["status"] in DONE for s in r["stages"])
+    state = "complete" if r["complete"] else "in progress"
+    click.echo(f"{n} of {len(r['stages'])} stages done ({state}); wrote {run_dir}/report.md")
+
+
 if __name__ == "__main__":
     main()

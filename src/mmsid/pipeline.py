@@ -27,6 +27,7 @@ from mmsid.retrieval.tiger import TIGERConfig
 METHODS = ("rq-kmeans", "rq-vae", "psrq", "mmq", "mmq+ft")
 TASKS = ("retrieval", "ranking")
 SLICES = ("all", "head", "long_tail", "cold")
+DONE = ("ran", "cached", "done")  # stage statuses whose outputs are final
 
 
 @dataclass
@@ -151,7 +152,9 @@ class Stage:
 
 
 def plan(cfg: PipelineConfig) -> list[Stage]:
-    """The stages of a run, inputs before consumers."""
+    """The stages of a run, inputs before consumers, cheapest first: features, tokenizers,
+    ranking (minutes), then retrieval (SASRec, then TIGER on each SID type: hours at the full
+    budget on a CPU), so an interrupted long run already has most of its report."""
     from mmsid.ranking.run import RankConfig, run_rank
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
     from mmsid.tokenize import DEFAULT_MODALITIES, TokenizeConfig, run_tokenize
@@ -216,45 +219,6 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
         fname = "sids_stage1.parquet" if (m == "mmq" and "mmq+ft" in methods) else "sids.parquet"
         sid_paths[m] = runs / tok_stage[m] / fname
 
-    rt = cfg.retrieval
-    rcommon = dict(
-        dataset=cfg.dataset,
-        epochs=rt.epochs,
-        epoch_samples=rt.epoch_samples,
-        patience=rt.patience,
-        valid_sample=rt.valid_sample,
-        lr=rt.lr,
-        batch_size=rt.batch_size,
-        beam=rt.beam,
-        max_history=rt.max_history,
-        max_minutes=rt.max_minutes,
-        **common,
-    )
-    if "retrieval" in cfg.tasks:
-        entries = [(f"retrieval-tiger-{m}", m) for m in methods]
-        if rt.sasrec:
-            entries.append(("retrieval-sasrec", None))
-        for name, m in entries:
-            if m is None:
-                rc = dict(rcommon, model="sasrec", epochs=rt.sasrec_epochs)
-                inputs: tuple[str, ...] = ("features",)
-            else:
-                rc = dict(
-                    rcommon,
-                    model="tiger",
-                    sids=str(sid_paths[m]),
-                    tiger=dataclasses.asdict(rt.tiger),
-                )
-                inputs = (tok_stage[m],)
-
-            def run_ret(folder: Path, rc=rc) -> None:
-                kw = dict(rc)
-                if "tiger" in kw:
-                    kw["tiger"] = TIGERConfig(**kw["tiger"])
-                run_retrieve(RetrieveConfig(out=str(folder), **kw), progress=False)
-
-            stages.append(Stage(name, rc, run_ret, inputs))
-
     rk = cfg.ranking
     if "ranking" in cfg.tasks:
         kcommon = dict(
@@ -276,7 +240,53 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                 run_rank(RankConfig(out=str(folder), **kc), progress=False)
 
             stages.append(Stage(name, kc, run_rk, inputs))
+
+    rt = cfg.retrieval
+    rcommon = dict(
+        dataset=cfg.dataset,
+        epochs=rt.epochs,
+        epoch_samples=rt.epoch_samples,
+        patience=rt.patience,
+        valid_sample=rt.valid_sample,
+        lr=rt.lr,
+        batch_size=rt.batch_size,
+        beam=rt.beam,
+        max_history=rt.max_history,
+        max_minutes=rt.max_minutes,
+        **common,
+    )
+    if "retrieval" in cfg.tasks:
+        entries = [("retrieval-sasrec", None)] if rt.sasrec else []
+        entries += [(f"retrieval-tiger-{m}", m) for m in methods]
+        for name, m in entries:
+            if m is None:
+                rc = dict(rcommon, model="sasrec", epochs=rt.sasrec_epochs)
+                inputs: tuple[str, ...] = ("features",)
+            else:
+                rc = dict(
+                    rcommon,
+                    model="tiger",
+                    sids=str(sid_paths[m]),
+                    tiger=dataclasses.asdict(rt.tiger),
+                )
+                inputs = (tok_stage[m],)
+
+            def run_ret(folder: Path, rc=rc) -> None:
+                kw = dict(rc)
+                if "tiger" in kw:
+                    kw["tiger"] = TIGERConfig(**kw["tiger"])
+                run_retrieve(RetrieveConfig(out=str(folder), **kw), progress=False)
+
+            stages.append(Stage(name, rc, run_ret, inputs))
     return stages
+
+
+def stage_keys(stages: list[Stage]) -> dict[str, str]:
+    """Every stage's key (its config hashed with its inputs' keys), inputs first."""
+    keys: dict[str, str] = {}
+    for st in stages:
+        keys[st.name] = st.key(keys)
+    return keys
 
 
 def run(
@@ -289,13 +299,16 @@ def run(
 ) -> dict:
     """Run (or continue) the pipeline; returns the results object also written to
     ``results.json``. A folder holding a run with a different config is refused unless
-    ``resume`` (keep what matches) or ``overwrite`` (start clean)."""
+    ``resume`` (keep what matches) or ``overwrite`` (start clean). ``results.json`` and
+    ``report.md`` are rewritten after every stage that runs, so a long run can be read while
+    it goes (``mmsid report RUN`` refreshes them from another shell)."""
     import yaml
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
     resolved = dataclasses.asdict(cfg)
-    run_hash = stable_hash({k: v for k, v in resolved.items() if k not in ("out", "device")})
+    run_hash = _run_hash(cfg)
+    command = command or "mmsid.run(config)"
     marker = out / "run.json"
     if marker.exists():
         prev = json.loads(marker.read_text()).get("config_hash")
@@ -312,28 +325,25 @@ def run(
         )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    write_json(marker, {"config_hash": run_hash})
+    write_json(marker, {"config_hash": run_hash, "command": command})
     stages = plan(cfg)
-    keys: dict[str, str] = {}
-    records = []
+    keys = stage_keys(stages)
+    records: dict[str, dict] = {}  # this invocation's finished stages
     t0 = time.perf_counter()
     bar = tqdm(stages, desc="mmsid run", unit="stage", disable=not progress)
     for st in bar:
         bar.set_postfix_str(st.name)
-        key = st.key(keys)
-        keys[st.name] = key
+        key = keys[st.name]
         folder = out / "stages" / st.name
         rec_path = folder / "stage.json"
-        rec = json.loads(rec_path.read_text()) if rec_path.exists() else {}
+        rec = _load(rec_path)
         if rec.get("key") == key and rec.get("status") == "done":
-            records.append(
-                {
-                    "stage": st.name,
-                    "key": key,
-                    "status": "cached",
-                    "seconds": rec.get("seconds", 0.0),
-                }
-            )
+            records[st.name] = {
+                "stage": st.name,
+                "key": key,
+                "status": "cached",
+                "seconds": rec.get("seconds", 0.0),
+            }
             continue
         folder.mkdir(parents=True, exist_ok=True)
         write_json(rec_path, {"key": key, "status": "running"})
@@ -341,16 +351,92 @@ def run(
         st.run(folder)
         sec = time.perf_counter() - t
         write_json(rec_path, {"key": key, "status": "done", "seconds": sec})
-        records.append({"stage": st.name, "key": key, "status": "ran", "seconds": sec})
-    results = collect(cfg, out, records)
+        records[st.name] = {"stage": st.name, "key": key, "status": "ran", "seconds": sec}
+        if len(records) < len(stages):  # the report so far (the last one is written below)
+            snapshot(cfg, out, stages, keys, records, command, time.perf_counter() - t0)
+    results = snapshot(cfg, out, stages, keys, records, command, time.perf_counter() - t0)
+    plots(out, results)
+    return results
+
+
+def _run_hash(cfg: PipelineConfig) -> str:
+    resolved = dataclasses.asdict(cfg)
+    return stable_hash({k: v for k, v in resolved.items() if k not in ("out", "device")})
+
+
+def snapshot(
+    cfg: PipelineConfig,
+    out: Path,
+    stages: list[Stage],
+    keys: dict[str, str],
+    records: dict[str, dict],
+    command: str,
+    seconds: float | None,
+) -> dict:
+    """Collect what the run folder holds now and write ``results.json`` and ``report.md``.
+    Stages this invocation did not reach are read from their records on disk: ``done``,
+    ``started`` (running elsewhere, or interrupted: re-running continues it) or ``pending``;
+    a started training stage shows its last epoch from ``checkpoints/progress.json``."""
+    rows = []
+    for st in stages:
+        if st.name in records:
+            rows.append(records[st.name])
+            continue
+        folder = out / "stages" / st.name
+        rec = _load(folder / "stage.json")
+        row = {"stage": st.name, "key": keys[st.name], "status": "pending", "seconds": 0.0}
+        if rec.get("key") == keys[st.name]:
+            row["status"] = "done" if rec.get("status") == "done" else "started"
+            row["seconds"] = rec.get("seconds", 0.0)
+        prog = _load(folder / "checkpoints" / "progress.json")
+        if row["status"] == "started" and prog:
+            row["progress"] = {k: prog.get(k) for k in ("epoch", "epochs", "select", "best")}
+        rows.append(row)
+    results = collect(cfg, out, rows)
     results.update(
-        seconds=time.perf_counter() - t0,
-        config_hash=run_hash,
-        command=command or "mmsid.run(config)",
+        seconds=seconds,
+        config_hash=_run_hash(cfg),
+        command=command,
+        complete=all(r["status"] in DONE for r in rows),
     )
     write_json(out / "results.json", results)
     write_text(out / "report.md", report(results))
-    plots(out, results)
+    return results
+
+
+def refresh(run_dir: str | Path) -> dict:
+    """Rewrite a run folder's ``results.json``, ``report.md`` and plots from what its stages
+    have written so far, running nothing (safe while the run goes on in another process)."""
+    run_dir = Path(run_dir)
+    cfg_path, marker = run_dir / "config.yaml", run_dir / "run.json"
+    if not (cfg_path.exists() and marker.exists()):
+        raise ConfigError(
+            f"{run_dir} is not an mmsid run folder (no config.yaml / run.json); "
+            "give the --out folder of an `mmsid run`"
+        )
+    resolved = load_yaml(cfg_path)
+    cfg = merge(
+        PipelineConfig(dataset=resolved.pop("dataset"), out=str(run_dir)),
+        {k: v for k, v in resolved.items() if k != "out"},
+        str(cfg_path),
+    )
+    info = json.loads(marker.read_text())
+    if info.get("config_hash") != _run_hash(cfg):
+        raise ConfigError(
+            f"{cfg_path} does not match {marker} (config {info.get('config_hash')}); "
+            "the folder was edited by hand: re-run `mmsid run` on it"
+        )
+    stages = plan(cfg)
+    results = snapshot(
+        cfg,
+        run_dir,
+        stages,
+        stage_keys(stages),
+        {},
+        info.get("command", "not recorded (the run predates the record)"),
+        None,
+    )
+    plots(run_dir, results)
     return results
 
 
@@ -374,8 +460,11 @@ def collect(cfg: PipelineConfig, out: Path, records: list[dict]) -> dict:
         "retrieval": {},
         "ranking": {},
     }
+    done = {r["stage"] for r in records if r["status"] in DONE}
     for m in cfg.methods:
         tok = "tokenize-mmq+ft" if (m == "mmq" and "mmq+ft" in cfg.methods) else f"tokenize-{m}"
+        if tok not in done:
+            continue
         tm = _load(st / tok / "metrics.json")
         if m == "mmq" and "mmq+ft" in cfg.methods:
             res["codebook"][m] = {
@@ -400,6 +489,8 @@ def collect(cfg: PipelineConfig, out: Path, records: list[dict]) -> dict:
                 res["codebook"][m]["sid_changed_share"] = tm["stage2"]["sid_changed_share"]
     for rec in records:
         name = rec["stage"]
+        if name not in done:
+            continue
         m = _load(st / name / "metrics.json")
         if name.startswith("retrieval-"):
             label = (
@@ -410,7 +501,8 @@ def collect(cfg: PipelineConfig, out: Path, records: list[dict]) -> dict:
             res["retrieval"][label] = {
                 "test": m.get("test"),
                 "valid": m.get("valid"),
-                "seconds": rec["seconds"],
+                # training + validation + test, over every invocation of a resumed stage
+                "seconds": m.get("train_seconds", 0.0) + m.get("eval_seconds", 0.0),
                 "epochs": m.get("epochs_run"),
             }
         elif name.startswith("ranking-"):
@@ -434,19 +526,32 @@ def report(res: dict) -> str:
         f"# mmsid run: {res['dataset']} ({res['budget']} budget, seed {res['seed']})",
         "",
         f"Command: `{res['command']}`  ",
-        f"Config hash: `{res['config_hash']}`; total "
-        f"{res['seconds'] / 60:.1f} min; stages ran "
-        f"{sum(r['status'] == 'ran' for r in res['stages'])}, cached "
-        f"{sum(r['status'] == 'cached' for r in res['stages'])}.",
+        f"Config hash: `{res['config_hash']}`; stage time "
+        f"{sum(r['seconds'] for r in res['stages']) / 60:.1f} min"
+        + (f" (this invocation {res['seconds'] / 60:.1f} min)" if res["seconds"] else "")
+        + "; stages "
+        + ", ".join(
+            f"{n} {sum(r['status'] == n for r in res['stages'])}"
+            for n in ("ran", "cached", "done", "started", "pending")
+            if any(r["status"] == n for r in res["stages"])
+        )
+        + ".",
         "",
     ]
+    if not res.get("complete", True):
+        n_done = sum(r["status"] in DONE for r in res["stages"])
+        lines += [
+            f"**In progress: {n_done} of {len(res['stages'])} stages done.** The tables below "
+            "hold the finished stages; re-running the command continues the rest (Stages).",
+            "",
+        ]
     if res["retrieval"]:
         lines += ["## Generative retrieval (test, leave-one-out)", ""]
         for k in (10, 5, 20):
             lines += [
                 f"Recall@{k} / NDCG@{k} by slice:",
                 "",
-                "| model | " + " | ".join(SLICES) + " | train s |",
+                "| model | " + " | ".join(SLICES) + " | train + eval s |",
                 "|---|" + "---|" * (len(SLICES) + 1),
             ]
             for name, r in res["retrieval"].items():
@@ -487,14 +592,28 @@ def report(res: dict) -> str:
             lines.append(f"| {m} | {c['note']} | | | | |")
             continue
         util = ", ".join(f"{u:.2f}" for u in c.get("utilization") or [])
-        coh = ", ".join(f"{u:.3f}" for u in c.get("coherence_by_level") or [])
+        # a level where no two items share a prefix has no coherence (None)
+        coh = ", ".join("–" if u is None else f"{u:.3f}" for u in c.get("coherence_by_level") or [])
         lines.append(
             f"| {m} | {util} | {_f(c.get('collision_rate'))} | "
             f"{c.get('unique_after_collision_level')}/{c.get('items')} | {coh} "
             f"({_f(c.get('coherence_random'))}) | {c.get('fit_seconds') or 0:.0f} |"
         )
-    lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
-    lines += [f"| {r['stage']} | {r['status']} | {r['seconds']:.1f} |" for r in res["stages"]]
+    lines += [
+        "",
+        "## Stages",
+        "",
+        "| stage | status | seconds (last invocation) | progress |",
+        "|---|---|---|---|",
+    ]
+    for r in res["stages"]:
+        p = r.get("progress")
+        note = (
+            f"epoch {p['epoch']}/{p['epochs']}, best valid {p['select']} {_f(p['best'])}"
+            if p
+            else ""
+        )
+        lines.append(f"| {r['stage']} | {r['status']} | {r['seconds']:.1f} | {note} |")
     lines += [
         "",
         "Plots: `metrics_by_method.png`, `coherence_by_level.png`; per stage: "
@@ -534,7 +653,7 @@ def plots(out: Path, res: dict) -> None:
         if c.get("coherence_by_level"):
             ax.plot(
                 range(1, len(c["coherence_by_level"]) + 1),
-                c["coherence_by_level"],
+                [np.nan if u is None else u for u in c["coherence_by_level"]],
                 marker="o",
                 label=m,
             )

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mmsid.device import bf16_autocast
-from mmsid.io import save_torch
+from mmsid.io import save_torch, write_json
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,15 @@ def train(
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             model.eval()
+            t1 = time.perf_counter()
             row["valid"] = evaluate(model)
+            row["valid_seconds"] = time.perf_counter() - t1
             if row["valid"][select] > best:
                 best, stale = row["valid"][select], 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 stale += 1
+        row["elapsed"] = time.perf_counter() - t_start  # training + validation, across resumes
         history.append(row)
         if progress:
             tqdm.write(
@@ -131,6 +134,19 @@ def train(
                     "stale": stale,
                     "run_key": run_key,
                     "elapsed": time.perf_counter() - t_start,
+                },
+            )
+            # a small readable record beside the checkpoint, for reports on a run in progress
+            write_json(
+                ckpt.parent / "progress.json",
+                {
+                    "epoch": epoch + 1,
+                    "epochs": cfg.epochs,
+                    "select": select,
+                    "best": float(best) if np.isfinite(best) else None,
+                    "stale": stale,
+                    "patience": cfg.patience,
+                    "history": history,
                 },
             )
     if best_state is not None:

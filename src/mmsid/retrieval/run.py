@@ -247,7 +247,9 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         progress=progress,
         desc=cfg.model,
     )
-    t_train = time.perf_counter() - t0
+    # training + validation time summed over every invocation (the loop carries it across
+    # resumes); rows written before that record existed fall back to this invocation's time
+    t_train = history[-1].get("elapsed", time.perf_counter() - t0) if history else 0.0
     t1 = time.perf_counter()
     res = {
         "dataset": cfg.dataset,
