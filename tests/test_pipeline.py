@@ -160,3 +160,30 @@ def test_interrupted_stage_is_rerun(real_data_dir, tmp_path, monkeypatch):
     }
     assert r["complete"] and "In progress" not in (out / "report.md").read_text()
     assert pl.refresh(out)["ranking"] == r["ranking"]
+
+
+def test_chosen_modalities_reach_the_tokenizers(real_data_dir, tmp_path):
+    from mmsid.errors import DataError
+    from mmsid.pipeline import plan
+
+    common = {"methods": "rq-kmeans", "tasks": "ranking", "data_dir": str(real_data_dir)}
+    default = plan(resolve_config("lfm2k-mm", str(tmp_path / "a"), cli=common, sets=TINY))
+    assert all("modalities" not in st.config for st in default)  # earlier runs' keys hold
+    out = tmp_path / "run"
+    two = ["text_minilm", "audio_vggish"]
+    cfg = resolve_config(
+        "lfm2k-mm",
+        str(out),
+        cli=common,
+        sets=[*TINY, "ranking.din=false", "tokenizer.modalities=" + ",".join(two)],
+    )
+    run(cfg, progress=False)
+    feats = json.loads((out / "stages" / "features" / "metrics.json").read_text())
+    tok = json.loads((out / "stages" / "tokenize-rq-kmeans" / "metrics.json").read_text())
+    assert list(feats["modalities"]) == two and tok["modalities"] == two
+
+    bad = resolve_config(
+        "lfm2k-mm", str(tmp_path / "bad"), cli=common, sets=["tokenizer.modalities=text,poster"]
+    )
+    with pytest.raises(DataError, match="no modality.*available"):
+        run(bad, progress=False)

@@ -39,6 +39,9 @@ class TokenizerSection:
     finetune_epochs: int = 20  # mmq+ft stage 2
     lambda_orth: float = 0.1
     center: bool = False  # center each modality before tokenizing (TokenizeConfig.center)
+    # the modalities every tokenizer reads; empty = the data set's defaults
+    # (tokenize.DEFAULT_MODALITIES, else all of them), e.g. [title, categories] on amazon-beauty
+    modalities: list[str] = field(default_factory=list)
     collision_cap: int = 1_000_000  # retrieval sizes the collision vocabulary from the data
 
 
@@ -168,7 +171,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
         from mmsid.features import build_features
 
         ds = load_dataset(cfg.dataset, cfg.data_dir)
-        names = DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
+        names = tk.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
         f = build_features(ds, modalities=names, progress=False)
         write_json(
             folder / "metrics.json",
@@ -180,7 +183,10 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             },
         )
 
-    stages.append(Stage("features", {"dataset": cfg.dataset}, features))
+    # settings added after the first runs join a stage's key only when set, so those runs'
+    # caches stay valid
+    chosen = {"modalities": list(tk.modalities)} if tk.modalities else {}
+    stages.append(Stage("features", {"dataset": cfg.dataset, **chosen}, features))
     sid_paths: dict[str, Path] = {}  # method -> sids.parquet
     tok_stage: dict[str, str] = {}  # method -> tokenize stage name
     methods = list(cfg.methods)
@@ -200,8 +206,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             finetune="behavior" if m == "mmq+ft" else None,
             finetune_epochs=tk.finetune_epochs,
             lambda_orth=tk.lambda_orth,
-            # only when set, so the stage keys of runs made before the setting existed hold
             **({"center": True} if tk.center else {}),
+            **chosen,
             **common,
         )
         name = f"tokenize-{m}"
