@@ -163,24 +163,29 @@ def test_interrupted_stage_is_rerun(real_data_dir, tmp_path, monkeypatch):
 
 
 def test_chosen_modalities_reach_the_tokenizers(real_data_dir, tmp_path):
+    """tokenizer.modalities reaches features and every tokenizer; with a single modality
+    (a text-only catalogue) MCCA still runs, over PSRQ's joint set."""
     from mmsid.errors import DataError
     from mmsid.pipeline import plan
 
-    common = {"methods": "rq-kmeans", "tasks": "ranking", "data_dir": str(real_data_dir)}
+    common = {"methods": "psrq", "tasks": "ranking", "data_dir": str(real_data_dir)}
     default = plan(resolve_config("lfm2k-mm", str(tmp_path / "a"), cli=common, sets=TINY))
     assert all("modalities" not in st.config for st in default)  # earlier runs' keys hold
     out = tmp_path / "run"
-    two = ["text_minilm", "audio_vggish"]
     cfg = resolve_config(
         "lfm2k-mm",
         str(out),
         cli=common,
-        sets=[*TINY, "ranking.din=false", "tokenizer.modalities=" + ",".join(two)],
+        sets=[*TINY, "ranking.din=false", "tokenizer.modalities=text_minilm"],
     )
-    run(cfg, progress=False)
+    r = run(cfg, progress=False)
     feats = json.loads((out / "stages" / "features" / "metrics.json").read_text())
-    tok = json.loads((out / "stages" / "tokenize-rq-kmeans" / "metrics.json").read_text())
-    assert list(feats["modalities"]) == two and tok["modalities"] == two
+    tok = json.loads((out / "stages" / "tokenize-psrq" / "metrics.json").read_text())
+    assert list(feats["modalities"]) == ["text_minilm"] and tok["modalities"] == ["text_minilm"]
+    assert tok["sid_sets"] == ["joint"]
+    mcca = json.loads((out / "stages" / "ranking-mcca-psrq" / "metrics.json").read_text())
+    assert mcca["sid_sets"] == ["psrq"]  # one set: the joint IDs
+    assert r["ranking"]["mcca + psrq"]["test"]["all"]["auc"] > 0.6
 
     bad = resolve_config(
         "lfm2k-mm", str(tmp_path / "bad"), cli=common, sets=["tokenizer.modalities=text,poster"]

@@ -115,12 +115,14 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     table = _table(cfg, tok, codes, ds.items["item"].to_numpy())
     table.save(out / "sids.parquet")
     tok.save(out / "tokenizer.pt")
-    if cfg.per_modality and len(names) > 1:
+    if cfg.per_modality:
         from mmsid.ids import save_sid_sets
 
+        # with one modality its specific set would be the joint set (same input, same seed),
+        # so the file holds "joint" only; consumers (MCCA) read whatever sets it has
         sets = {"joint": table}
         offsets = np.cumsum([0, *dims])
-        for i, n in enumerate(names):
+        for i, n in enumerate(names if len(names) > 1 else []):
             xm = x[:, offsets[i] : offsets[i + 1]]  # this modality's block (centered if asked)
             t_m = _fit_tokenizer(
                 cfg, xm, device, out / "checkpoints" / f"tokenizer-{n}.pt", progress
@@ -146,8 +148,8 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         "seconds": {"features": t_feat, "fit": t_fit},
         "config_hash": tok.config_hash(),
     }
-    if cfg.per_modality and len(names) > 1:
-        metrics["sid_sets"] = ["joint", *names]
+    if cfg.per_modality:
+        metrics["sid_sets"] = ["joint", *names] if len(names) > 1 else ["joint"]
     metrics.update(extra)
     if cfg.method == "rq-vae":
         import torch
