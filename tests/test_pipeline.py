@@ -32,6 +32,20 @@ def test_config_priority_defaults_budget_file_cli(tmp_path):
     assert full.tokenizer.epochs == 200 and full.retrieval.tiger.d_model == 128
 
 
+def test_new_settings_keep_existing_run_folders_valid():
+    """A run folder is matched by its config hash: a setting added later must leave the hash
+    of configs that do not set it unchanged, or every existing run is refused ("holds another
+    run") and must start over. Pinned: the hash of the full-budget lfm2k-mm runs made before
+    ``tokenizer.modalities`` existed. Change it only with a change that should invalidate runs."""
+    from mmsid.pipeline import _run_hash
+
+    assert _run_hash(resolve_config("lfm2k-mm", "x", cli={"budget": "full"})) == "f63157da4e4f8c53"
+    chosen = resolve_config(
+        "lfm2k-mm", "x", cli={"budget": "full"}, sets=["tokenizer.modalities=text_minilm"]
+    )
+    assert _run_hash(chosen) != "f63157da4e4f8c53"
+
+
 def test_unknown_keys_name_the_closest(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("retrieval:\n  epoch: 3\n")

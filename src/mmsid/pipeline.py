@@ -365,8 +365,16 @@ def run(
     return results
 
 
+# settings added after run folders existed: they join the run's hash only when set away from
+# their default, so those folders still count as the same run (as with the stage keys)
+ADDED_LATER = (("tokenizer", "modalities", []),)
+
+
 def _run_hash(cfg: PipelineConfig) -> str:
     resolved = dataclasses.asdict(cfg)
+    for section, key, default in ADDED_LATER:
+        if resolved[section][key] == default:
+            del resolved[section][key]
     return stable_hash({k: v for k, v in resolved.items() if k not in ("out", "device")})
 
 
