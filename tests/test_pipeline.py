@@ -110,6 +110,26 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     r2 = run(cfg, progress=False)  # same config: nothing is recomputed
     assert [s["status"] for s in r2["stages"]] == ["cached"] * len(names)
     assert r2["retrieval"] == r1["retrieval"]
+    # records written under the first key definition (the device inside the key) still count,
+    # and are rewritten under the current key
+    import mmsid.pipeline as pl
+
+    old = pl.stage_keys(pl.plan(cfg), legacy=True)
+    for name in names:
+        rec = out / "stages" / name / "stage.json"
+        rec.write_text(json.dumps({**json.loads(rec.read_text()), "key": old[name]}))
+    r2a = run(cfg, progress=False)
+    assert [s["status"] for s in r2a["stages"]] == ["cached"] * len(names)
+    assert json.loads(rec.read_text())["key"] == pl.stage_keys(pl.plan(cfg))[names[-1]]
+    # another device reuses every finished stage (a CPU run can be continued on a GPU)
+    other = resolve_config(
+        "lfm2k-mm",
+        str(out),
+        cli={"methods": "mmq,mmq+ft", "data_dir": str(real_data_dir), "device": "meta"},
+        sets=TINY,
+    )
+    r2b = run(other, progress=False)
+    assert [s["status"] for s in r2b["stages"]] == ["cached"] * len(names)
 
     # a changed retrieval setting re-runs retrieval only; it needs --resume in this folder
     cfg3 = resolve_config(

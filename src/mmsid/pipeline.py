@@ -150,8 +150,13 @@ class Stage:
     run: Any  # callable(folder: Path) -> None
     inputs: tuple[str, ...] = ()
 
-    def key(self, keys: dict[str, str]) -> str:
-        return stable_hash({"config": self.config, "inputs": [keys[i] for i in self.inputs]})
+    def key(self, keys: dict[str, str], *, legacy: bool = False) -> str:
+        """Hash of the stage's config and its inputs' keys. The device is left out: a stage
+        finished on one device is reused on another (a CPU run can be continued on a GPU).
+        ``legacy``: the key as first defined, with the device in it, still accepted so that
+        the records of runs made before this change stay valid."""
+        config = self.config if legacy else {k: v for k, v in self.config.items() if k != "device"}
+        return stable_hash({"config": config, "inputs": [keys[i] for i in self.inputs]})
 
 
 def plan(cfg: PipelineConfig) -> list[Stage]:
@@ -287,12 +292,16 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     return stages
 
 
-def stage_keys(stages: list[Stage]) -> dict[str, str]:
+def stage_keys(stages: list[Stage], *, legacy: bool = False) -> dict[str, str]:
     """Every stage's key (its config hashed with its inputs' keys), inputs first."""
     keys: dict[str, str] = {}
     for st in stages:
-        keys[st.name] = st.key(keys)
+        keys[st.name] = st.key(keys, legacy=legacy)
     return keys
+
+
+def _is_done(rec: dict, name: str, keys: dict[str, str], legacy: dict[str, str]) -> bool:
+    return rec.get("status") == "done" and rec.get("key") in (keys[name], legacy[name])
 
 
 def run(
@@ -333,7 +342,7 @@ def run(
     write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     write_json(marker, {"config_hash": run_hash, "command": command})
     stages = plan(cfg)
-    keys = stage_keys(stages)
+    keys, legacy = stage_keys(stages), stage_keys(stages, legacy=True)
     records: dict[str, dict] = {}  # this invocation's finished stages
     t0 = time.perf_counter()
     bar = tqdm(stages, desc="mmsid run", unit="stage", disable=not progress)
@@ -343,7 +352,9 @@ def run(
         folder = out / "stages" / st.name
         rec_path = folder / "stage.json"
         rec = _load(rec_path)
-        if rec.get("key") == key and rec.get("status") == "done":
+        if _is_done(rec, st.name, keys, legacy):
+            if rec["key"] != key:  # a legacy record: rewrite it under the current key
+                write_json(rec_path, {**rec, "key": key})
             records[st.name] = {
                 "stage": st.name,
                 "key": key,
@@ -359,8 +370,8 @@ def run(
         write_json(rec_path, {"key": key, "status": "done", "seconds": sec})
         records[st.name] = {"stage": st.name, "key": key, "status": "ran", "seconds": sec}
         if len(records) < len(stages):  # the report so far (the last one is written below)
-            snapshot(cfg, out, stages, keys, records, command, time.perf_counter() - t0)
-    results = snapshot(cfg, out, stages, keys, records, command, time.perf_counter() - t0)
+            snapshot(cfg, out, stages, records, command, time.perf_counter() - t0)
+    results = snapshot(cfg, out, stages, records, command, time.perf_counter() - t0)
     plots(out, results)
     return results
 
@@ -382,7 +393,6 @@ def snapshot(
     cfg: PipelineConfig,
     out: Path,
     stages: list[Stage],
-    keys: dict[str, str],
     records: dict[str, dict],
     command: str,
     seconds: float | None,
@@ -391,6 +401,7 @@ def snapshot(
     Stages this invocation did not reach are read from their records on disk: ``done``,
     ``started`` (running elsewhere, or interrupted: re-running continues it) or ``pending``;
     a started training stage shows its last epoch from ``checkpoints/progress.json``."""
+    keys, legacy = stage_keys(stages), stage_keys(stages, legacy=True)
     rows = []
     for st in stages:
         if st.name in records:
@@ -399,8 +410,8 @@ def snapshot(
         folder = out / "stages" / st.name
         rec = _load(folder / "stage.json")
         row = {"stage": st.name, "key": keys[st.name], "status": "pending", "seconds": 0.0}
-        if rec.get("key") == keys[st.name]:
-            row["status"] = "done" if rec.get("status") == "done" else "started"
+        if rec.get("key") in (keys[st.name], legacy[st.name]):
+            row["status"] = "done" if _is_done(rec, st.name, keys, legacy) else "started"
             row["seconds"] = rec.get("seconds", 0.0)
         prog = _load(folder / "checkpoints" / "progress.json")
         if row["status"] == "started" and prog:
@@ -445,7 +456,6 @@ def refresh(run_dir: str | Path) -> dict:
         cfg,
         run_dir,
         stages,
-        stage_keys(stages),
         {},
         info.get("command", "not recorded (the run predates the record)"),
         None,
