@@ -291,6 +291,22 @@ def test_stage_runs_and_resumes_on_real_data(real_data_dir, tmp_path, ml_sids):
     assert prog["best"] == max(h["valid"]["recall@10"] for h in r2["history"])
 
 
+def test_a_remade_sid_table_starts_training_over(real_data_dir, tmp_path):
+    """The checkpoint is keyed by the SID table's content, not its path: new IDs written where
+    the old ones were must not resume a model trained on the old IDs."""
+    from mmsid.ids import SIDTable
+    from mmsid.retrieval.run import run_retrieve
+
+    path = tmp_path / "sids.parquet"
+    rng = np.random.default_rng(1)
+    SIDTable.from_codes(rng.integers(16, size=(1682, 2)), codebook_size=16).save(path)
+    r1 = run_retrieve(_cfg(real_data_dir, tmp_path, sids=str(path)), progress=False)
+    SIDTable.from_codes(rng.integers(16, size=(1682, 2)), codebook_size=16).save(path)
+    r2 = run_retrieve(_cfg(real_data_dir, tmp_path, sids=str(path), epochs=2), progress=False)
+    assert r2["epochs_run"] == 2
+    assert r2["history"][0]["train_loss"] != r1["history"][0]["train_loss"]  # trained anew
+
+
 def test_sasrec_stage_on_real_data(real_data_dir, tmp_path):
     from mmsid.retrieval.run import run_retrieve
 

@@ -76,9 +76,12 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
         joint = cfg.joint if cfg.joint in codes else next(iter(codes))
         model = MCCA(ds.n_items, codes, joint=joint, codebook_size=K)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
-    key = stable_hash(
-        {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "device", "data_dir")}
-    )
+    settings = {
+        k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "device", "data_dir")
+    }
+    # with the SID tables' content, not only their paths: a table re-made at the same path
+    # must not resume a model trained on the old IDs
+    key = stable_hash({**settings, "sid_content": stable_hash(codes)})
     history = fit(
         model,
         data,

@@ -217,13 +217,17 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
             return {"seq": torch.from_numpy(windows[idx]).to(device)}
 
     model.to(device)
-    key = stable_hash(
-        {
-            k: v
-            for k, v in dataclasses.asdict(cfg).items()
-            if k not in ("out", "device", "data_dir", "epochs", "max_minutes", "patience")
-        }
-    )
+    settings = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in ("out", "device", "data_dir", "epochs", "max_minutes", "patience")
+    }
+    key = legacy_key = stable_hash(settings)
+    if cfg.model == "tiger":
+        # the SID table's content, not only its path: a table re-made at the same path must
+        # not resume a model trained on the old IDs. Checkpoints written before the content
+        # joined the key (legacy_key) are still resumed.
+        key = stable_hash({**settings, "sid_content": stable_hash(sids)})
     loop = LoopConfig(
         epochs=cfg.epochs,
         lr=cfg.lr,
@@ -244,6 +248,7 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         device=device,
         checkpoint=out / "checkpoints" / "last.pt",
         run_key=key,
+        also_accept=(legacy_key,) if key != legacy_key else (),
         progress=progress,
         desc=cfg.model,
     )
