@@ -135,3 +135,25 @@ def test_stage2_pairs_never_read_validation_or_test(ml100k):
     assert np.array_equal(training_transitions(ds2), pairs)
     loo = leave_one_out(ml100k)
     assert len(pairs) == len(loo.train) - loo.train["user"].nunique()
+
+
+def test_one_modality_default_layout_is_as_long_as_the_other_tokenizers():
+    """A text-only catalogue: the shared expert takes the missing levels (2 + 1 codes, the
+    same SID length as RQ-VAE's 3), and both stages run on it; layouts of 2 or 3 modalities
+    are unchanged (M + 1 one-level codes)."""
+    from mmsid.tokenize import TokenizeConfig, mmq_settings
+
+    cfg = TokenizeConfig(dataset="x", method="mmq", levels=3, epochs=3, finetune_epochs=1)
+    one = mmq_settings(cfg, (6,))
+    assert one["shared_levels"] == 2 and sid_length(MMQConfig(**one)) == 3
+    for dims in ((6, 5), (6, 5, 4)):
+        s = mmq_settings(cfg, dims)
+        assert s["shared_levels"] == 1 and sid_length(MMQConfig(**s)) == len(dims) + 1
+    shared_only = mmq_settings(TokenizeConfig(dataset="x", ablation="shared-only"), (6,))
+    assert sid_length(MMQConfig(**shared_only)) == 3
+    x = two_modalities(n=200)[0].numpy()
+    tok = MMQTokenizer(MMQConfig(**{**one, **SMALL}))
+    tok.fit(x, progress=False)
+    assert tok.transform(x).shape == (200, 3)
+    pairs = np.stack([np.arange(199), np.arange(1, 200)], 1)
+    assert tok.finetune(x, pairs, progress=False)["pairs"] == 199

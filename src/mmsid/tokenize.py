@@ -169,8 +169,12 @@ ABLATIONS = ("none", "no-orth", "shared-only", "specific-only")
 def mmq_settings(cfg: TokenizeConfig, dims: tuple[int, ...]) -> dict:
     """MMQ config fields from the stage config. Default layout: one shared and one specific
     expert per modality, one level each (M + 1 codes: 3 for text + image, as RQ-VAE's L = 3).
-    Ablations keep one code per expert: shared-only uses M + 1 shared experts (same SID
-    length); specific-only drops the shared expert (M codes)."""
+    With fewer than ``levels - 1`` modalities (one modality: a text-only catalogue) the shared
+    expert's quantizer gets the missing levels (``levels - M``), so the SID is as long as the
+    other tokenizers' (3 codes, not 2: two codes left 71% of amazon-beauty's items colliding).
+    MMQ is defined for several modalities; this single-modality reading is ours.
+    Ablations keep one code per expert: shared-only uses as many shared experts as the full
+    model has codes (same SID length); specific-only drops the shared expert (M codes)."""
     if cfg.ablation not in ABLATIONS:
         raise ConfigError(f"unknown MMQ ablation '{cfg.ablation}'; choose one of {ABLATIONS}")
     M = len(dims)
@@ -181,11 +185,13 @@ def mmq_settings(cfg: TokenizeConfig, dims: tuple[int, ...]) -> dict:
         "epochs": cfg.epochs,
         "finetune_epochs": cfg.finetune_epochs,
         "lambda_orth": 0.0 if cfg.ablation == "no-orth" else cfg.lambda_orth,
+        "shared_levels": max(1, cfg.levels - M),
     }
     if cfg.ablation == "shared-only":
-        out.update(n_shared=M + 1, n_specific=0, lambda_orth=0.0)
+        n_codes = out["shared_levels"] + M  # as long as the full model's SID
+        out.update(n_shared=n_codes, shared_levels=1, n_specific=0, lambda_orth=0.0)
     elif cfg.ablation == "specific-only":
-        out.update(n_shared=0, n_specific=1, lambda_orth=0.0)
+        out.update(n_shared=0, shared_levels=1, n_specific=1, lambda_orth=0.0)
     return out
 
 
