@@ -449,7 +449,8 @@ def refresh(run_dir: str | Path) -> dict:
     if info.get("config_hash") != _run_hash(cfg):
         raise ConfigError(
             f"{cfg_path} does not match {marker} (config {info.get('config_hash')}); "
-            "the folder was edited by hand: re-run `mmsid run` on it"
+            "it was edited by hand or made by another mmsid version: re-run `mmsid run` on it "
+            "with --resume"
         )
     stages = plan(cfg)
     results = snapshot(
