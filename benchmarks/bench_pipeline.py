@@ -23,14 +23,10 @@ import sys
 from pathlib import Path
 
 from mmsid.io import write_json, write_text
-from mmsid.pipeline import DONE, refresh, resolve_config, run
+from mmsid.pipeline import DONE, fmt, progress_note, refresh, resolve_config, run
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ["ml100k-mm", "lfm2k-mm", "amazon-beauty"]
-
-
-def _f(v) -> str:
-    return "–" if v is None else f"{v:.4f}"
 
 
 def collect(budget: str, datasets: list[str], runs: Path) -> dict:
@@ -86,7 +82,7 @@ def summary(budget: str, res: dict[str, dict], command: str) -> str:
             for ds in datasets:
                 t = (res[ds][task].get(n) or {}).get("test") or {}
                 a, lt = (t.get(s, {}).get(key) for s in ("all", "long_tail"))
-                cells.append("–" if a is None else f"{_f(a)} / {_f(lt)}")
+                cells.append("–" if a is None else f"{fmt(a)} / {fmt(lt)}")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
         if task == "retrieval":
             pending = []
@@ -104,11 +100,9 @@ def summary(budget: str, res: dict[str, dict], command: str) -> str:
 
 
 def _progress(stage: dict) -> str:
-    p = stage.get("progress")
-    name = stage["stage"].removeprefix("retrieval-")
-    if not p:
-        return f"{name} ({stage['status']})"
-    return f"{name} (epoch {p['epoch']}/{p['epochs']}, best valid {p['select']} {_f(p['best'])})"
+    return (
+        f"{stage['stage'].removeprefix('retrieval-')} ({progress_note(stage) or stage['status']})"
+    )
 
 
 def main() -> None:

@@ -411,7 +411,7 @@ def snapshot(
         rec = _load(folder / "stage.json")
         row = {"stage": st.name, "key": keys[st.name], "status": "pending", "seconds": 0.0}
         if rec.get("key") in (keys[st.name], legacy[st.name]):
-            row["status"] = "done" if _is_done(rec, st.name, keys, legacy) else "started"
+            row["status"] = "done" if rec.get("status") == "done" else "started"
             row["seconds"] = rec.get("seconds", 0.0)
         prog = _load(folder / "checkpoints" / "progress.json")
         if row["status"] == "started" and prog:
@@ -542,8 +542,16 @@ def collect(cfg: PipelineConfig, out: Path, records: list[dict]) -> dict:
     return res
 
 
-def _f(v) -> str:
+def fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
+
+
+def progress_note(stage: dict) -> str:
+    """'epoch 7/30, best valid recall@10 0.0577' for a started training stage, else ''."""
+    p = stage.get("progress")
+    return (
+        f"epoch {p['epoch']}/{p['epochs']}, best valid {p['select']} {fmt(p['best'])}" if p else ""
+    )
 
 
 def report(res: dict) -> str:
@@ -582,7 +590,7 @@ def report(res: dict) -> str:
             for name, r in res["retrieval"].items():
                 t = r["test"] or {}
                 cells = [
-                    f"{_f(t.get(s, {}).get(f'recall@{k}'))} / {_f(t.get(s, {}).get(f'ndcg@{k}'))}"
+                    f"{fmt(t.get(s, {}).get(f'recall@{k}'))} / {fmt(t.get(s, {}).get(f'ndcg@{k}'))}"
                     for s in SLICES
                 ]
                 lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
@@ -600,9 +608,9 @@ def report(res: dict) -> str:
             t = r["test"] or {}
             a = t.get("all", {})
             lines.append(
-                f"| {name} | {_f(a.get('auc'))} | {_f(a.get('gauc'))} | {_f(a.get('logloss'))} | "
-                f"{_f(t.get('head', {}).get('auc'))} | {_f(t.get('long_tail', {}).get('auc'))} | "
-                f"{_f(t.get('cold', {}).get('auc'))} | {r['seconds']:.0f} |"
+                f"| {name} | {fmt(a.get('auc'))} | {fmt(a.get('gauc'))} | {fmt(a.get('logloss'))} | "
+                f"{fmt(t.get('head', {}).get('auc'))} | {fmt(t.get('long_tail', {}).get('auc'))} | "
+                f"{fmt(t.get('cold', {}).get('auc'))} | {r['seconds']:.0f} |"
             )
         lines.append("")
     lines += [
@@ -620,9 +628,9 @@ def report(res: dict) -> str:
         # a level where no two items share a prefix has no coherence (None)
         coh = ", ".join("–" if u is None else f"{u:.3f}" for u in c.get("coherence_by_level") or [])
         lines.append(
-            f"| {m} | {util} | {_f(c.get('collision_rate'))} | "
+            f"| {m} | {util} | {fmt(c.get('collision_rate'))} | "
             f"{c.get('unique_after_collision_level')}/{c.get('items')} | {coh} "
-            f"({_f(c.get('coherence_random'))}) | {c.get('fit_seconds') or 0:.0f} |"
+            f"({fmt(c.get('coherence_random'))}) | {c.get('fit_seconds') or 0:.0f} |"
         )
     lines += [
         "",
@@ -632,12 +640,7 @@ def report(res: dict) -> str:
         "|---|---|---|---|",
     ]
     for r in res["stages"]:
-        p = r.get("progress")
-        note = (
-            f"epoch {p['epoch']}/{p['epochs']}, best valid {p['select']} {_f(p['best'])}"
-            if p
-            else ""
-        )
+        note = progress_note(r)
         lines.append(f"| {r['stage']} | {r['status']} | {r['seconds']:.1f} | {note} |")
     lines += [
         "",
