@@ -23,6 +23,7 @@ import torch
 from mmsid.data import load_dataset
 from mmsid.device import bf16_autocast
 from mmsid.io import write_json, write_text
+from mmsid.protocol import build_protocol
 from mmsid.retrieval.data import build_retrieval
 from mmsid.retrieval.run import RetrieveConfig, item_sids, recommend_all
 from mmsid.retrieval.tiger import TIGER, TIGERConfig, recommend_reference
@@ -44,7 +45,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     ds = load_dataset(a.dataset)
-    data = build_retrieval(ds)
+    data = build_retrieval(build_protocol(ds))
     sids, vocab = item_sids(RetrieveConfig(dataset=a.dataset, sids=a.sids), ds.n_items)
     torch.manual_seed(0)
     model = TIGER(sids, vocab, TIGERConfig())

@@ -13,6 +13,7 @@ Writes benchmarks/results/semantic_drift.{json,md} and docs/figures/semantic_dri
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from mmsid.eval.codebook import coherence
 from mmsid.features import build_features
 from mmsid.ids import collision_rate
 from mmsid.io import save_png, write_json, write_text
+from mmsid.pipeline import git_commit
 from mmsid.quantizers import PSRQConfig, PSRQTokenizer, RQKMeansConfig, RQKMeansTokenizer
 from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("MMSID_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "semantic_drift.png"
 # codebook size per data set: the catalogues hold 1.4k / 1.7k / 12k items (the paper used
 # 64 / 256 / 128 on its three sets)
@@ -125,6 +127,7 @@ def main() -> None:
         RESULTS / "semantic_drift.json",
         {
             "command": cmd,
+            "commit": git_commit(),
             "levels": LEVELS,
             "K": K,
             "seeds": list(SEEDS),
@@ -135,7 +138,8 @@ def main() -> None:
     lines = [
         "# Semantic drift by level: PSRQ vs RQ-KMeans",
         "",
-        f"Command: `{cmd}`; {LEVELS} levels, K per data set {K}, mean of seeds "
+        f"Command: `{cmd}` at commit `{git_commit()}`; {LEVELS} levels, K per data set "
+        f"{K}, mean of seeds "
         f"{list(SEEDS)}. Coherence = mean cosine of an item's content to the items sharing "
         "its code at that level (code) / its code prefix up to that level (prefix); "
         "random = random item pairs. Unique SIDs and the collision rate (before the "

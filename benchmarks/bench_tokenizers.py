@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = Path(os.environ.get("MMSID_RESULTS_DIR") or HERE / "results")
 L, K = 3, 256
 THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
 
@@ -222,12 +222,23 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     from mmsid.io import write_json, write_text
+    from mmsid.pipeline import git_commit
 
-    write_json(RESULTS / "tokenizers.json", {"meta": meta, "encode": enc, "train": train})
+    write_json(
+        RESULTS / "tokenizers.json",
+        {
+            "command": cmd,
+            "commit": git_commit(),
+            "seeds": [0],
+            "meta": meta,
+            "encode": enc,
+            "train": train,
+        },
+    )
     lines = [
         "# Tokenizer benchmarks",
         "",
-        f"Command: `{cmd}` — {meta['cores']} cores, "
+        f"Command: `{cmd}` at commit `{git_commit()}`, seed 0 — {meta['cores']} cores, "
         f"{THREADS} threads, {meta['date']}. L={L} levels, K={K}.",
         "",
         "## SID assignment (greedy residual encode, same codebooks, same data)",

@@ -15,6 +15,28 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
+def protocol_options(f):
+    """--cold-fraction and --protocol-seed: the evaluation protocol (mmsid.protocol)."""
+    f = click.option(
+        "--protocol-seed",
+        default=0,
+        show_default=True,
+        help="Seed of the protocol: cold items and ranking negatives (fixed across model seeds).",
+    )(f)
+    return click.option(
+        "--cold-fraction",
+        default=0.05,
+        show_default=True,
+        help="Share of items held out of every training input (the cold slice).",
+    )(f)
+
+
+def _protocol(cold_fraction: float, protocol_seed: int):
+    from mmsid.protocol import ProtocolConfig
+
+    return ProtocolConfig(cold_fraction=cold_fraction, seed=protocol_seed)
+
+
 @click.group()
 @click.version_option(package_name="mmsid")
 def main() -> None:
@@ -137,7 +159,7 @@ def features_cmd(
     "--finetune",
     type=click.Choice(["behavior"]),
     default=None,
-    help="MMQ stage 2: behavior-aware fine-tuning on training-split transitions.",
+    help="MMQ stage 2: behavior-aware fine-tuning on the protocol's training transitions.",
 )
 @click.option("--finetune-epochs", default=20, show_default=True)
 @click.option(
@@ -165,6 +187,7 @@ def features_cmd(
     help="Center each modality (minus its mean over items, re-normalised) before tokenizing.",
 )
 @click.option("--seed", default=0, show_default=True)
+@protocol_options
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--out", required=True, help="Run folder.")
@@ -183,11 +206,14 @@ def tokenize_cmd(
     per_modality: bool,
     center: bool,
     seed: int,
+    cold_fraction: float,
+    protocol_seed: int,
     device: str,
     data_dir: str | None,
     out: str,
 ) -> None:
-    """Fit a tokenizer and write sids.parquet, tokenizer.pt, metrics.json and plots."""
+    """Fit a tokenizer on the protocol's warm items and write sids.parquet (every item, cold
+    ones from transform), tokenizer.pt, metrics.json and plots."""
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     cfg = TokenizeConfig(
@@ -210,6 +236,7 @@ def tokenize_cmd(
         data_dir=data_dir,
     )
     try:
+        cfg.protocol = _protocol(cold_fraction, protocol_seed)
         m = run_tokenize(cfg)
     except MMSIDError as e:
         _fail(e)
@@ -228,7 +255,10 @@ def tokenize_cmd(
 @main.command("rank")
 @click.option("--dataset", required=True)
 @click.option(
-    "--model", type=click.Choice(["din", "din-sid", "mcca"]), default="din", show_default=True
+    "--model",
+    type=click.Choice(["popularity", "din", "din-sid", "mcca"]),
+    default="din",
+    show_default=True,
 )
 @click.option(
     "--sids",
@@ -250,8 +280,17 @@ def tokenize_cmd(
     help="sampled negatives, or rating >= 4 as click (MovieLens).",
 )
 @click.option("--neg-ratio", default=1, show_default=True)
-@click.option("--epochs", default=1, show_default=True)
+@click.option(
+    "--negatives",
+    type=click.Choice(["popularity", "uniform"]),
+    default="popularity",
+    show_default=True,
+    help="How sampled negatives are drawn (popularity: AUC is not a popularity test).",
+)
+@click.option("--epochs", default=20, show_default=True, help="At most; early stopping.")
+@click.option("--patience", default=2, show_default=True, help="0 = train every epoch.")
 @click.option("--seed", default=0, show_default=True)
+@protocol_options
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--out", required=True, help="Run folder.")
@@ -262,13 +301,18 @@ def rank_cmd(
     joint: str,
     label: str,
     neg_ratio: int,
+    negatives: str,
     epochs: int,
+    patience: int,
     seed: int,
+    cold_fraction: float,
+    protocol_seed: int,
     device: str,
     data_dir: str | None,
     out: str,
 ) -> None:
-    """Train a CTR model (DIN, DIN + SID, MCCA); write metrics.json, model.pt, curves.png."""
+    """Train a CTR model (DIN, DIN + SID, MCCA) or score by popularity; write metrics.json,
+    scores.npz, model.pt, curves.png."""
     from mmsid.ranking.run import RankConfig, run_rank
 
     named = dict(s.split("=", 1) if "=" in s else ("joint", s) for s in sids)
@@ -280,12 +324,15 @@ def rank_cmd(
         joint=joint,
         label=label,
         neg_ratio=neg_ratio,
+        negatives=negatives,
         epochs=epochs,
+        patience=patience,
         seed=seed,
         device=device,
         data_dir=data_dir,
     )
     try:
+        cfg.protocol = _protocol(cold_fraction, protocol_seed)
         r = run_rank(cfg)
     except MMSIDError as e:
         _fail(e)
@@ -294,7 +341,7 @@ def rank_cmd(
         c = r[split]["cold"]
         click.echo(
             f"{split}: AUC {a['auc']:.4f}  GAUC {a['gauc']:.4f}  LogLoss "
-            f"{a['logloss']:.4f}  cold AUC {c['auc']:.4f}"
+            f"{a['logloss']:.4f}  cold AUC {c['auc']:.4f} ({c['users']} users)"
         )
     click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")
 
@@ -305,9 +352,9 @@ def rank_cmd(
 @click.option("--sid-set", default="joint", show_default=True, help="Set of a multi-set file.")
 @click.option(
     "--baseline",
-    type=click.Choice(["sasrec"]),
+    type=click.Choice(["sasrec", "popularity", "content-knn"]),
     default=None,
-    help="Train the item-id baseline instead of TIGER.",
+    help="A baseline instead of TIGER: SASRec (item ids), popularity, content-kNN.",
 )
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--batch-size", default=256, show_default=True)
@@ -319,8 +366,15 @@ def rank_cmd(
     "--epoch-samples", default=0, show_default=True, help="Training samples per epoch; 0 = all."
 )
 @click.option("--beam", default=20, show_default=True)
-@click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="bf16 autocast for training; evaluation always runs in fp32.",
+)
 @click.option("--seed", default=0, show_default=True)
+@protocol_options
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--out", required=True, help="Run folder (re-run to resume).")
@@ -339,6 +393,8 @@ def retrieve_cmd(
     beam: int,
     amp: str,
     seed: int,
+    cold_fraction: float,
+    protocol_seed: int,
     device: str,
     data_dir: str | None,
     out: str,
@@ -367,6 +423,7 @@ def retrieve_cmd(
         data_dir=data_dir,
     )
     try:
+        cfg.protocol = _protocol(cold_fraction, protocol_seed)
         r = run_retrieve(cfg)
     except MMSIDError as e:
         _fail(e)
@@ -385,7 +442,7 @@ def retrieve_cmd(
 @click.option("--methods", default=None, help="Comma list of rq-kmeans,rq-vae,psrq,mmq,mmq+ft.")
 @click.option("--tasks", default=None, help="Comma list of retrieval,ranking.")
 @click.option("--budget", type=click.Choice(["quick", "full"]), default=None)
-@click.option("--seed", default=None, type=int)
+@click.option("--seeds", default=None, help="Model seeds, comma list: --seeds 0,1,2.")
 @click.option("--device", default=None)
 @click.option("--data-dir", default=None)
 @click.option("--set", "sets", multiple=True, help="Override a setting: KEY.SUB=VALUE.")
@@ -398,7 +455,7 @@ def run_cmd(
     methods: str | None,
     tasks: str | None,
     budget: str | None,
-    seed: int | None,
+    seeds: str | None,
     device: str | None,
     data_dir: str | None,
     sets: tuple[str, ...],
@@ -418,7 +475,7 @@ def run_cmd(
                 "methods": methods,
                 "tasks": tasks,
                 "budget": budget,
-                "seed": seed,
+                "seeds": seeds,
                 "device": device,
                 "data_dir": data_dir,
             },

@@ -89,3 +89,13 @@ def save_png(fig, path: str | os.PathLike, *, dpi: int = 80) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Write arrays as one uncompressed ``.npz`` atomically (read back with
+    ``np.load(path, allow_pickle=False)``)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)

@@ -1,5 +1,10 @@
 """The tokenize stage: data set -> content features -> fitted tokenizer -> SID table + metrics.
 
+Tokenizers are fitted on the protocol's warm items only (mmsid.protocol): cold items get their
+IDs afterwards from ``transform``, as a new item would in production. MMQ's behaviour
+fine-tuning reads the protocol's training transitions only. ``trained_on.npz`` records both
+(the items whose content was fitted, the interaction rows of the behaviour pairs).
+
 Writes a run folder: ``config.yaml``, ``sids.parquet``, ``tokenizer.pt``, ``metrics.json``,
 ``code_usage.png`` (and ``loss_curve.png`` for trained tokenizers), ``checkpoints/``; MMQ adds
 ``gate_usage.png`` and, with behavior fine-tuning, ``sids_stage1.parquet`` (the IDs before it).
@@ -18,6 +23,7 @@ from mmsid.errors import ConfigError
 from mmsid.features import ItemFeatures, build_features, l2_normalize
 from mmsid.ids import SIDTable
 from mmsid.io import write_json
+from mmsid.protocol import ProtocolConfig, load_protocol
 
 # Baseline input per data set: the concatenation of these L2-normalised modalities.
 # lfm2k-mm: the shipped MiniLM tag features stand for text (same encoder as ours).
@@ -52,20 +58,29 @@ class TokenizeConfig:
     # Off by default (the papers feed the encoders' normalised output as is); lfm2k-mm's audio
     # embeddings point almost the same way (random-pair cosine ~0.97), which centering undoes.
     center: bool = False
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
 
 def concat_features(
-    feats: ItemFeatures, names: list[str], *, center: bool = False
+    feats: ItemFeatures,
+    names: list[str],
+    *,
+    center: bool = False,
+    fit_items: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, sum d) concatenation of the named modalities (absent rows are zero) and the mask of
     items that have at least one of them. ``center``: each modality minus its mean over the
-    items that have it, re-normalised (absent rows stay zero)."""
+    items that have it (among ``fit_items`` when given: the mean is fitted, so cold items must
+    not enter it), re-normalised (absent rows stay zero)."""
     blocks = []
     for n in names:
         e, m = feats.embeddings[n], feats.masks[n]
         if center and m.any():
+            fit = m.copy()
+            if fit_items is not None:
+                fit &= np.isin(np.arange(len(m)), fit_items)
             e = e.copy()
-            e[m] = l2_normalize(e[m] - e[m].mean(0, keepdims=True))
+            e[m] = l2_normalize(e[m] - e[fit].mean(0, keepdims=True))
         blocks.append(e)
     x = np.concatenate(blocks, axis=1)
     mask = np.logical_or.reduce([feats.masks[n] for n in names])
@@ -80,9 +95,11 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
 
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, cfg.data_dir)
+    proto = load_protocol(cfg.dataset, cfg.data_dir, cfg.protocol)
+    warm = proto.warm_items  # the items whose content the tokenizer may fit on
     names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
     feats = build_features(ds, modalities=names, device=device, progress=progress)
-    x, mask = concat_features(feats, names, center=cfg.center)
+    x, mask = concat_features(feats, names, center=cfg.center, fit_items=warm)
     t_feat = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -91,20 +108,28 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         raise ConfigError("--finetune applies to --method mmq only")
     if cfg.finetune not in (None, "behavior"):
         raise ConfigError(f"unknown fine-tuning '{cfg.finetune}'; the one available is 'behavior'")
-    tok = _fit_tokenizer(cfg, x, device, out / "checkpoints" / "tokenizer.pt", progress, dims)
-    extra: dict = {}
+    pair_rows = np.zeros((0, 2), np.int64)
+    if cfg.finetune == "behavior":
+        pairs, pair_rows = proto.transitions()
+    proto.record(
+        out / "trained_on.npz",
+        rows=pair_rows,
+        items=np.concatenate([warm, pairs.ravel()]) if cfg.finetune else warm,
+    )
+    x_fit = x[warm]
+    tok = _fit_tokenizer(cfg, x_fit, device, out / "checkpoints" / "tokenizer.pt", progress, dims)
+    extra: dict = {"fitted_items": int(len(warm)), "cold_items": int(len(proto.cold_items))}
     if cfg.method == "mmq":
         extra["stage1"] = tok.diagnostics(x)
         if cfg.finetune == "behavior":
-            from mmsid.data.splits import training_transitions
-
-            pairs = training_transitions(ds)
             # the stage-1 IDs too, so one run gives both rows of the comparison
             s1 = tok.transform(x, device=device)
             _table(cfg, tok, s1, ds.items["item"].to_numpy()).save(out / "sids_stage1.parquet")
+            warm_row = np.full(proto.n_items, -1, dtype=np.int64)
+            warm_row[warm] = np.arange(len(warm))
             extra["stage2"] = tok.finetune(
-                x,
-                pairs,
+                x_fit,
+                warm_row[pairs],  # item ids -> rows of x_fit (every pair item is warm)
                 device=device,
                 checkpoint=out / "checkpoints" / "stage2.pt",
                 progress=progress,
@@ -125,7 +150,7 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         for i, n in enumerate(names if len(names) > 1 else []):
             xm = x[:, offsets[i] : offsets[i + 1]]  # this modality's block (centered if asked)
             t_m = _fit_tokenizer(
-                cfg, xm, device, out / "checkpoints" / f"tokenizer-{n}.pt", progress
+                cfg, xm[warm], device, out / "checkpoints" / f"tokenizer-{n}.pt", progress
             )
             sets[n] = _table(
                 cfg, t_m, t_m.transform(xm, device=device), ds.items["item"].to_numpy()
@@ -159,7 +184,7 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     write_json(out / "metrics.json", metrics)
     _plots(out, codes, cfg.codebook_size, tok.history if cfg.method in ("rq-vae", "mmq") else None)
     if cfg.method == "mmq":
-        _gate_plot(out, extra)
+        _gate_plot(out, extra, names)
     return metrics
 
 
@@ -265,8 +290,9 @@ def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> 
         save_png(fig, out / "loss_curve.png")
 
 
-def _gate_plot(out: Path, extra: dict) -> None:
-    """Mean gate weight per expert and group, after stage 1 (and stage 2 when run)."""
+def _gate_plot(out: Path, extra: dict, names: list[str]) -> None:
+    """Mean gate weight per expert and group, after stage 1 (and stage 2 when run); groups
+    are labelled with the modality names (MMQ numbers them ``modality<m>``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,7 +305,9 @@ def _gate_plot(out: Path, extra: dict) -> None:
     for i, st in enumerate(stages):
         labels, values = [], []
         for group, w in extra[st]["gate_mean"].items():
-            labels += [f"{group}/{e}" for e in range(len(w))]
+            if group.startswith("modality") and group[8:].isdigit():
+                group = names[int(group[8:])]
+            labels += [f"{group}/expert {e}" for e in range(len(w))]
             values += w
         ax[0, i].bar(range(len(values)), values)
         ax[0, i].set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)

@@ -47,7 +47,6 @@ def train(
     device: str = "cpu",
     checkpoint: str | Path | None = None,
     run_key: str = "",
-    also_accept: tuple[str, ...] = (),
     progress: bool = True,
     desc: str = "train",
 ) -> list[dict]:
@@ -55,8 +54,6 @@ def train(
 
     A checkpoint is resumed only when its ``run_key`` (the caller's config hash) matches; the
     epoch count is not part of the key, so re-running with more epochs extends a finished run.
-    ``also_accept``: keys of checkpoints written before the caller's key definition changed,
-    resumed too (the next checkpoint is saved under ``run_key``).
     Returns the history: one dict per epoch (train loss, seconds, and the validation metrics
     on validated epochs)."""
     torch.manual_seed(cfg.seed)
@@ -66,9 +63,7 @@ def train(
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
         blob = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if (
-            blob.get("run_key") in (run_key, *also_accept) and "best" in blob
-        ):  # older formats: start over
+        if blob.get("run_key") == run_key and "best" in blob:
             model.load_state_dict(blob["model"])
             opt.load_state_dict(blob["optim"])
             history, best, best_state = blob["history"], blob["best"], blob["best_state"]

@@ -1,7 +1,11 @@
-"""The rank stage: data set -> CTR samples -> model (DIN, DIN + SID, MCCA) -> metrics + plots.
+"""The rank stage: data set -> protocol -> CTR samples -> model (popularity, DIN, DIN + SID,
+MCCA) -> metrics + plots.
 
-Run folder: ``config.yaml``, ``metrics.json`` (validation and test, per slice), ``model.pt``
-(best state), ``checkpoints/last.pt`` (resume), ``curves.png``.
+Run folder: ``config.yaml``, ``metrics.json`` (validation and test, per slice, with the
+protocol's sizes), ``scores.npz`` (every validation/test sample's user, item, label and score:
+the paired comparisons read it), ``trained_on.npz`` (the interaction rows and items it trained
+on, checked by the protocol's guard), ``model.pt`` (best state), ``checkpoints/last.pt``
+(resume), ``curves.png``.
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsid.data import load_dataset
 from mmsid.errors import ConfigError
 from mmsid.ids import load_sid_sets, table_codes
-from mmsid.io import save_torch, stable_hash, write_json
-from mmsid.ranking.samples import CTRConfig, build_ctr
+from mmsid.io import save_npz, save_torch, stable_hash, write_json
+from mmsid.protocol import ProtocolConfig, load_protocol
+from mmsid.ranking.samples import CTRConfig, build_ctr, training_record
 from mmsid.ranking.train import TrainConfig, fit, metrics, predict
 
-MODELS = ("din", "din-sid", "mcca")
+MODELS = ("popularity", "din", "din-sid", "mcca")
 
 
 @dataclass
@@ -32,10 +36,13 @@ class RankConfig:
     joint: str = "joint"  # which SID set is modal-joint (MCCA's shared query)
     label: str = "sampled"
     neg_ratio: int = 1
-    epochs: int = 1
+    negatives: str = "popularity"  # popularity | uniform (see ranking.samples)
+    epochs: int = 20  # with early stopping on validation AUC; 1 + patience 0 = the paper
+    patience: int = 2
     batch_size: int = 1024
     lr: float = 1e-3
     seed: int = 0
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     device: str = "cpu"
     data_dir: str | None = None
 
@@ -62,26 +69,61 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
         raise ConfigError(f"model '{cfg.model}' needs --sids NAME=PATH (at least one SID table)")
     out, device = start_run(cfg)
     t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
-    data = build_ctr(ds, CTRConfig(label=cfg.label, neg_ratio=cfg.neg_ratio, seed=cfg.seed))
-    sids = {k: v for name, p in cfg.sids.items() for k, v in load_sets(name, p, ds.n_items).items()}
+    proto = load_protocol(cfg.dataset, cfg.data_dir, cfg.protocol)
+    data = build_ctr(
+        proto, CTRConfig(neg_ratio=cfg.neg_ratio, negatives=cfg.negatives, label=cfg.label)
+    )
+    base = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "protocol": proto.summary(),
+        "samples": {s: int(len(getattr(data, s).item)) for s in ("train", "valid", "test")},
+        "seed": cfg.seed,
+    }
+    if cfg.model == "popularity":
+        # training counts as the score: no parameters, no training, no probabilities
+        scores = {s: proto.popularity[getattr(data, s).item].astype(np.float64) for s in SPLITS}
+        rows, items = training_record(data)
+        proto.record(out / "trained_on.npz", rows=rows, items=items)
+        res = {
+            **base,
+            "sid_sets": [],
+            **{s: metrics(getattr(data, s), scores[s], data, probabilistic=False) for s in SPLITS},
+            "history": [],
+            "seconds": time.perf_counter() - t0,
+            "parameters": 0,
+        }
+        _save_scores(out, data, scores)
+        write_json(out / "metrics.json", res)
+        return res
+    sids = {
+        k: v for name, p in cfg.sids.items() for k, v in load_sets(name, p, proto.n_items).items()
+    }
     K = max((k for _, k in sids.values()), default=256)
     codes = {name: c for name, (c, _) in sids.items()}
     torch.manual_seed(cfg.seed)
     if cfg.model == "din":
-        model = DIN(ds.n_items)
+        model = DIN(proto.n_items)
     elif cfg.model == "din-sid":
-        model = DIN(ds.n_items, sids=codes, codebook_size=K)
+        model = DIN(proto.n_items, sids=codes, codebook_size=K)
     else:
         joint = cfg.joint if cfg.joint in codes else next(iter(codes))
-        model = MCCA(ds.n_items, codes, joint=joint, codebook_size=K)
-    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+        model = MCCA(proto.n_items, codes, joint=joint, codebook_size=K)
+    tcfg = TrainConfig(
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+    )
     settings = {
         k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "device", "data_dir")
     }
     # with the SID tables' content, not only their paths: a table re-made at the same path
     # must not resume a model trained on the old IDs
     key = stable_hash({**settings, "sid_content": stable_hash(codes)})
+    rows, items = training_record(data)
+    proto.record(out / "trained_on.npz", rows=rows, items=items)
     history = fit(
         model,
         data,
@@ -91,22 +133,34 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
         run_key=key,
         progress=progress,
     )
+    scores = {s: predict(model, getattr(data, s), device=device) for s in SPLITS}
     res = {
-        "dataset": cfg.dataset,
-        "model": cfg.model,
+        **base,
         "sid_sets": list(codes),
-        "samples": {s: int(len(getattr(data, s).item)) for s in ("train", "valid", "test")},
-        "valid": metrics(data.valid, predict(model, data.valid, device=device), data),
-        "test": metrics(data.test, predict(model, data.test, device=device), data),
+        **{s: metrics(getattr(data, s), scores[s], data) for s in SPLITS},
         "history": history,
+        "epochs_run": len(history),
         "seconds": time.perf_counter() - t0,
-        "seed": cfg.seed,
         "parameters": int(sum(p.numel() for p in model.parameters())),
     }
     save_torch(out / "model.pt", {"state": model.state_dict(), "config": dataclasses.asdict(cfg)})
+    _save_scores(out, data, scores)
     write_json(out / "metrics.json", res)
     _plot(out, history)
     return res
+
+
+SPLITS = ("valid", "test")
+
+
+def _save_scores(out: Path, data, scores: dict[str, np.ndarray]) -> None:
+    masks = data.slices(data.test.item)
+    arrays = {"slice_names": np.array(list(masks)), "test_masks": np.stack(list(masks.values()))}
+    for s in SPLITS:
+        sp = getattr(data, s)
+        arrays.update({f"{s}_user": sp.user, f"{s}_item": sp.item, f"{s}_label": sp.label})
+        arrays[f"{s}_score"] = np.asarray(scores[s], dtype=np.float64)
+    save_npz(out / "scores.npz", **arrays)
 
 
 def _plot(out: Path, history: list[dict]) -> None:

@@ -1,12 +1,25 @@
-"""CTR samples from a time-ordered split.
+"""CTR samples on the protocol's boundary (mmsid.protocol).
 
-Each user's interactions, in time order, are split by position: the first ``1 - valid - test``
-share trains, then validation, then test (the publishers' split column is used instead where
-the data set has one, e.g. lfm2k-mm). A positive is an interaction; for each positive,
-``neg_ratio`` negatives are drawn (seeded) from items the user never interacted with in any
-split, so a validation/test positive is never a training negative. With ``label="rating"``
-(MovieLens) interactions rated >= ``min_rating`` are clicks and the others real non-clicks; no
-sampling. A sample's history is the user's positive items before it, the last ``max_history``.
+Positives: every training interaction trains; each user's validation interaction is the
+validation positive and the test interaction the test positive (the retrieval targets, so no
+ranking model or tokenizer reads what any task evaluates on). A sample's history is the user's
+earlier non-cold items (``label="rating"``: earlier clicked ones), the last ``max_history``.
+
+Negatives (``label="sampled"``): ``neg_ratio`` per positive with the positive's user and history,
+drawn from the protocol's seed, so every model and every model seed sees the same samples.
+
+* ``negatives="popularity"`` (default): warm items drawn with probability proportional to
+  their training popularity, so a scorer that returns popularity is not rewarded for it (AUC
+  then measures what a model knows beyond popularity). ``"uniform"``: warm items uniformly
+  (the old setting; AUC then largely measures popularity).
+* A cold positive (validation/test only) gets cold negatives, uniformly: its AUC answers
+  "which of the new items will this user click", the production question for new items.
+* Excluded: items the user interacted with up to and including the sample's split (training
+  negatives exclude the user's training items only: no look-ahead into validation or test).
+  Cold items are never training negatives.
+
+``label="rating"`` (MovieLens): interactions rated >= ``min_rating`` are clicks and the others
+real non-clicks; no sampling.
 """
 
 from __future__ import annotations
@@ -15,117 +28,160 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
-from mmsid.data.base import RecDataset
-from mmsid.eval.slices import item_slices
+from mmsid.errors import ConfigError
+from mmsid.protocol import HELD_OUT, TEST, TRAIN, VALID, OnProtocol, Protocol
+
+# a split's negatives exclude the items the user touched up to and including that split (the
+# held-out cold interactions happened before validation; they are never warm negatives anyway)
+UPTO = {
+    "train": (TRAIN,),
+    "valid": (TRAIN, HELD_OUT, VALID),
+    "test": (TRAIN, HELD_OUT, VALID, TEST),
+}
 
 
 @dataclass(frozen=True)
 class CTRConfig:
-    valid_frac: float = 0.1
-    test_frac: float = 0.1
     neg_ratio: int = 1
+    negatives: Literal["popularity", "uniform"] = "popularity"
     label: Literal["sampled", "rating"] = "sampled"
     min_rating: float = 4.0
-    max_history: int = 20
-    use_publisher_split: bool = True
-    cold_threshold: int = 30  # cold item: fewer training interactions (PSRQ paper)
-    head_share: float = 0.2  # head: top 20% items by training popularity
-    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.negatives not in ("popularity", "uniform"):
+            raise ConfigError(
+                f"ranking negatives '{self.negatives}': choose 'popularity' or 'uniform'"
+            )
+        if self.label not in ("sampled", "rating"):
+            raise ConfigError(f"ranking label '{self.label}': choose 'sampled' or 'rating'")
+        if self.label == "sampled" and self.neg_ratio < 1:
+            raise ConfigError(f"ranking neg_ratio must be >= 1, got {self.neg_ratio}")
 
 
 @dataclass
 class CTRSplit:
-    """Arrays per split: user (N,), item (N,), label (N,), history (N, H) padded with -1."""
+    """Arrays per split: user (N,), item (N,), label (N,), history (N, H) padded with -1 on the
+    left; ``row`` (N,) the interaction row of a positive / real label, -1 for a sampled one."""
 
     user: np.ndarray
     item: np.ndarray
     label: np.ndarray
     history: np.ndarray
+    row: np.ndarray
 
 
 @dataclass
-class CTRData:
+class CTRData(OnProtocol):
     train: CTRSplit
     valid: CTRSplit
     test: CTRSplit
-    train_popularity: np.ndarray  # (n_items,) training positives per item
-    n_items: int
-    n_users: int
+    protocol: Protocol
     cfg: CTRConfig
 
-    def slices(self, items: np.ndarray) -> dict[str, np.ndarray]:
-        """Boolean masks over ``items``: head, long_tail, cold (see CTRConfig)."""
-        return item_slices(
-            self.train_popularity,
-            items,
-            head_share=self.cfg.head_share,
-            cold_threshold=self.cfg.cold_threshold,
-        )
+
+def _histories(p: Protocol, clicked: np.ndarray) -> np.ndarray:
+    """(N, H) for every interaction: the user's earlier clicked non-cold items, right-aligned."""
+    H = p.cfg.max_history
+    inter = p.inter
+    users, items = inter["user"].to_numpy(), inter["item"].to_numpy()
+    usable = clicked & ~p.is_cold[items]
+    hist = np.full((len(inter), H), -1, dtype=np.int64)
+    buf: list[int] = []
+    prev = -1
+    for i in range(len(inter)):
+        if users[i] != prev:
+            buf, prev = [], users[i]
+        if buf:
+            h = buf[-H:]
+            hist[i, H - len(h) :] = h
+        if usable[i]:
+            buf.append(int(items[i]))
+    return hist
 
 
-def _split_labels(ds: RecDataset, cfg: CTRConfig) -> np.ndarray:
-    inter = ds.interactions
-    if cfg.use_publisher_split and "split" in inter.columns:
-        return inter["split"].to_numpy()
-    pos = inter.groupby("user").cumcount().to_numpy()
-    n = inter.groupby("user")["item"].transform("size").to_numpy()
-    n_test = np.maximum(1, np.round(cfg.test_frac * n)).astype(int)
-    n_valid = np.maximum(1, np.round(cfg.valid_frac * n)).astype(int)
-    out = np.full(len(inter), "train", dtype=object)
-    out[pos >= n - n_test - n_valid] = "valid"
-    out[pos >= n - n_test] = "test"
-    out[n < 3] = "train"  # too short to give each split an interaction
+def sample_negatives(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    pool: np.ndarray,
+    weights: np.ndarray,
+    exclude: np.ndarray,
+    n_items: int,
+) -> np.ndarray:
+    """One item from ``pool`` (drawn with ``weights``) per entry of ``users``, never an item
+    whose code ``user * n_items + item`` is in the sorted array ``exclude``. Rejection rounds,
+    then an exact draw from the user's allowed pool for the few left."""
+    out = np.empty(len(users), dtype=np.int64)
+    if not len(users):
+        return out
+    cdf = np.cumsum(weights / weights.sum())
+    todo = np.arange(len(users))
+    for _ in range(30):
+        cand = pool[np.minimum(np.searchsorted(cdf, rng.random(len(todo))), len(pool) - 1)]
+        code = users[todo] * n_items + cand
+        k = np.minimum(np.searchsorted(exclude, code), max(len(exclude) - 1, 0))
+        ok = exclude[k] != code if len(exclude) else np.ones(len(todo), bool)
+        out[todo[ok]] = cand[ok]
+        todo = todo[~ok]
+        if not len(todo):
+            return out
+    for j in todo:  # users who touched most of the pool's mass
+        allowed = ~np.isin(users[j] * n_items + pool, exclude)
+        if not allowed.any():
+            raise ConfigError(f"user {int(users[j])} interacted with every candidate negative")
+        w = weights[allowed]
+        out[j] = rng.choice(pool[allowed], p=w / w.sum())
     return out
 
 
-def build_ctr(ds: RecDataset, cfg: CTRConfig = CTRConfig()) -> CTRData:
-    inter = ds.interactions.reset_index(drop=True)  # sorted by (user, timestamp)
-    split = _split_labels(ds, cfg)
+def build_ctr(p: Protocol, cfg: CTRConfig = CTRConfig()) -> CTRData:
+    inter = p.inter
+    role = p.role
+    users, items = inter["user"].to_numpy(), inter["item"].to_numpy()
     if cfg.label == "rating":
         label = (inter["rating"].to_numpy() >= cfg.min_rating).astype(np.float32)
     else:
         label = np.ones(len(inter), dtype=np.float32)
-    users, items = inter["user"].to_numpy(), inter["item"].to_numpy()
+    hist = _histories(p, label > 0)
 
-    # history: previous positives of the same user (all splits: the past is allowed)
-    H = cfg.max_history
-    hist = np.full((len(inter), H), -1, dtype=np.int64)
-    buf: list[int] = []
-    prev_user = -1
-    for i in range(len(inter)):
-        if users[i] != prev_user:
-            buf, prev_user = [], users[i]
-        if buf:
-            h = buf[-H:]
-            hist[i, H - len(h) :] = h  # right-aligned, padding on the left
-        if label[i] > 0:
-            buf.append(int(items[i]))
-
-    rng = np.random.default_rng(cfg.seed)
-    touched = pd.Series(items).groupby(users).apply(lambda s: np.unique(s.to_numpy()))
+    warm = np.flatnonzero(~p.is_cold)
+    if cfg.negatives == "popularity":
+        warm_w = p.popularity[warm].astype(np.float64)
+        warm, warm_w = warm[warm_w > 0], warm_w[warm_w > 0]
+    else:
+        warm_w = np.ones(len(warm))
+    cold = p.cold_items
+    rng = np.random.default_rng([p.cfg.seed, 7])  # the negatives' own stream
     out = {}
-    for name in ("train", "valid", "test"):
-        idx = np.flatnonzero(split == name)
-        u, it, y, h = users[idx], items[idx], label[idx], hist[idx]
-        if cfg.label == "sampled" and cfg.neg_ratio > 0:
+    for name, which in (("train", (TRAIN,)), ("valid", (VALID,)), ("test", (TEST,))):
+        idx = np.flatnonzero(np.isin(role, which))
+        u, it, y, h, r = users[idx], items[idx], label[idx], hist[idx], idx.astype(np.int64)
+        if cfg.label == "sampled":
+            # items the user touched up to and including this split
+            seen = np.isin(role, UPTO[name])
+            exclude = np.unique(users[seen] * p.n_items + items[seen])
             neg_u = np.repeat(u, cfg.neg_ratio)
             neg_h = np.repeat(h, cfg.neg_ratio, axis=0)
+            cold_pos = np.repeat(p.is_cold[it], cfg.neg_ratio)
             neg_i = np.empty(len(neg_u), dtype=np.int64)
-            for j, user in enumerate(neg_u):
-                seen = touched[user]
-                while True:  # rejection sampling: catalogues are much larger than histories
-                    cand = int(rng.integers(ds.n_items))
-                    k = np.searchsorted(seen, cand)
-                    if k >= len(seen) or seen[k] != cand:
-                        break
-                neg_i[j] = cand
+            neg_i[~cold_pos] = sample_negatives(
+                rng, neg_u[~cold_pos], warm, warm_w, exclude, p.n_items
+            )
+            if cold_pos.any():
+                neg_i[cold_pos] = sample_negatives(
+                    rng, neg_u[cold_pos], cold, np.ones(len(cold)), exclude, p.n_items
+                )
             u = np.concatenate([u, neg_u])
             it = np.concatenate([it, neg_i])
             y = np.concatenate([y, np.zeros(len(neg_u), dtype=np.float32)])
             h = np.concatenate([h, neg_h])
-        out[name] = CTRSplit(u, it, y, h)
-    train_pos = out["train"].item[out["train"].label > 0]
-    pop = np.bincount(train_pos, minlength=ds.n_items)
-    return CTRData(out["train"], out["valid"], out["test"], pop, ds.n_items, ds.n_users, cfg)
+            r = np.concatenate([r, np.full(len(neg_u), -1, dtype=np.int64)])
+        out[name] = CTRSplit(u, it, y, h, r)
+    return CTRData(out["train"], out["valid"], out["test"], p, cfg)
+
+
+def training_record(data: CTRData) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, items) a ranking model trains on: the labelled interactions and every item id it
+    reads (targets, sampled negatives, histories)."""
+    tr = data.train
+    return tr.row[tr.row >= 0], np.unique(np.concatenate([tr.item, tr.history.ravel()]))

@@ -19,6 +19,7 @@ from mmsid.training import LoopConfig, train
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 1  # the PSRQ paper trains one epoch
+    patience: int = 0  # validations without improvement before stopping; 0 = never
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -47,22 +48,24 @@ def predict(
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def metrics(split: CTRSplit, probs: np.ndarray, data: CTRData) -> dict:
-    """AUC / GAUC / LogLoss on the whole split and on the head / long-tail / cold slices."""
-    out = {
-        "all": {
-            "auc": auc(split.label, probs),
-            "gauc": gauc(split.user, split.label, probs),
-            "logloss": logloss(split.label, probs),
-            "n": int(len(probs)),
-        }
-    }
-    for name, m in data.slices(split.item).items():
+def metrics(
+    split: CTRSplit, probs: np.ndarray, data: CTRData, *, probabilistic: bool = True
+) -> dict:
+    """AUC / GAUC / LogLoss on the whole split and on each protocol slice (head, long_tail,
+    cold, rare<30; a slice holds the samples whose item is in it). ``n`` counts samples,
+    ``users`` the users with a positive in the slice. ``probabilistic=False`` (a scorer such
+    as popularity, whose scores are no probabilities): LogLoss is NaN."""
+    masks = {"all": np.ones(len(probs), dtype=bool), **data.slices(split.item)}
+    out = {}
+    for name, m in masks.items():
         out[name] = {
             "auc": auc(split.label[m], probs[m]),
             "gauc": gauc(split.user[m], split.label[m], probs[m]),
-            "logloss": logloss(split.label[m], probs[m]) if m.any() else float("nan"),
+            "logloss": (
+                logloss(split.label[m], probs[m]) if m.any() and probabilistic else float("nan")
+            ),
             "n": int(m.sum()),
+            "users": int(len(np.unique(split.user[m & (split.label > 0)]))),
         }
     return out
 
@@ -92,7 +95,12 @@ def fit(
         return {k: v[k] for k in ("auc", "gauc", "logloss")}
 
     loop = LoopConfig(
-        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, grad_clip=0.0, seed=cfg.seed
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        grad_clip=0.0,
+        seed=cfg.seed,
     )
     hist = train(
         model,

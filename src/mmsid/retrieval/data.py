@@ -1,14 +1,10 @@
-"""Next-item samples for retrieval from the TIGER leave-one-out split.
+"""Next-item samples for retrieval on the protocol's boundary (mmsid.protocol).
 
 Training samples are every prefix of each user's training sequence (TIGER): for a training
 sequence ``s`` and each ``t >= 1``, history ``s[t-H:t]`` and target ``s[t]``. Validation and test
-are the split's held-out items with their histories. Histories are (M, H) arrays, oldest
-first, padded with -1 at the end.
-
-Slices (by the target item): ``head`` = the top ``head_share`` of items by training
-popularity, ``long_tail`` = the rest, ``cold`` = items with fewer than ``cold_threshold``
-training interactions (default 1: never seen in retrieval training, which in leave-one-out
-happens to items that occur only as someone's last or second-to-last item).
+are the protocol's held-out items with their histories. Histories are (M, H) arrays, oldest
+first, padded with -1 at the end. Slices (by the target item) are the protocol's: head,
+long_tail, cold (held out of every training input), rare<30.
 """
 
 from __future__ import annotations
@@ -17,9 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmsid.data.base import RecDataset
-from mmsid.data.splits import leave_one_out
-from mmsid.eval.slices import item_slices
+from mmsid.protocol import EvalSplit, OnProtocol, Protocol
 
 
 @dataclass
@@ -36,24 +30,13 @@ class NextItemSplit:
 
 
 @dataclass
-class RetrievalData:
+class RetrievalData(OnProtocol):
     train: NextItemSplit
     valid: NextItemSplit
     test: NextItemSplit
     train_sequences: list[np.ndarray]  # per user with a training sequence (SASRec reads these)
-    train_popularity: np.ndarray  # (n_items,)
-    n_items: int
-    n_users: int
-    head_share: float = 0.2
-    cold_threshold: int = 1
-
-    def slices(self, target: np.ndarray) -> dict[str, np.ndarray]:
-        return item_slices(
-            self.train_popularity,
-            target,
-            head_share=self.head_share,
-            cold_threshold=self.cold_threshold,
-        )
+    train_rows: np.ndarray  # interaction rows of the training sequences (the guard's record)
+    protocol: Protocol
 
 
 def pad_histories(hists: list[np.ndarray], H: int) -> np.ndarray:
@@ -64,35 +47,27 @@ def pad_histories(hists: list[np.ndarray], H: int) -> np.ndarray:
     return out
 
 
-def build_retrieval(
-    ds: RecDataset,
-    *,
-    max_history: int = 20,
-    head_share: float = 0.2,
-    cold_threshold: int = 1,
-) -> RetrievalData:
-    loo = leave_one_out(ds, max_history=max_history)
-    seqs = ds.sequences(loo.train)
-    users, hists, targets, train_seqs = [], [], [], []
-    for u, s in seqs.items():
+def build_retrieval(p: Protocol) -> RetrievalData:
+    H = p.cfg.max_history
+    users, hists, targets, train_seqs, rows = [], [], [], [], []
+    for u, (s, r) in p.train_sequences().items():
         train_seqs.append(s)
+        rows.append(r)
         for t in range(1, len(s)):
             users.append(u)
-            hists.append(s[max(0, t - max_history) : t])
+            hists.append(s[max(0, t - H) : t])
             targets.append(s[t])
-    pop = np.bincount(loo.train["item"].to_numpy(), minlength=ds.n_items)
+
+    def held(e: EvalSplit) -> NextItemSplit:
+        return NextItemSplit(e.user, pad_histories(e.history, H), e.target)
+
     return RetrievalData(
-        NextItemSplit(np.array(users), pad_histories(hists, max_history), np.array(targets)),
         NextItemSplit(
-            loo.valid_users, pad_histories(loo.valid_history, max_history), loo.valid_target
+            np.array(users, dtype=np.int64), pad_histories(hists, H), np.array(targets, np.int64)
         ),
-        NextItemSplit(
-            loo.test_users, pad_histories(loo.test_history, max_history), loo.test_target
-        ),
+        held(p.valid),
+        held(p.test),
         train_seqs,
-        pop,
-        ds.n_items,
-        ds.n_users,
-        head_share,
-        cold_threshold,
+        np.concatenate(rows) if rows else np.zeros(0, np.int64),
+        p,
     )

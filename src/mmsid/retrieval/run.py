@@ -1,7 +1,10 @@
-"""The retrieve stage: data set -> leave-one-out next-item samples -> TIGER over a SID table
-(or SASRec over item ids) -> Recall/NDCG@K on validation and test, per slice.
+"""The retrieve stage: data set -> protocol -> next-item samples -> a retriever (TIGER over a
+SID table, SASRec over item ids, or the popularity / content-kNN baselines) -> Recall/NDCG@K on
+validation and test, per slice. Evaluation always runs in fp32 (``amp`` is for training).
 
-Run folder: ``config.yaml``, ``metrics.json``, ``model.pt`` (best validation state),
+Run folder: ``config.yaml``, ``metrics.json``, ``ranks.npz`` (each evaluated user's target and
+its 0-based rank in the top ``max(ks)``, -1 when absent: the paired comparisons read it),
+``trained_on.npz`` (the guard's record), ``model.pt`` (best validation state),
 ``checkpoints/last.pt`` (resume; re-running the same command continues, and a larger
 ``epochs`` extends a finished run), ``curves.png``.
 """
@@ -16,18 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmsid.data import load_dataset
-from mmsid.device import bf16_autocast
 from mmsid.errors import ConfigError, DataError
-from mmsid.eval.retrieval import retrieval_metrics
+from mmsid.eval.retrieval import retrieval_metrics, target_rank
 from mmsid.ids import load_sid_sets, table_codes
-from mmsid.io import save_torch, stable_hash, write_json
+from mmsid.io import save_npz, save_torch, stable_hash, write_json
+from mmsid.protocol import ProtocolConfig, load_protocol
+from mmsid.retrieval.baselines import ContentKNN, Popularity
 from mmsid.retrieval.data import NextItemSplit, RetrievalData, build_retrieval
 from mmsid.retrieval.sasrec import SASRec, SASRecConfig, training_windows
 from mmsid.retrieval.tiger import TIGER, TIGERConfig
 from mmsid.training import LoopConfig, train
 
-MODELS = ("tiger", "sasrec")
+MODELS = ("tiger", "sasrec", "popularity", "content-knn")
+UNTRAINED = ("popularity", "content-knn")
 
 
 @dataclass
@@ -37,7 +41,6 @@ class RetrieveConfig:
     out: str = "runs/retrieve"
     sids: str | None = None  # a sids.parquet (TIGER reads it; SASRec does not need one)
     sid_set: str = "joint"  # which set of a multi-set file (tokenize --per-modality)
-    max_history: int = 20
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-3
@@ -54,9 +57,12 @@ class RetrieveConfig:
     ks: tuple[int, ...] = (5, 10, 20)
     beam: int = 20
     eval_batch_size: int = 64  # users per beam-search batch (fastest in bench_beam)
-    amp: str = "auto"  # bf16 autocast for training and beam search: auto | on | off
-    head_share: float = 0.2
-    cold_threshold: int = 1
+    amp: str = "auto"  # bf16 autocast for training only (evaluation is fp32): auto | on | off
+    # content-knn: the modalities whose L2-normalised concatenation is the item's content
+    # (empty = the data set's tokenizer defaults), centered first if asked
+    modalities: list[str] = field(default_factory=list)
+    center: bool = False
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     seed: int = 0
@@ -130,18 +136,22 @@ def evaluate(
     cfg: RetrieveConfig,
     device: str,
     progress: bool = False,
-) -> dict:
-    with bf16_autocast(device, cfg.amp):
-        top = recommend_all(
-            model,
-            split,
-            max(cfg.ks),
-            beam=cfg.beam,
-            batch_size=cfg.eval_batch_size,
-            device=device,
-            progress=progress,
-        )
-    return retrieval_metrics(top, split.target, ks=cfg.ks, slices=data.slices(split.target))
+    *,
+    ranks: bool = False,
+):
+    """Metrics per slice, in fp32 (bf16 scores reorder top-k lists: evaluation never uses
+    them). ``ranks``: also return each user's 0-based target rank (-1 when absent)."""
+    top = recommend_all(
+        model,
+        split,
+        max(cfg.ks),
+        beam=cfg.beam,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        progress=progress,
+    )
+    m = retrieval_metrics(top, split.target, ks=cfg.ks, slices=data.slices(split.target))
+    return (m, target_rank(top, split.target)) if ranks else m
 
 
 def _check(cfg: RetrieveConfig, data: RetrievalData) -> None:
@@ -172,22 +182,27 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
 
     out, device = start_run(cfg)
     t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
-    data = build_retrieval(
-        ds,
-        max_history=cfg.max_history,
-        head_share=cfg.head_share,
-        cold_threshold=cfg.cold_threshold,
-    )
+    proto = load_protocol(cfg.dataset, cfg.data_dir, cfg.protocol)
+    data = build_retrieval(proto)
     _check(cfg, data)
     torch.manual_seed(cfg.seed)
     g = np.random.default_rng(cfg.seed)
+    if cfg.model in UNTRAINED:
+        return _run_untrained(cfg, data, out, device, t0, progress)
     vsub = data.valid
     if cfg.valid_sample and len(vsub) > cfg.valid_sample:
         vsub = vsub.take(np.sort(g.choice(len(vsub), cfg.valid_sample, replace=False)))
+    # what the model trains on, checked by the protocol's guard before any step
+    proto.record(
+        out / "trained_on.npz",
+        rows=data.train_rows,
+        items=np.concatenate([data.train.target, data.train.history.ravel()]),
+    )
     if cfg.model == "tiger":
-        sids, vocab = item_sids(cfg, ds.n_items)
-        model = TIGER(sids, vocab, dataclasses.replace(cfg.tiger, max_history=cfg.max_history))
+        sids, vocab = item_sids(cfg, proto.n_items)
+        model = TIGER(
+            sids, vocab, dataclasses.replace(cfg.tiger, max_history=cfg.protocol.max_history)
+        )
         split = data.train
         lengths = (split.history >= 0).sum(1)
         n_train = len(split)
@@ -205,8 +220,12 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
                 for k in ("user", "history", "target")
             }
     else:
-        model = SASRec(ds.n_items, dataclasses.replace(cfg.sasrec, max_history=cfg.max_history))
-        windows = training_windows(data.train_sequences, cfg.max_history)
+        model = SASRec(
+            proto.n_items,
+            dataclasses.replace(cfg.sasrec, max_history=cfg.protocol.max_history),
+            trainable=~proto.is_cold,
+        )
+        windows = training_windows(data.train_sequences, cfg.protocol.max_history)
         n_train = len(windows)
 
         def batches(rng: np.random.Generator) -> list[np.ndarray]:
@@ -222,11 +241,10 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         for k, v in dataclasses.asdict(cfg).items()
         if k not in ("out", "device", "data_dir", "epochs", "max_minutes", "patience")
     }
-    key = legacy_key = stable_hash(settings)
+    key = stable_hash(settings)
     if cfg.model == "tiger":
         # the SID table's content, not only its path: a table re-made at the same path must
-        # not resume a model trained on the old IDs. Checkpoints written before the content
-        # joined the key (legacy_key) are still resumed.
+        # not resume a model trained on the old IDs
         key = stable_hash({**settings, "sid_content": stable_hash(sids)})
     loop = LoopConfig(
         epochs=cfg.epochs,
@@ -248,33 +266,88 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         device=device,
         checkpoint=out / "checkpoints" / "last.pt",
         run_key=key,
-        also_accept=(legacy_key,) if key != legacy_key else (),
         progress=progress,
         desc=cfg.model,
     )
     # training + validation time summed over every invocation (the loop carries it across
-    # resumes); rows written before that record existed fall back to this invocation's time
-    t_train = history[-1].get("elapsed", time.perf_counter() - t0) if history else 0.0
+    # resumes)
+    t_train = history[-1]["elapsed"] if history else 0.0
     t1 = time.perf_counter()
-    res = {
-        "dataset": cfg.dataset,
-        "model": cfg.model,
-        "sids": cfg.sids,
-        "samples": {"train": n_train, "valid": len(data.valid), "test": len(data.test)},
-        "valid": evaluate(model, data.valid, data, cfg, device, progress),
-        "test": evaluate(model, data.test, data, cfg, device, progress),
-        "history": history,
-        "epochs_run": len(history),
-        "best_epoch": _best_epoch(history, cfg.select),
-        "train_seconds": t_train,
-        "eval_seconds": time.perf_counter() - t1,
-        "seed": cfg.seed,
-        "device": device,
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-    }
+    res = _finish(cfg, model, data, out, device, progress)
+    res.update(
+        samples={"train": n_train, "valid": len(data.valid), "test": len(data.test)},
+        history=history,
+        epochs_run=len(history),
+        best_epoch=_best_epoch(history, cfg.select),
+        train_seconds=t_train,
+        eval_seconds=time.perf_counter() - t1,
+        parameters=int(sum(p.numel() for p in model.parameters())),
+    )
     save_torch(out / "model.pt", {"state": model.state_dict(), "config": dataclasses.asdict(cfg)})
     write_json(out / "metrics.json", res)
     _plot(out, history, cfg.select)
+    return res
+
+
+def _finish(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, progress) -> dict:
+    """Validation and test metrics in fp32; writes ``ranks.npz``."""
+    valid, v_rank = evaluate(model, data.valid, data, cfg, device, progress, ranks=True)
+    test, t_rank = evaluate(model, data.test, data, cfg, device, progress, ranks=True)
+    masks = data.slices(data.test.target)
+    save_npz(
+        out / "ranks.npz",
+        slice_names=np.array(list(masks)),
+        test_masks=np.stack(list(masks.values())),
+        valid_user=data.valid.user,
+        valid_target=data.valid.target,
+        valid_rank=v_rank,
+        test_user=data.test.user,
+        test_target=data.test.target,
+        test_rank=t_rank,
+        ks=np.array(cfg.ks),
+    )
+    return {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "sids": cfg.sids,
+        "protocol": data.protocol.summary(),
+        "valid": valid,
+        "test": test,
+        "seed": cfg.seed,
+        "device": device,
+    }
+
+
+def _run_untrained(cfg: RetrieveConfig, data: RetrievalData, out: Path, device, t0, progress):
+    """Popularity (counts of the training interactions) and content-kNN (item content only:
+    it trains on nothing)."""
+    proto = data.protocol
+    if cfg.model == "popularity":
+        model = Popularity(proto.popularity)
+        proto.record(out / "trained_on.npz", rows=proto.train_rows, items=proto.train["item"])
+    else:
+        from mmsid.data import load_dataset
+        from mmsid.features import build_features
+        from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
+
+        ds = load_dataset(cfg.dataset, cfg.data_dir)
+        names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
+        feats = build_features(ds, modalities=names, progress=False)
+        model = ContentKNN(concat_features(feats, names, center=cfg.center)[0])
+        proto.record(out / "trained_on.npz", rows=np.zeros(0, np.int64), items=np.zeros(0))
+    model.to(device)
+    t1 = time.perf_counter()
+    res = _finish(cfg, model, data, out, device, progress)
+    res.update(
+        samples={"train": 0, "valid": len(data.valid), "test": len(data.test)},
+        history=[],
+        epochs_run=0,
+        best_epoch=None,
+        train_seconds=t1 - t0,
+        eval_seconds=time.perf_counter() - t1,
+        parameters=0,
+    )
+    write_json(out / "metrics.json", res)
     return res
 
 

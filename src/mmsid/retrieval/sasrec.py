@@ -36,8 +36,19 @@ class SASRec(nn.Module):
     padded at the end; position t predicts item t+1. Evaluation batches hold ``history``
     (B, H) in the same layout."""
 
-    def __init__(self, n_items: int, cfg: SASRecConfig = SASRecConfig()) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        cfg: SASRecConfig = SASRecConfig(),
+        *,
+        trainable: np.ndarray | None = None,
+    ) -> None:
+        """trainable: (n_items,) bool, the items training may score (default all). The
+        protocol's cold items are left out: the training softmax never sees them, so their
+        embeddings stay at initialisation, as a new item's would in production."""
         super().__init__()
+        mask = np.ones(n_items, bool) if trainable is None else np.asarray(trainable, bool)
+        self.register_buffer("trainable", torch.as_tensor(mask), persistent=False)
         self.cfg, self.n_items = cfg, n_items
         d = cfg.d_model
         self.item = nn.Embedding(n_items + 1, d, padding_idx=n_items)  # row n_items = pad
@@ -77,8 +88,9 @@ class SASRec(nn.Module):
         valid = (tgt >= 0) & (inp >= 0)
         h, tgt = h[valid], tgt[valid]  # (M, d), (M,)
         if self.cfg.loss == "ce":
-            return F.cross_entropy(self.scores(h), tgt)
-        neg = torch.randint(0, self.n_items, tgt.shape, device=tgt.device)
+            return F.cross_entropy(self.scores(h).masked_fill(~self.trainable, -1e9), tgt)
+        allowed = self.trainable.nonzero().squeeze(1)
+        neg = allowed[torch.randint(0, len(allowed), tgt.shape, device=tgt.device)]
         pos_s = (h * self.item(tgt)).sum(-1)
         neg_s = (h * self.item(neg)).sum(-1)
         return F.binary_cross_entropy_with_logits(

@@ -1,0 +1,148 @@
+"""Every file under benchmarks/results/ and the committed command that regenerates it.
+
+    python benchmarks/reproduce.py --list     # each results file, its command, commit, seeds
+    python benchmarks/reproduce.py --audit    # every file registered, every JSON stamped
+    python benchmarks/reproduce.py --check    # re-run the cheap ones in a temp folder, compare
+
+A results file that no entry below regenerates is an error of ``--audit`` (a figure no
+committed code produces is deleted, not kept). ``--check`` runs each cheap command with
+``MMSID_RESULTS_DIR`` pointing at a temporary folder and compares every number of the fresh
+JSON with the committed one (relative tolerance ``--rtol``; timings are not compared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# results stem -> (command, cheap enough for --check on 2 cores, keys whose numbers are
+# timings or machine facts and are not compared)
+ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
+    "semantic_drift": ("python benchmarks/bench_drift.py", False, ("seconds",)),
+    "tokenizers": ("python benchmarks/bench_tokenizers.py", False, ("meta", "encode", "train")),
+    "smoke": (
+        "python benchmarks/bench_pipeline.py --config benchmarks/configs/smoke.yaml "
+        "--datasets lfm2k-mm",
+        True,
+        ("seconds", "commit", "command", "key", "status", "stages"),
+    ),
+    "tables": (
+        "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
+        "--datasets ml100k-mm lfm2k-mm amazon-beauty",
+        False,
+        ("seconds", "commit", "command", "key", "status", "stages"),
+    ),
+}
+STAMP = ("command", "commit", "seeds")
+
+
+def owner(path: Path) -> str | None:
+    """The entry a results file belongs to: its stem or the stem before the first '_'."""
+    stem = path.name.split(".")[0]
+    for key in sorted(ENTRIES, key=len, reverse=True):
+        if stem == key or stem.startswith(key + "_"):
+            return key
+    return None
+
+
+def audit() -> list[str]:
+    problems = []
+    for f in sorted(RESULTS.iterdir()):
+        if f.name.startswith(".") or f.suffix == ".log":
+            continue
+        key = owner(f)
+        if key is None:
+            problems.append(f"{f.name}: no committed command regenerates it (not in ENTRIES)")
+            continue
+        if f.suffix == ".json":
+            d = json.loads(f.read_text())
+            missing = [k for k in STAMP if k not in d or d[k] in (None, "")]
+            if missing:
+                problems.append(f"{f.name}: lacks {missing}")
+            elif str(d["commit"]).endswith("+dirty"):
+                problems.append(f"{f.name}: made from uncommitted code ({d['commit']})")
+        if f.suffix == ".md" and "Command:" not in f.read_text():
+            problems.append(f"{f.name}: does not name its command")
+    return problems
+
+
+def compare(a, b, rtol: float, skip: tuple[str, ...], where: str = "") -> list[str]:
+    """Paths where two JSON values differ (numbers beyond rtol; NaN equals NaN)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if k in skip:
+                continue
+            if k not in a or k not in b:
+                out.append(f"{where}/{k}: present on one side only")
+            else:
+                out += compare(a[k], b[k], rtol, skip, f"{where}/{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: length {len(a)} vs {len(b)}"]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b))
+            for d in compare(x, y, rtol, skip, f"{where}[{i}]")
+        ]
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if math.isnan(a) and math.isnan(b) or math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12):
+            return []
+        return [f"{where}: {a} vs {b}"]
+    return [] if a == b else [f"{where}: {a!r} vs {b!r}"]
+
+
+def check(rtol: float, names: list[str]) -> int:
+    failed = 0
+    for key in names:
+        command, cheap, skip = ENTRIES[key]
+        if not cheap and key not in sys.argv:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "MMSID_RESULTS_DIR": tmp}
+            cmd = command + f" --runs {tmp}/runs" if "bench_pipeline" in command else command
+            print(f"[{key}] {cmd}", flush=True)
+            subprocess.run(cmd, shell=True, check=True, cwd=HERE.parent, env=env)
+            fresh = json.loads((Path(tmp) / f"{key}.json").read_text())
+        kept = json.loads((RESULTS / f"{key}.json").read_text())
+        diffs = compare(kept, fresh, rtol, skip)
+        failed += bool(diffs)
+        print(f"[{key}] " + ("matches" if not diffs else f"{len(diffs)} differences:"))
+        for d in diffs[:20]:
+            print("   ", d)
+    return failed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--audit", action="store_true")
+    ap.add_argument("--check", nargs="*", default=None, help="entries (default: the cheap ones)")
+    ap.add_argument("--rtol", type=float, default=1e-6)
+    a = ap.parse_args()
+    if a.list:
+        for f in sorted(RESULTS.glob("*.json")):
+            d = json.loads(f.read_text())
+            print(f"{f.name}: {d.get('command')} @ {d.get('commit')} seeds {d.get('seeds')}")
+    if a.audit:
+        problems = audit()
+        print("\n".join(problems) or "every results file is registered and stamped")
+        if problems:
+            sys.exit(1)
+    if a.check is not None:
+        names = a.check or [k for k, (_, cheap, _) in ENTRIES.items() if cheap]
+        sys.exit(1 if check(a.rtol, names) else 0)
+
+
+if __name__ == "__main__":
+    main()

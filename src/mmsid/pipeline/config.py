@@ -1,0 +1,160 @@
+"""The main job's settings: one typed dataclass per section, budgets as presets.
+Priority: dataclass defaults < ``--budget`` preset < ``--config`` YAML < command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmsid.config import dotted, load_yaml, merge
+from mmsid.errors import ConfigError
+from mmsid.io import stable_hash
+from mmsid.protocol import ProtocolConfig
+from mmsid.retrieval.tiger import TIGERConfig
+
+METHODS = ("rq-kmeans", "rq-vae", "psrq", "mmq", "mmq+ft")
+TASKS = ("retrieval", "ranking")
+
+
+@dataclass
+class TokenizerSection:
+    levels: int = 3
+    codebook_size: int = 256
+    epochs: int = 200  # rq-vae and mmq stage 1
+    alpha: float = 0.25  # psrq: 1 = the paper; 0.25 keeps deep levels discriminative
+    finetune_epochs: int = 20  # mmq+ft stage 2
+    lambda_orth: float = 0.1
+    center: bool = False  # center each modality before tokenizing (TokenizeConfig.center)
+    # the modalities every tokenizer reads; empty = the data set's defaults
+    # (tokenize.DEFAULT_MODALITIES, else all of them), e.g. [title, categories] on amazon-beauty
+    modalities: list[str] = field(default_factory=list)
+    collision_cap: int = 1_000_000  # retrieval sizes the collision vocabulary from the data
+
+
+@dataclass
+class RetrievalSection:
+    epochs: int = 30  # TIGER: a cap; early stopping on validation (patience) ends it
+    epoch_samples: int = 0
+    patience: int = 5
+    valid_sample: int = 5000
+    lr: float = 1e-3
+    batch_size: int = 256
+    beam: int = 20
+    max_minutes: float = 0.0
+    tiger: TIGERConfig = field(default_factory=TIGERConfig)
+    generative: bool = True  # TIGER over each method's SIDs
+    sasrec: bool = True  # the item-id baseline
+    sasrec_epochs: int = 200  # a cap, with the same early stopping
+    popularity: bool = True
+    content_knn: bool = True  # the cold-start baseline
+
+
+@dataclass
+class RankingSection:
+    epochs: int = 20  # a cap; early stopping on validation AUC (1 epoch, patience 0 = paper)
+    patience: int = 2
+    neg_ratio: int = 1
+    negatives: str = "popularity"  # popularity | uniform (mmsid.ranking.samples)
+    label: str = "sampled"
+    popularity: bool = True
+    din: bool = True  # the item-id baseline
+    mcca: bool = True  # MCCA over PSRQ's joint + per-modality sets (when psrq is a method)
+
+
+@dataclass
+class PipelineConfig:
+    dataset: str
+    out: str = "runs/run"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    budget: str = "quick"
+    seeds: list[int] = field(default_factory=lambda: [0])  # model seeds (tables: >= 3)
+    device: str = "auto"
+    data_dir: str | None = None
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    retrieval: RetrievalSection = field(default_factory=RetrievalSection)
+    ranking: RankingSection = field(default_factory=RankingSection)
+
+
+# what each budget changes from the dataclass defaults (the defaults are "full"). The quick
+# budget is a smoke test: every trained model gets the same 3 passes over the training data,
+# too few for any ranking of methods to mean anything.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "tokenizer": {"epochs": 30, "finetune_epochs": 3},
+        "retrieval": {
+            "epochs": 3,
+            "patience": 0,
+            "valid_sample": 500,
+            "lr": 2e-3,
+            "tiger": {
+                "d_model": 64,
+                "n_heads": 4,
+                "d_head": 16,
+                "d_ff": 256,
+                "enc_layers": 2,
+                "dec_layers": 2,
+            },
+            "sasrec_epochs": 3,
+        },
+        "ranking": {"epochs": 3, "patience": 0},
+    },
+    "full": {},
+}
+
+
+def resolve_config(
+    dataset: str,
+    out: str,
+    *,
+    config_file: str | None = None,
+    cli: dict[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+) -> PipelineConfig:
+    """Defaults < budget preset < YAML file < command line (``cli`` named options, then
+    ``sets`` as dotted KEY=VALUE)."""
+    file = load_yaml(config_file) if config_file else {}
+    cli = {k: v for k, v in (cli or {}).items() if v not in (None, ())}
+    over = dotted(sets)
+    budget = over.get("budget") or cli.get("budget") or file.get("budget") or "quick"
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget '{budget}'; choose one of {tuple(BUDGETS)}")
+    cfg = PipelineConfig(dataset=dataset, out=out)
+    cfg = merge(cfg, {**BUDGETS[budget], "budget": budget}, "budget preset")
+    cfg = merge(cfg, file, str(config_file))
+    cfg = merge(cfg, cli, "command line")
+    cfg = merge(cfg, over, "--set")
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"unknown method(s) {bad}; choose from {METHODS}")
+    bad = [t for t in cfg.tasks if t not in TASKS]
+    if bad:
+        raise ConfigError(f"unknown task(s) {bad}; choose from {TASKS}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds must be distinct and at least one, got {cfg.seeds}")
+    if cfg.ranking.negatives not in ("popularity", "uniform"):
+        raise ConfigError(
+            f"ranking.negatives '{cfg.ranking.negatives}': choose popularity or uniform"
+        )
+    return cfg
+
+
+def run_hash(cfg: PipelineConfig) -> str:
+    """What makes two runs the same run (the folder and device do not)."""
+    resolved = dataclasses.asdict(cfg)
+    return stable_hash({k: v for k, v in resolved.items() if k not in ("out", "device")})
+
+
+def method_label(m: str, cfg: PipelineConfig, n_modalities: int | None = None) -> str:
+    """A method's name with the settings that decide what it is, for every table and plot."""
+    tk = cfg.tokenizer
+    if m == "psrq":
+        return f"psrq(alpha={tk.alpha:g})"
+    if m.startswith("mmq"):
+        layout = "1 shared + 1 specific/modality"
+        if n_modalities == 1:
+            layout = f"1 shared x{max(1, tk.levels - 1)} levels + 1 specific"
+        return f"{m}({layout})"
+    return m

@@ -1,0 +1,247 @@
+"""The stages of a run. Each stage has a folder under ``RUN/stages/`` and a key: the hash of
+its config (which holds the protocol) and its inputs' keys, so a re-run skips every stage whose
+key is unchanged. Seed-free stages (features, the popularity and content-kNN baselines) run
+once; every other stage runs once per model seed under ``stages/seed<S>/``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmsid.io import stable_hash, write_json
+from mmsid.pipeline.config import PipelineConfig
+from mmsid.protocol import ProtocolConfig
+from mmsid.retrieval.tiger import TIGERConfig
+
+
+@dataclass
+class Stage:
+    name: str  # also its folder under RUN/stages/
+    config: dict  # what the stage depends on (hashed with its inputs' keys)
+    run: Any  # callable(folder: Path) -> None
+    inputs: tuple[str, ...] = ()
+    task: str | None = None  # "retrieval" | "ranking" for result rows
+    row: str | None = None  # the row label in the report (seeds of one row are pooled)
+    seed: int | None = None
+
+    def key(self, keys: dict[str, str]) -> str:
+        """Hash of the stage's config and its inputs' keys; the device is left out (a stage
+        finished on one device is reused on another)."""
+        config = {k: v for k, v in self.config.items() if k != "device"}
+        return stable_hash({"config": config, "inputs": [keys[i] for i in self.inputs]})
+
+
+def stage_keys(stages: list[Stage]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for st in stages:
+        keys[st.name] = st.key(keys)
+    return keys
+
+
+def modalities(cfg: PipelineConfig) -> list[str]:
+    from mmsid.tokenize import DEFAULT_MODALITIES
+
+    if cfg.tokenizer.modalities:
+        return list(cfg.tokenizer.modalities)
+    if cfg.dataset in DEFAULT_MODALITIES:
+        return DEFAULT_MODALITIES[cfg.dataset]
+    from mmsid.data import load_dataset
+
+    return list(load_dataset(cfg.dataset, cfg.data_dir).modalities)
+
+
+def plan(cfg: PipelineConfig) -> list[Stage]:
+    """Inputs before consumers, cheapest first: features, the seed-free baselines, then for
+    every seed the tokenizers and ranking (minutes), then SASRec, then TIGER on each SID type
+    (hours at the full budget on a CPU), so an interrupted long run already has most of its
+    report."""
+    from mmsid.pipeline.config import method_label
+    from mmsid.ranking.run import RankConfig, run_rank
+    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    proto = dataclasses.asdict(cfg.protocol)
+    base = {"dataset": cfg.dataset, "device": cfg.device, "data_dir": cfg.data_dir}
+    tk, rt, rk = cfg.tokenizer, cfg.retrieval, cfg.ranking
+    names = modalities(cfg)
+    chosen = {"modalities": list(tk.modalities)} if tk.modalities else {}
+    label = {m: method_label(m, cfg, len(names)) for m in cfg.methods}
+    stages: list[Stage] = []
+
+    def features(folder: Path) -> None:
+        from mmsid.data import load_dataset
+        from mmsid.features import build_features
+
+        ds = load_dataset(cfg.dataset, cfg.data_dir)
+        f = build_features(ds, modalities=names, progress=False)
+        write_json(
+            folder / "metrics.json",
+            {
+                "modalities": {n: list(f.embeddings[n].shape) for n in names},
+                "coverage": {n: float(f.masks[n].mean()) for n in names},
+                "encoders": f.encoders,
+                "cached": f.cached,
+            },
+        )
+
+    stages.append(Stage("features", {"dataset": cfg.dataset, "modalities": names}, features))
+
+    def rank_stage(name, task_row, model, sids, inputs, seed) -> Stage:
+        kc = dict(
+            base,
+            model=model,
+            sids=sids,
+            epochs=rk.epochs,
+            patience=rk.patience,
+            neg_ratio=rk.neg_ratio,
+            negatives=rk.negatives,
+            label=rk.label,
+            seed=seed,
+            protocol=proto,
+        )
+
+        def go(folder: Path, kc=kc) -> None:
+            kw = dict(kc, protocol=ProtocolConfig(**kc["protocol"]))
+            run_rank(RankConfig(out=str(folder), **kw), progress=False)
+
+        return Stage(name, kc, go, inputs, "ranking", task_row, seed)
+
+    def retrieve_stage(name, task_row, model, sids, inputs, seed, epochs) -> Stage:
+        rc = dict(
+            base,
+            model=model,
+            epochs=epochs,
+            epoch_samples=rt.epoch_samples,
+            patience=rt.patience,
+            valid_sample=rt.valid_sample,
+            lr=rt.lr,
+            batch_size=rt.batch_size,
+            beam=rt.beam,
+            max_minutes=rt.max_minutes,
+            seed=seed,
+            protocol=proto,
+            **({"sids": sids, "tiger": dataclasses.asdict(rt.tiger)} if sids else {}),
+            **({"modalities": names, "center": tk.center} if model == "content-knn" else {}),
+        )
+
+        def go(folder: Path, rc=rc) -> None:
+            kw = dict(rc, protocol=ProtocolConfig(**rc["protocol"]))
+            if "tiger" in kw:
+                kw["tiger"] = TIGERConfig(**kw["tiger"])
+            run_retrieve(RetrieveConfig(out=str(folder), **kw), progress=False)
+
+        return Stage(name, rc, go, inputs, "retrieval", task_row, seed)
+
+    # seed-free baselines: deterministic given the protocol
+    if "ranking" in cfg.tasks and rk.popularity:
+        stages.append(rank_stage("ranking-popularity", "popularity", "popularity", {}, (), 0))
+    if "retrieval" in cfg.tasks and rt.popularity:
+        stages.append(
+            retrieve_stage("retrieval-popularity", "popularity", "popularity", None, (), 0, 0)
+        )
+    if "retrieval" in cfg.tasks and rt.content_knn:
+        stages.append(
+            retrieve_stage(
+                "retrieval-content-knn", "content-knn", "content-knn", None, ("features",), 0, 0
+            )
+        )
+
+    runs = Path(cfg.out) / "stages"
+    later: list[Stage] = []  # TIGER stages of every seed go last
+    for seed in cfg.seeds:
+        pre = f"seed{seed}/"
+        tok_stage: dict[str, str] = {}
+        sid_path: dict[str, Path] = {}
+        for m in cfg.methods:
+            if m == "mmq" and "mmq+ft" in cfg.methods:
+                continue  # the mmq+ft run writes the stage-1 IDs too
+            tcfg = dict(
+                base,
+                method="mmq" if m.startswith("mmq") else m,
+                levels=tk.levels,
+                codebook_size=tk.codebook_size,
+                epochs=tk.epochs,
+                alpha=tk.alpha,
+                collision_cap=tk.collision_cap,
+                per_modality=(m == "psrq"),
+                finetune="behavior" if m == "mmq+ft" else None,
+                finetune_epochs=tk.finetune_epochs,
+                lambda_orth=tk.lambda_orth,
+                center=tk.center,
+                seed=seed,
+                protocol=proto,
+                **chosen,
+            )
+
+            def run_tok(folder: Path, tcfg=tcfg) -> None:
+                kw = dict(tcfg, protocol=ProtocolConfig(**tcfg["protocol"]))
+                run_tokenize(TokenizeConfig(out=str(folder), **kw), progress=False)
+
+            name = f"{pre}tokenize-{m}"
+            stages.append(Stage(name, tcfg, run_tok, ("features",), None, label[m], seed))
+            tok_stage[m] = name
+        if "mmq" in cfg.methods and "mmq+ft" in cfg.methods:
+            tok_stage["mmq"] = tok_stage["mmq+ft"]
+        for m in cfg.methods:
+            shared = m == "mmq" and "mmq+ft" in cfg.methods
+            sid_path[m] = (
+                runs / tok_stage[m] / ("sids_stage1.parquet" if shared else "sids.parquet")
+            )
+
+        if "ranking" in cfg.tasks:
+            if rk.din:
+                stages.append(
+                    rank_stage(f"{pre}ranking-din", "din (item ids)", "din", {}, (), seed)
+                )
+            for m in cfg.methods:
+                stages.append(
+                    rank_stage(
+                        f"{pre}ranking-din-sid-{m}",
+                        f"din + {label[m]} SID",
+                        "din-sid",
+                        {"joint": str(sid_path[m])},
+                        (tok_stage[m],),
+                        seed,
+                    )
+                )
+            if rk.mcca and "psrq" in cfg.methods:
+                sets = {"psrq": str(runs / tok_stage["psrq"] / "sid_sets.parquet")}
+                stages.append(
+                    rank_stage(
+                        f"{pre}ranking-mcca-psrq",
+                        f"mcca + {label['psrq']} sets",
+                        "mcca",
+                        sets,
+                        (tok_stage["psrq"],),
+                        seed,
+                    )
+                )
+        if "retrieval" in cfg.tasks:
+            if rt.sasrec:
+                stages.append(
+                    retrieve_stage(
+                        f"{pre}retrieval-sasrec",
+                        "sasrec (item ids)",
+                        "sasrec",
+                        None,
+                        (),
+                        seed,
+                        rt.sasrec_epochs,
+                    )
+                )
+            if rt.generative:
+                for m in cfg.methods:
+                    later.append(
+                        retrieve_stage(
+                            f"{pre}retrieval-tiger-{m}",
+                            f"tiger + {label[m]}",
+                            "tiger",
+                            str(sid_path[m]),
+                            (tok_stage[m],),
+                            seed,
+                            rt.epochs,
+                        )
+                    )
+    return stages + later

@@ -1,0 +1,429 @@
+"""Results of a run folder: seeds pooled into mean ± 95% CI per cell, paired comparisons on the
+same test users (mmsid.eval.stats), ``results.json``, ``report.md`` and the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsid.eval.stats import mean_ci, paired_auc, paired_users, per_user
+from mmsid.pipeline.config import PipelineConfig
+from mmsid.pipeline.plan import Stage
+
+SLICES = ("all", "head", "long_tail", "cold", "rare<30")
+TASK = {
+    # task: (main metric, other metrics, the item-id reference row)
+    "retrieval": ("recall@10", ("ndcg@10", "recall@20", "ndcg@20"), "sasrec (item ids)"),
+    "ranking": ("auc", ("gauc", "logloss"), "din (item ids)"),
+}
+DONE = ("ran", "cached", "done")
+SLICE_DEFINITIONS = (
+    "`head`: target is among the top 20% of warm items by training popularity; `long_tail`: "
+    "another warm item; `cold`: a cold item (held out of every training input, its SID from "
+    "`transform`); `rare<30`: fewer than 30 training interactions, cold included (the PSRQ "
+    'paper\'s "Cold AUC"). `n` = test users (retrieval) or test samples (ranking).'
+)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def collect(
+    cfg: PipelineConfig, out: Path, stages: list[Stage], records: list[dict], *, paired: bool
+) -> dict:
+    st = out / "stages"
+    done = {r["stage"] for r in records if r["status"] in DONE}
+    res: dict[str, Any] = {
+        "dataset": cfg.dataset,
+        "seeds": list(cfg.seeds),
+        "budget": cfg.budget,
+        "methods": cfg.methods,
+        "tasks": cfg.tasks,
+        "stages": records,
+        "protocol": None,
+        "codebook": {},
+        "retrieval": {},
+        "ranking": {},
+        "comparisons": {},
+    }
+    by_row: dict[tuple[str, str], list[Stage]] = {}
+    codebooks: dict[str, list[dict]] = {}
+    for s in stages:
+        if s.name not in done:
+            continue
+        if s.task:
+            by_row.setdefault((s.task, s.row), []).append(s)
+        elif s.name.split("/")[-1].startswith("tokenize-"):
+            codebooks.setdefault(s.row, []).append(_load(st / s.name / "metrics.json"))
+    for (task, row), group in by_row.items():
+        metrics = [_load(st / s.name / "metrics.json") for s in group]
+        res["protocol"] = res["protocol"] or metrics[0].get("protocol")
+        main, others, _ = TASK[task]
+        cells = {}
+        for sl in SLICES:
+            per_seed = [(m.get("test") or {}).get(sl) or {} for m in metrics]
+            cells[sl] = {k: mean_ci([p.get(k) for p in per_seed]) for k in (main, *others)}
+            cells[sl]["n"] = per_seed[0].get("n")
+        res[task][row] = {
+            "stages": [s.name for s in group],
+            "seeds": [s.seed for s in group] if group[0].seed is not None else [],
+            "deterministic": group[0].name.split("/")[0] == group[0].name,
+            "test": cells,
+            "valid": {
+                main: mean_ci([(m.get("valid") or {}).get("all", {}).get(main) for m in metrics])
+            },
+            "seconds": float(
+                np.mean([m.get("train_seconds", m.get("seconds", 0.0)) for m in metrics])
+            ),
+            "epochs": [m.get("epochs_run") for m in metrics],
+        }
+    for row, ms in codebooks.items():
+        res["codebook"][row] = _codebook(ms)
+    if paired:
+        for task in ("retrieval", "ranking"):
+            if res[task]:
+                res["comparisons"][task] = compare(task, res[task], st)
+    return res
+
+
+def _codebook(ms: list[dict]) -> dict:
+    def avg(key):
+        vals = [m.get(key) for m in ms if m.get(key) is not None]
+        return None if not vals else np.mean(np.asarray(vals, dtype=float), axis=0).tolist()
+
+    coh = [((m.get("coherence") or {}).get("prefix")) for m in ms]
+    coh = [[np.nan if v is None else v for v in c] for c in coh if c]
+    return {
+        "utilization": avg("utilization"),
+        "collision_rate": avg("collision_rate"),
+        "unique_after_collision_level": avg("unique_after_collision_level"),
+        "items": ms[0].get("items"),
+        "coherence_by_level": np.nanmean(coh, axis=0).tolist() if coh else None,
+        "coherence_random": avg_random(ms),
+        "fit_seconds": float(np.mean([(m.get("seconds") or {}).get("fit", 0) for m in ms])),
+        "sid_changed_share": avg_nested(ms, "stage2", "sid_changed_share"),
+        "seeds": len(ms),
+    }
+
+
+def avg_random(ms):
+    v = [(m.get("coherence") or {}).get("random") for m in ms]
+    v = [x for x in v if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def avg_nested(ms, a, b):
+    v = [(m.get(a) or {}).get(b) for m in ms]
+    v = [x for x in v if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def _arrays(task: str, folders: list[Path]) -> dict:
+    """Per-seed arrays of one row: retrieval ranks, ranking scores (test split)."""
+    name = "ranks.npz" if task == "retrieval" else "scores.npz"
+    blobs = [np.load(f / name, allow_pickle=False) for f in folders]
+    b0 = blobs[0]
+    out = {
+        "masks": dict(zip(b0["slice_names"].tolist(), b0["test_masks"])),
+        "user": b0["test_user"],
+    }
+    if task == "retrieval":
+        out["rank"] = np.stack([b["test_rank"] for b in blobs])
+    else:
+        out["label"] = b0["test_label"]
+        out["score"] = np.stack([b["test_score"] for b in blobs])
+    return out
+
+
+def compare(task: str, rows: dict, st: Path) -> dict:
+    """Paired comparisons: every row against the item-id reference on each slice, and the best
+    row (mean on all test users) against every other row on all users."""
+    main, _, ref = TASK[task]
+    arrays = {r: _arrays(task, [st / s for s in v["stages"]]) for r, v in rows.items()}
+    users = {r: a["user"] for r, a in arrays.items()}
+    first = next(iter(users.values()))
+    if any(len(u) != len(first) or (u != first).any() for u in users.values()):
+        return {"error": "rows were tested on different users (different protocols)"}
+
+    def test(a: str, b: str, sl: str) -> dict:
+        A, B = arrays[a], arrays[b]
+        m = np.ones(len(first), bool) if sl == "all" else A["masks"][sl]
+        if not m.any():
+            return {"diff": None, "lo": None, "hi": None, "win": None, "a": a, "b": b}
+        if task == "retrieval":
+            return paired_users(
+                per_user(A["rank"][:, m], main), per_user(B["rank"][:, m], main), names=(a, b)
+            )
+        return paired_auc(
+            A["user"][m], A["label"][m], A["score"][:, m], B["score"][:, m], names=(a, b)
+        )
+
+    out: dict[str, Any] = {"metric": main, "reference": ref if ref in rows else None}
+    if ref in rows:
+        out["vs_reference"] = {r: {sl: test(r, ref, sl) for sl in SLICES} for r in rows if r != ref}
+    best = max(rows, key=lambda r: rows[r]["test"]["all"][main]["mean"] or -np.inf)
+    out["best"] = best
+    out["best_vs"] = {r: test(best, r, "all") for r in rows if r != best}
+    return out
+
+
+# ---- report.md ----------------------------------------------------------------------------
+
+
+def fmt(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
+
+
+def cell(c: dict) -> str:
+    if not c or c.get("mean") is None:
+        return "–"
+    return fmt(c["mean"]) + (f" ± {c['ci']:.4f}" if c.get("ci") is not None else "")
+
+
+def diff_cell(d: dict) -> str:
+    if not d or d.get("diff") is None:
+        return "–"
+    mark = " **win**" if d["win"] == d["a"] else " **loss**" if d["win"] == d["b"] else ""
+    return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{mark}"
+
+
+def progress_note(stage: dict) -> str:
+    """'epoch 7/30, best valid recall@10 0.0577' for a started training stage, else ''."""
+    p = stage.get("progress")
+    return (
+        f"epoch {p['epoch']}/{p['epochs']}, best valid {p['select']} {fmt(p['best'])}" if p else ""
+    )
+
+
+def summary_line(task: str, res: dict) -> str:
+    comp = res["comparisons"].get(task)
+    if not comp or "best" not in comp:
+        return "Paired comparisons are computed when every stage is done."
+    main = comp["metric"]
+    best = comp["best"]
+    c = res[task][best]["test"]["all"][main]
+    wins = [r for r, d in comp["best_vs"].items() if d["win"] == best]
+    ties = [r for r, d in comp["best_vs"].items() if d["win"] is None]
+    return (
+        f"**Best on all test users: {best}**, {main} {cell(c)}. It beats, with the paired "
+        f"interval excluding 0: {', '.join(wins) or 'nothing'}; within noise of: "
+        f"{', '.join(ties) or 'nothing'}."
+    )
+
+
+def report(res: dict) -> str:
+    seeds = res["seeds"]
+    p = res.get("protocol") or {}
+    lines = [
+        f"# mmsid run: {res['dataset']} ({res['budget']} budget, seeds {seeds})",
+        "",
+        f"Command: `{res['command']}`  ",
+        f"Commit: `{res.get('commit')}`; config hash `{res['config_hash']}`.",
+        "",
+    ]
+    if res["budget"] == "quick":
+        lines += [
+            "**Quick budget: a smoke test.** Every trained model gets 3 passes over the "
+            "training data; nothing below ranks methods. Use `--budget full --seeds 0,1,2`.",
+            "",
+        ]
+    if not res.get("complete", True):
+        n_done = sum(r["status"] in DONE for r in res["stages"])
+        lines += [
+            f"**In progress: {n_done} of {len(res['stages'])} stages done.** Re-running the "
+            "command continues the rest (Stages).",
+            "",
+        ]
+    if p:
+        lines += [
+            "## Protocol",
+            "",
+            f"Leave-one-out by time (test = each user's last item, validation = the one before; "
+            f"ranking uses the same positives), {p['cold_items']} of {p['items']} items cold "
+            f"(seed {p['config']['seed']}), {p['test_users']} test users; test slices: "
+            + ", ".join(f"{k} {v}" for k, v in p["test_slices"].items())
+            + ".",
+            "",
+        ]
+        if p.get("order_free"):
+            lines += [
+                f'**{res["dataset"]} has no time order**: its "next item" is an arbitrary '
+                "held-out item of the user; read the next-item tables as held-out-item "
+                "prediction.",
+                "",
+            ]
+        lines += [SLICE_DEFINITIONS, ""]
+    for task, title in (("retrieval", "Retrieval (test)"), ("ranking", "Ranking (CTR, test)")):
+        if not res[task]:
+            continue
+        main, others, ref = TASK[task]
+        lines += [f"## {title}", "", summary_line(task, res), ""]
+        first = next(iter(res[task].values()))["test"]
+        head = [f"{sl} (n={first[sl].get('n')})" for sl in SLICES]
+        lines += [
+            f"{main}, mean ± 95% CI over seeds, by slice:",
+            "",
+            "| model | seeds | " + " | ".join(head) + " | " + " | ".join(others[:2]) + " (all) |",
+            "|---|---|" + "---|" * (len(SLICES) + 2),
+        ]
+        for name, r in res[task].items():
+            t = r["test"]
+            n = "det." if r["deterministic"] else str(len(r["seeds"]))
+            lines.append(
+                f"| {name} | {n} | "
+                + " | ".join(cell(t[sl][main]) for sl in SLICES)
+                + " | "
+                + " | ".join(cell(t["all"][o]) for o in others[:2])
+                + " |"
+            )
+        comp = res["comparisons"].get(task) or {}
+        if comp.get("vs_reference"):
+            lines += [
+                "",
+                f"{main} minus {ref}'s, paired bootstrap over the same test users "
+                "(95% interval; **win**/**loss** only where it excludes 0):",
+                "",
+                "| model | " + " | ".join(SLICES) + " |",
+                "|---|" + "---|" * len(SLICES),
+            ]
+            for name, d in comp["vs_reference"].items():
+                lines.append(f"| {name} | " + " | ".join(diff_cell(d[sl]) for sl in SLICES) + " |")
+        lines.append("")
+    lines += _codebook_lines(res) + _stage_lines(res)
+    lines += [
+        "Statistics: a cell is the mean over model seeds ± the half-width of a 95% t interval "
+        "(det. = deterministic baseline, no seed spread). A difference is a paired bootstrap "
+        "over test users (2,000 replicates retrieval, 1,000 ranking) of the seed-averaged "
+        "metrics; it counts as a win only where its 95% interval excludes 0. "
+        "Evaluation runs in fp32.",
+        "",
+        "Plots: `retrieval_vs_item_ids.png`, `ranking_vs_item_ids.png` (what SIDs buy over item "
+        "ids, per slice), `retrieval_recall10.png`, `ranking_auc.png`, `coherence_by_level.png`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _codebook_lines(res: dict) -> list[str]:
+    if not res["codebook"]:
+        return []
+    lines = [
+        "## Codebooks (mean over seeds)",
+        "",
+        "| method | utilization by level | collision rate | unique SIDs | coherence by level "
+        "(random pairs) | SIDs changed by fine-tuning | fit s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, c in res["codebook"].items():
+        util = ", ".join(f"{u:.2f}" for u in c.get("utilization") or [])
+        coh = ", ".join("–" if u != u else f"{u:.3f}" for u in c.get("coherence_by_level") or [])
+        lines.append(
+            f"| {m} | {util} | {fmt(c.get('collision_rate'))} | "
+            f"{_int(c.get('unique_after_collision_level'))} / {c.get('items')} | {coh} "
+            f"({fmt(c.get('coherence_random'))}) | {fmt(c.get('sid_changed_share'))} | "
+            f"{c.get('fit_seconds') or 0:.0f} |"
+        )
+    return lines + [""]
+
+
+def _int(v) -> str:
+    return "–" if v is None else f"{v:,.0f}"
+
+
+def _stage_lines(res: dict) -> list[str]:
+    lines = ["## Stages", "", "| stage | status | seconds | progress |", "|---|---|---|---|"]
+    for r in res["stages"]:
+        lines.append(f"| {r['stage']} | {r['status']} | {r['seconds']:.1f} | {progress_note(r)} |")
+    return lines + [""]
+
+
+# ---- plots --------------------------------------------------------------------------------
+
+
+def plots(out: Path, res: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmsid.io import save_png
+
+    for task, fname in (("retrieval", "retrieval_recall10.png"), ("ranking", "ranking_auc.png")):
+        if not res[task]:
+            continue
+        main = TASK[task][0]
+        names = list(res[task])
+        c = [res[task][n]["test"]["all"][main] for n in names]
+        mean = np.array([np.nan if x["mean"] is None else x["mean"] for x in c])
+        err = np.array([x["ci"] or 0.0 for x in c])
+        fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
+        ax.errorbar(mean, np.arange(len(names)), xerr=err, fmt="o", capsize=3)
+        ax.set_yticks(np.arange(len(names)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"test {main}, all users (mean ± 95% CI over seeds)")
+        ax.set_title(f"{res['dataset']}: {task}", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        save_png(fig, out / fname)
+        comp = (res["comparisons"].get(task) or {}).get("vs_reference")
+        if comp:
+            _diff_plot(out / f"{task}_vs_item_ids.png", res, task, comp)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    rand = None
+    for m, c in res["codebook"].items():
+        if c.get("coherence_by_level"):
+            ax.plot(
+                range(1, len(c["coherence_by_level"]) + 1),
+                c["coherence_by_level"],
+                marker="o",
+                label=m,
+            )
+            rand = c.get("coherence_random") if rand is None else rand
+    if rand is not None:
+        ax.axhline(rand, color="grey", ls="--", label="random pairs")
+    ax.set_xlabel("SID prefix length")
+    ax.set_ylabel("coherence (mean cos)")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    save_png(fig, out / "coherence_by_level.png")
+
+
+def _diff_plot(path: Path, res: dict, task: str, comp: dict) -> None:
+    """One question: what does each model buy over the item-id model, per slice?"""
+    import matplotlib.pyplot as plt
+
+    from mmsid.io import save_png
+
+    main, _, ref = TASK[task]
+    names = list(comp)
+    fig, axes = plt.subplots(
+        1, len(SLICES), figsize=(3 * len(SLICES), 0.4 * len(names) + 1.4), sharey=True
+    )
+    for ax, sl in zip(axes, SLICES):
+        for i, n in enumerate(names):
+            d = comp[n][sl]
+            if d.get("diff") is None:
+                continue
+            color = "tab:green" if d["win"] == n else "tab:red" if d["win"] == ref else "grey"
+            ax.errorbar(
+                d["diff"],
+                i,
+                xerr=[[d["diff"] - d["lo"]], [d["hi"] - d["diff"]]],
+                fmt="o",
+                color=color,
+                capsize=3,
+            )
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(f"{sl}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_yticks(np.arange(len(names)), names, fontsize=7)
+    axes[0].invert_yaxis()
+    fig.suptitle(
+        f"{res['dataset']}: {main} minus {ref} (paired 95% interval; green = win)", fontsize=9
+    )
+    fig.tight_layout()
+    save_png(fig, path)

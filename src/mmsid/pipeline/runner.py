@@ -1,0 +1,197 @@
+"""Running a plan: the folder guard, cached and resumed stages, a report after every stage.
+
+Each stage leaves a record (``stage.json``: its key, status, seconds). A stage whose record is
+``done`` under the current key is skipped; one interrupted mid-way resumes from its own
+checkpoint (tokenizers, retrieval and ranking all checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from mmsid.config import load_yaml, merge
+from mmsid.errors import ConfigError
+from mmsid.io import write_json, write_text
+from mmsid.pipeline.config import PipelineConfig, run_hash
+from mmsid.pipeline.plan import Stage, plan, stage_keys
+
+DONE = ("ran", "cached", "done")  # stage statuses whose outputs are final
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run(
+    cfg: PipelineConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Run (or continue) the pipeline; returns the results object also written to
+    ``results.json``. A folder holding a run with a different config is refused unless
+    ``resume`` (keep what matches) or ``overwrite`` (start clean). ``results.json`` and
+    ``report.md`` are rewritten after every stage that runs, so a long run can be read while
+    it goes (``mmsid report RUN`` refreshes them from another shell)."""
+    import yaml
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.out)
+    h = run_hash(cfg)
+    command = command or "mmsid.run(config)"
+    marker = out / "run.json"
+    if marker.exists():
+        prev = json.loads(marker.read_text()).get("config_hash")
+        if prev != h and overwrite:
+            shutil.rmtree(out)
+        elif prev != h and not resume:
+            raise ConfigError(
+                f"{out} holds another run (config {prev}, this one {h}); pass --resume "
+                "to reuse its matching stages, --overwrite to start clean, or pick another --out"
+            )
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"{out} exists and is not an mmsid run folder; choose another --out or pass --overwrite"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    write_json(marker, {"config_hash": h, "command": command, "commit": git_commit()})
+    stages = plan(cfg)
+    keys = stage_keys(stages)
+    records: dict[str, dict] = {}  # this invocation's finished stages
+    t0 = time.perf_counter()
+    bar = tqdm(stages, desc="mmsid run", unit="stage", disable=not progress)
+    for st in bar:
+        bar.set_postfix_str(st.name)
+        key = keys[st.name]
+        folder = out / "stages" / st.name
+        rec_path = folder / "stage.json"
+        rec = _load(rec_path)
+        if rec.get("status") == "done" and rec.get("key") == key:
+            records[st.name] = {
+                "stage": st.name,
+                "key": key,
+                "status": "cached",
+                "seconds": rec.get("seconds", 0.0),
+            }
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(rec_path, {"key": key, "status": "running"})
+        t = time.perf_counter()
+        st.run(folder)
+        sec = time.perf_counter() - t
+        write_json(rec_path, {"key": key, "status": "done", "seconds": sec})
+        records[st.name] = {"stage": st.name, "key": key, "status": "ran", "seconds": sec}
+        if len(records) < len(stages):  # the report so far (the last one is written below)
+            snapshot(cfg, out, stages, records, command, time.perf_counter() - t0, final=False)
+    return snapshot(cfg, out, stages, records, command, time.perf_counter() - t0, final=True)
+
+
+def snapshot(
+    cfg: PipelineConfig,
+    out: Path,
+    stages: list[Stage],
+    records: dict[str, dict],
+    command: str,
+    seconds: float | None,
+    *,
+    final: bool = True,
+) -> dict:
+    """Collect what the run folder holds now and write ``results.json``, ``report.md`` and
+    (``final``) the plots. Stages this invocation did not reach are read from their records on
+    disk: ``done``, ``started`` (running elsewhere, or interrupted: re-running continues it) or
+    ``pending``; a started training stage shows its last epoch from
+    ``checkpoints/progress.json``. Paired comparisons are computed once every stage is done."""
+    from mmsid.pipeline.report import collect, plots, report
+
+    keys = stage_keys(stages)
+    rows = []
+    for st in stages:
+        if st.name in records:
+            rows.append(records[st.name])
+            continue
+        folder = out / "stages" / st.name
+        rec = _load(folder / "stage.json")
+        row = {"stage": st.name, "key": keys[st.name], "status": "pending", "seconds": 0.0}
+        if rec.get("key") == keys[st.name]:
+            row["status"] = "done" if rec.get("status") == "done" else "started"
+            row["seconds"] = rec.get("seconds", 0.0)
+        prog = _load(folder / "checkpoints" / "progress.json")
+        if row["status"] == "started" and prog:
+            row["progress"] = {k: prog.get(k) for k in ("epoch", "epochs", "select", "best")}
+        rows.append(row)
+    complete = all(r["status"] in DONE for r in rows)
+    results = collect(cfg, out, stages, rows, paired=complete)
+    marker = _load(out / "run.json")
+    results.update(
+        seconds=seconds,
+        config_hash=run_hash(cfg),
+        command=command,
+        commit=marker.get("commit"),
+        complete=complete,
+    )
+    write_json(out / "results.json", results)
+    if final:
+        plots(out, results)
+    write_text(out / "report.md", report(results))
+    return results
+
+
+def refresh(run_dir: str | Path) -> dict:
+    """Rewrite a run folder's ``results.json``, ``report.md`` and plots from what its stages
+    have written so far, running nothing (safe while the run goes on in another process)."""
+    run_dir = Path(run_dir)
+    cfg_path, marker = run_dir / "config.yaml", run_dir / "run.json"
+    if not (cfg_path.exists() and marker.exists()):
+        raise ConfigError(
+            f"{run_dir} is not an mmsid run folder (no config.yaml / run.json); "
+            "give the --out folder of an `mmsid run`"
+        )
+    resolved = load_yaml(cfg_path)
+    cfg = merge(
+        PipelineConfig(dataset=resolved.pop("dataset"), out=str(run_dir)),
+        {k: v for k, v in resolved.items() if k != "out"},
+        str(cfg_path),
+    )
+    info = json.loads(marker.read_text())
+    if info.get("config_hash") != run_hash(cfg):
+        raise ConfigError(
+            f"{cfg_path} does not match {marker} (config {info.get('config_hash')}, the file "
+            f"gives {run_hash(cfg)}). Likely causes: config.yaml was edited by hand, or the run "
+            "was made by another mmsid version whose settings differ. Fix: restore config.yaml, "
+            "or re-run `mmsid run` with the same options and --resume"
+        )
+    stages = plan(cfg)
+    return snapshot(cfg, run_dir, stages, {}, info.get("command", "not recorded"), None)
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, '+dirty' when it has uncommitted changes; None outside git."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def command_line() -> str:
+    return "mmsid " + " ".join(sys.argv[1:])
