@@ -353,7 +353,9 @@ def test_sasrec_training_never_touches_untrainable_items():
     mask[[3, 7, 11]] = False
     seq = torch.tensor([[0, 1, 2, 4, 5, -1], [8, 9, 10, 12, -1, -1]])
     for loss in ("ce", "bce"):
-        m = SASRec(n, SASRecConfig(d_model=16, dropout=0.0, max_history=5, loss=loss), trainable=mask)
+        m = SASRec(
+            n, SASRecConfig(d_model=16, dropout=0.0, max_history=5, loss=loss), trainable=mask
+        )
         m.loss({"seq": seq}).backward()
         g = m.item.weight.grad
         assert g[[3, 7, 11]].abs().max() == 0 and g[[0, 1, 2]].abs().max() > 0

@@ -109,7 +109,8 @@ def snapshot(
     disk: ``done``, ``started`` (running elsewhere, or interrupted: re-running continues it) or
     ``pending``; a started training stage shows its last epoch from
     ``checkpoints/progress.json``. Paired comparisons are computed once every stage is done."""
-    from mmsid.pipeline.report import collect, plots, report
+    from mmsid.pipeline.plots import plots
+    from mmsid.pipeline.report import collect, report
 
     keys = stage_keys(stages)
     rows = []
