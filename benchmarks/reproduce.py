@@ -30,8 +30,8 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "semantic_drift": ("python benchmarks/bench_drift.py", False, ("seconds",)),
     "tokenizers": ("python benchmarks/bench_tokenizers.py", False, ("meta", "encode", "train")),
     "smoke": (
-        "python benchmarks/bench_pipeline.py --config benchmarks/configs/smoke.yaml "
-        "--datasets lfm2k-mm",
+        "OMP_NUM_THREADS=1 python benchmarks/bench_pipeline.py "
+        "--config benchmarks/configs/smoke.yaml --datasets lfm2k-mm --device cpu",
         True,
         ("seconds", "commit", "command", "key", "status", "stages"),
     ),
