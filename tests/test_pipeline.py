@@ -244,3 +244,21 @@ def test_chosen_modalities_reach_the_tokenizers(real_data_dir, tmp_path):
     )
     with pytest.raises(DataError, match="no modality.*available"):
         run(bad, progress=False)
+
+
+def test_plan_runs_inputs_first_and_one_row_at_a_time_over_seeds():
+    """A run cut short holds complete rows (every seed) of the cheapest stages."""
+    from mmsid.pipeline import plan
+
+    cfg = resolve_config("ml100k-mm", "x", cli={"seeds": "0,1,2"})
+    names = [s.name for s in plan(cfg)]
+    for st in plan(cfg):
+        assert all(names.index(i) < names.index(st.name) for i in st.inputs), st.name
+    base = [n.split("/")[-1] for n in names]
+    for b in set(base):
+        at = [i for i, x in enumerate(base) if x == b]
+        assert at == list(range(at[0], at[0] + len(at))), b  # its seeds are contiguous
+    assert names.index("seed2/retrieval-sasrec") < names.index("seed0/ranking-din")
+    assert max(names.index(f"seed{s}/ranking-mcca-psrq") for s in range(3)) < min(
+        i for i, n in enumerate(names) if "retrieval-tiger" in n
+    )

@@ -53,10 +53,8 @@ def modalities(cfg: PipelineConfig) -> list[str]:
 
 
 def plan(cfg: PipelineConfig) -> list[Stage]:
-    """Inputs before consumers, cheapest first: features, the seed-free baselines, then for
-    every seed the tokenizers and ranking (minutes), then SASRec, then TIGER on each SID type
-    (hours at the full budget on a CPU), so an interrupted long run already has most of its
-    report."""
+    """Inputs before consumers, cheapest first (see ``_by_cost``), so an interrupted long run
+    already has most of its report."""
     from mmsid.pipeline.config import method_label
     from mmsid.ranking.run import RankConfig, run_rank
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
@@ -244,4 +242,28 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                             rt.epochs,
                         )
                     )
-    return stages + later
+    return _by_cost(stages + later)
+
+
+def _by_cost(stages: list[Stage]) -> list[Stage]:
+    """Cheapest kind of stage first, and within a kind one row at a time over every seed, so
+    that a run cut short holds complete rows (all seeds) rather than one seed of everything:
+    seed-free stages, tokenizers, SASRec, ranking rows, then TIGER rows (hours on a CPU).
+    Inputs still come before their consumers (tokenizers precede everything reading SIDs)."""
+
+    def phase(st: Stage) -> int:
+        base = st.name.split("/")[-1]
+        if "/" not in st.name:
+            return 0
+        if base.startswith("tokenize-"):
+            return 1
+        if base == "retrieval-sasrec":
+            return 2
+        return 3 if base.startswith("ranking-") else 4
+
+    first_seen: dict[tuple[int, str], int] = {}
+    for i, st in enumerate(stages):
+        first_seen.setdefault((phase(st), st.name.split("/")[-1]), i)
+    return sorted(
+        stages, key=lambda st: (phase(st), first_seen[(phase(st), st.name.split("/")[-1])])
+    )
