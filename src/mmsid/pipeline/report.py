@@ -202,7 +202,10 @@ def progress_note(stage: dict) -> str:
 def summary_line(task: str, res: dict) -> str:
     comp = res["comparisons"].get(task)
     if not comp or "best" not in comp:
-        return "Paired comparisons are computed when every stage is done."
+        return (
+            "Paired comparisons are computed at the end of the run (or by `mmsid report RUN` "
+            "over the stages finished so far)."
+        )
     main = comp["metric"]
     best = comp["best"]
     c = res[task][best]["test"]["all"][main]

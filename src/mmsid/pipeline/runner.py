@@ -103,12 +103,14 @@ def snapshot(
     seconds: float | None,
     *,
     final: bool = True,
+    paired: bool | None = None,
 ) -> dict:
     """Collect what the run folder holds now and write ``results.json``, ``report.md`` and
     (``final``) the plots. Stages this invocation did not reach are read from their records on
     disk: ``done``, ``started`` (running elsewhere, or interrupted: re-running continues it) or
     ``pending``; a started training stage shows its last epoch from
-    ``checkpoints/progress.json``. Paired comparisons are computed once every stage is done."""
+    ``checkpoints/progress.json``. Paired comparisons (``paired``) are computed once every
+    stage is done, or when asked (``mmsid report``: over the stages finished so far)."""
     from mmsid.pipeline.plots import plots
     from mmsid.pipeline.report import collect, report
 
@@ -129,7 +131,7 @@ def snapshot(
             row["progress"] = {k: prog.get(k) for k in ("epoch", "epochs", "select", "best")}
         rows.append(row)
     complete = all(r["status"] in DONE for r in rows)
-    results = collect(cfg, out, stages, rows, paired=complete)
+    results = collect(cfg, out, stages, rows, paired=complete if paired is None else paired)
     marker = _load(out / "run.json")
     results.update(
         seconds=seconds,
@@ -147,7 +149,8 @@ def snapshot(
 
 def refresh(run_dir: str | Path) -> dict:
     """Rewrite a run folder's ``results.json``, ``report.md`` and plots from what its stages
-    have written so far, running nothing (safe while the run goes on in another process)."""
+    have written so far, with paired comparisons over the finished stages, running nothing
+    (safe while the run goes on in another process)."""
     run_dir = Path(run_dir)
     cfg_path, marker = run_dir / "config.yaml", run_dir / "run.json"
     if not (cfg_path.exists() and marker.exists()):
@@ -170,7 +173,9 @@ def refresh(run_dir: str | Path) -> dict:
             "or re-run `mmsid run` with the same options and --resume"
         )
     stages = plan(cfg)
-    return snapshot(cfg, run_dir, stages, {}, info.get("command", "not recorded"), None)
+    return snapshot(
+        cfg, run_dir, stages, {}, info.get("command", "not recorded"), None, paired=True
+    )
 
 
 def git_commit() -> str | None:
