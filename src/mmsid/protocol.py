@@ -46,7 +46,6 @@ from mmsid.errors import ConfigError, MMSIDError
 # interaction roles
 TRAIN, VALID, TEST, HELD_OUT = 0, 1, 2, 3
 ROLE_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test", HELD_OUT: "held-out"}
-SLICE_NAMES = ("head", "long_tail", "cold", "rare<30")
 
 # data sets whose row order within a user is no time order (no "next" item in truth)
 ORDER_FREE = {"lfm2k-mm"}

@@ -73,12 +73,14 @@ def concat_features(
     items that have it (among ``fit_items`` when given: the mean is fitted, so cold items must
     not enter it), re-normalised (absent rows stay zero)."""
     blocks = []
+    in_fit = np.ones(feats.n_items, dtype=bool)
+    if fit_items is not None:
+        in_fit = np.zeros(feats.n_items, dtype=bool)
+        in_fit[fit_items] = True
     for n in names:
         e, m = feats.embeddings[n], feats.masks[n]
         if center and m.any():
-            fit = m.copy()
-            if fit_items is not None:
-                fit &= np.isin(np.arange(len(m)), fit_items)
+            fit = m & in_fit
             e = e.copy()
             e[m] = l2_normalize(e[m] - e[fit].mean(0, keepdims=True))
         blocks.append(e)

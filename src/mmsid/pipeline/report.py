@@ -91,35 +91,30 @@ def collect(
 
 
 def _codebook(ms: list[dict]) -> dict:
-    def avg(key):
-        vals = [m.get(key) for m in ms if m.get(key) is not None]
+    """Codebook metrics of one tokenizer row, averaged over its seeds' metrics.json."""
+
+    def mean(*path: str):
+        vals = []
+        for m in ms:
+            for key in path:
+                m = (m or {}).get(key)
+            if m is not None:
+                vals.append(m)
         return None if not vals else np.mean(np.asarray(vals, dtype=float), axis=0).tolist()
 
     coh = [((m.get("coherence") or {}).get("prefix")) for m in ms]
     coh = [[np.nan if v is None else v for v in c] for c in coh if c]
     return {
-        "utilization": avg("utilization"),
-        "collision_rate": avg("collision_rate"),
-        "unique_after_collision_level": avg("unique_after_collision_level"),
+        "utilization": mean("utilization"),
+        "collision_rate": mean("collision_rate"),
+        "unique_after_collision_level": mean("unique_after_collision_level"),
         "items": ms[0].get("items"),
         "coherence_by_level": np.nanmean(coh, axis=0).tolist() if coh else None,
-        "coherence_random": avg_random(ms),
-        "fit_seconds": float(np.mean([(m.get("seconds") or {}).get("fit", 0) for m in ms])),
-        "sid_changed_share": avg_nested(ms, "stage2", "sid_changed_share"),
+        "coherence_random": mean("coherence", "random"),
+        "fit_seconds": mean("seconds", "fit") or 0.0,
+        "sid_changed_share": mean("stage2", "sid_changed_share"),
         "seeds": len(ms),
     }
-
-
-def avg_random(ms):
-    v = [(m.get("coherence") or {}).get("random") for m in ms]
-    v = [x for x in v if x is not None]
-    return float(np.mean(v)) if v else None
-
-
-def avg_nested(ms, a, b):
-    v = [(m.get(a) or {}).get(b) for m in ms]
-    v = [x for x in v if x is not None]
-    return float(np.mean(v)) if v else None
 
 
 def _arrays(task: str, folders: list[Path]) -> dict:
