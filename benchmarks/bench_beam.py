@@ -25,7 +25,8 @@ from mmsid.device import bf16_autocast
 from mmsid.io import write_json, write_text
 from mmsid.protocol import build_protocol
 from mmsid.retrieval.data import build_retrieval
-from mmsid.retrieval.run import RetrieveConfig, item_sids, recommend_all
+from mmsid.retrieval.models import item_sids
+from mmsid.retrieval.run import RetrieveConfig, recommend_all
 from mmsid.retrieval.tiger import TIGER, TIGERConfig, recommend_reference
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -67,6 +67,10 @@ TINY = [
     "retrieval.tiger.d_ff=64",
     "retrieval.tiger.n_heads=2",
     "retrieval.tiger.d_head=16",
+    "retrieval.models=parallel-sid,tiger",
+    "retrieval.parallel.d_model=32",
+    "retrieval.parallel.d_ff=64",
+    "retrieval.parallel.n_layers=1",
 ]
 
 
@@ -95,6 +99,7 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     for model in (
         f"tiger + {mmq}",
         "tiger + mmq+ft(",
+        f"parallel-sid + {mmq}",
         "sasrec (item ids)",
         "din (item ids)",
         f"din + {mmq} SID",
@@ -260,5 +265,5 @@ def test_plan_runs_inputs_first_and_one_row_at_a_time_over_seeds():
         assert at == list(range(at[0], at[0] + len(at))), b  # its seeds are contiguous
     assert names.index("seed2/retrieval-sasrec") < names.index("seed0/ranking-din")
     assert max(names.index(f"seed{s}/ranking-mcca-psrq") for s in range(3)) < min(
-        i for i, n in enumerate(names) if "retrieval-tiger" in n
+        i for i, n in enumerate(names) if "retrieval-parallel-sid" in n
     )

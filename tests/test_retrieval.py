@@ -229,6 +229,7 @@ def _cfg(real_data_dir, tmp_path, **kw):
 
     base = dict(
         dataset="ml100k-mm",
+        model="tiger",
         out=str(tmp_path / "run"),
         data_dir=str(real_data_dir),
         epochs=1,

@@ -142,11 +142,11 @@ def features_cmd(
 @click.option("--dataset", required=True)
 @click.option(
     "--method",
-    type=click.Choice(["rq-kmeans", "rq-vae", "psrq", "mmq"]),
+    type=click.Choice(["rq-kmeans", "rq-vae", "psrq", "mmq", "opq", "pq"]),
     default="rq-kmeans",
     show_default=True,
 )
-@click.option("--levels", default=3, show_default=True)
+@click.option("--levels", default=3, show_default=True, help="Codes per item (opq/pq: m).")
 @click.option("--codebook-size", default=256, show_default=True)
 @click.option(
     "--modality",
@@ -348,13 +348,15 @@ def rank_cmd(
 
 @main.command("retrieve")
 @click.option("--dataset", required=True)
-@click.option("--sids", default=None, help="sids.parquet from `mmsid tokenize` (TIGER).")
+@click.option("--sids", default=None, help="sids.parquet from `mmsid tokenize` (SID models).")
 @click.option("--sid-set", default="joint", show_default=True, help="Set of a multi-set file.")
 @click.option(
-    "--baseline",
-    type=click.Choice(["sasrec", "popularity", "content-knn"]),
-    default=None,
-    help="A baseline instead of TIGER: SASRec (item ids), popularity, content-kNN.",
+    "--model",
+    type=click.Choice(["parallel-sid", "tiger", "sasrec", "popularity", "content-knn"]),
+    default="parallel-sid",
+    show_default=True,
+    help="SID retrievers (parallel-sid, tiger) or baselines (SASRec on item ids, popularity, "
+    "content-kNN).",
 )
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--batch-size", default=256, show_default=True)
@@ -365,7 +367,21 @@ def rank_cmd(
 @click.option(
     "--epoch-samples", default=0, show_default=True, help="Training samples per epoch; 0 = all."
 )
-@click.option("--beam", default=20, show_default=True)
+@click.option("--beam", default=20, show_default=True, help="TIGER's beam width.")
+@click.option(
+    "--schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="Learning rate schedule (cosine: after --warmup-steps).",
+)
+@click.option("--warmup-steps", default=0, show_default=True)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    help="Model setting, KEY.SUB=VALUE (e.g. parallel.d_model=256, sasrec.dropout=0.5).",
+)
 @click.option(
     "--amp",
     type=click.Choice(["auto", "on", "off"]),
@@ -382,7 +398,7 @@ def retrieve_cmd(
     dataset: str,
     sids: str | None,
     sid_set: str,
-    baseline: str | None,
+    model: str,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -391,6 +407,9 @@ def retrieve_cmd(
     valid_sample: int,
     epoch_samples: int,
     beam: int,
+    schedule: str,
+    warmup_steps: int,
+    sets: tuple[str, ...],
     amp: str,
     seed: int,
     cold_fraction: float,
@@ -399,13 +418,15 @@ def retrieve_cmd(
     data_dir: str | None,
     out: str,
 ) -> None:
-    """Generative retrieval: TIGER over a SID table (or --baseline sasrec); writes
-    metrics.json (validation and test, per slice), model.pt, curves.png."""
+    """Next-item retrieval over the whole catalogue: the parallel-SID model or TIGER over a
+    SID table, or a baseline; writes metrics.json (validation and test, per slice), ranks.npz,
+    model.pt, curves.png."""
+    from mmsid.config import dotted, merge
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
     cfg = RetrieveConfig(
         dataset=dataset,
-        model=baseline or "tiger",
+        model=model,
         out=out,
         sids=sids,
         sid_set=sid_set,
@@ -417,12 +438,15 @@ def retrieve_cmd(
         valid_sample=valid_sample,
         epoch_samples=epoch_samples,
         beam=beam,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
         amp=amp,
         seed=seed,
         device=device,
         data_dir=data_dir,
     )
     try:
+        cfg = merge(cfg, dotted(sets), "--set")
         cfg.protocol = _protocol(cold_fraction, protocol_seed)
         r = run_retrieve(cfg)
     except MMSIDError as e:

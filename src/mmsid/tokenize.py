@@ -190,6 +190,7 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     return metrics
 
 
+METHODS = ("rq-kmeans", "rq-vae", "psrq", "mmq", "opq", "pq")
 ABLATIONS = ("none", "no-orth", "shared-only", "specific-only")
 
 
@@ -245,8 +246,10 @@ def _fit_tokenizer(
         return tokenizer_for("mmq", **mmq_settings(cfg, dims)).fit(
             x, device=device, checkpoint=checkpoint, progress=progress
         )
+    if cfg.method in ("opq", "pq"):  # levels = m parallel codes
+        return tokenizer_for("opq", **common, rotate=cfg.method == "opq").fit(x)
     raise ConfigError(
-        f"unknown tokenizer method '{cfg.method}'; choose rq-kmeans, rq-vae, psrq or mmq"
+        f"unknown tokenizer method '{cfg.method}'; choose one of {', '.join(METHODS)}"
     )
 
 
@@ -269,13 +272,19 @@ def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> 
     from mmsid.io import save_png
 
     L = codes.shape[1]
-    fig, axes = plt.subplots(1, L, figsize=(4 * L, 3), squeeze=False)
-    for lvl in range(L):
-        counts = np.sort(np.bincount(codes[:, lvl], minlength=K))[::-1]
-        axes[0, lvl].bar(np.arange(K), counts, width=1.0)
-        axes[0, lvl].set_title(f"level {lvl}: {int((counts > 0).sum())}/{K} codes used")
-        axes[0, lvl].set_xlabel("code (sorted by use)")
-    axes[0, 0].set_ylabel("items")
+    if L > 6:  # long IDs (opq): one panel, the codes used at each position
+        fig, ax = plt.subplots(figsize=(min(12, 2 + 0.3 * L), 3))
+        ax.bar(np.arange(L), [len(np.unique(codes[:, lvl])) for lvl in range(L)])
+        ax.axhline(K, color="gray", lw=0.8)
+        ax.set(xlabel="code position", ylabel=f"codes used (of {K})")
+    else:
+        fig, axes = plt.subplots(1, L, figsize=(4 * L, 3), squeeze=False)
+        for lvl in range(L):
+            counts = np.sort(np.bincount(codes[:, lvl], minlength=K))[::-1]
+            axes[0, lvl].bar(np.arange(K), counts, width=1.0)
+            axes[0, lvl].set_title(f"level {lvl}: {int((counts > 0).sum())}/{K} codes used")
+            axes[0, lvl].set_xlabel("code (sorted by use)")
+        axes[0, 0].set_ylabel("items")
     fig.tight_layout()
     save_png(fig, out / "code_usage.png")
     if history:

@@ -33,7 +33,23 @@ class LoopConfig:
     max_minutes: float = 0.0  # stop at the first epoch end past this wall time; 0 = no limit
     grad_clip: float = 1.0  # 0 = off
     amp: str = "off"  # bf16 autocast: auto | on | off (see mmsid.device.bf16_autocast)
+    # learning rate: "constant", or "cosine": linear warm-up over ``warmup_steps``, then a
+    # cosine decay to 0 at the end of ``epochs`` (a run stopped early stops mid-decay; a run
+    # extended with more epochs re-spreads the decay from where it is)
+    schedule: str = "constant"
+    warmup_steps: int = 0
     seed: int = 0
+
+
+def lr_factor(cfg: LoopConfig, step: int, total: int) -> float:
+    """The learning-rate multiplier at optimiser step ``step`` of ``total``."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.schedule == "constant":
+        return warm
+    if cfg.schedule == "cosine":
+        done = min(1.0, max(0, step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        return warm * 0.5 * (1.0 + np.cos(np.pi * done))
+    raise ValueError(f"unknown learning-rate schedule '{cfg.schedule}': constant | cosine")
 
 
 def train(
@@ -88,7 +104,10 @@ def train(
             unit="batch",
             leave=False,
         )
-        for idx in bar:
+        for i, idx in enumerate(bar):
+            f = lr_factor(cfg, epoch * len(plan) + i, cfg.epochs * len(plan))
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * f
             with bf16_autocast(device, cfg.amp):
                 loss = model.loss(make_batch(idx))
             opt.zero_grad(set_to_none=True)

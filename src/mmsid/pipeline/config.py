@@ -11,9 +11,11 @@ from mmsid.config import dotted, load_yaml, merge
 from mmsid.errors import ConfigError
 from mmsid.io import stable_hash
 from mmsid.protocol import ProtocolConfig
+from mmsid.retrieval.parallel import ParallelSIDConfig
 from mmsid.retrieval.tiger import TIGERConfig
 
-METHODS = ("rq-kmeans", "rq-vae", "psrq", "mmq", "mmq+ft")
+METHODS = ("rq-kmeans", "rq-vae", "psrq", "mmq", "mmq+ft", "opq")
+SID_RETRIEVERS = ("parallel-sid", "tiger")
 TASKS = ("retrieval", "ranking")
 
 
@@ -30,11 +32,12 @@ class TokenizerSection:
     # (tokenize.DEFAULT_MODALITIES, else all of them), e.g. [title, categories] on amazon-beauty
     modalities: list[str] = field(default_factory=list)
     collision_cap: int = 1_000_000  # retrieval sizes the collision vocabulary from the data
+    opq_levels: int = 32  # opq: m parallel codes (its IDs are long by design: RPG uses 16-64)
 
 
 @dataclass
 class RetrievalSection:
-    epochs: int = 30  # TIGER: a cap; early stopping on validation (patience) ends it
+    epochs: int = 30  # SID retrievers: a cap; early stopping on validation (patience) ends it
     epoch_samples: int = 0
     patience: int = 5
     valid_sample: int = 5000
@@ -42,8 +45,14 @@ class RetrievalSection:
     batch_size: int = 256
     beam: int = 20
     max_minutes: float = 0.0
+    # the retrievers trained over each method's SIDs: parallel-sid (one causal pass per user,
+    # every code at once, exact scoring of the whole catalogue) and/or tiger (beam search)
+    models: list[str] = field(default_factory=lambda: ["parallel-sid"])
+    parallel: ParallelSIDConfig = field(default_factory=ParallelSIDConfig)
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
-    generative: bool = True  # TIGER over each method's SIDs
+    schedule: str = "constant"  # SID retrievers' learning rate: constant | cosine
+    warmup_steps: int = 0
+    sid_lr: float = 0.0  # SID retrievers' peak learning rate; 0 = ``lr`` (SASRec's)
     sasrec: bool = True  # the item-id baseline
     sasrec_epochs: int = 200  # a cap, with the same early stopping
     popularity: bool = True
@@ -97,6 +106,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
                 "enc_layers": 2,
                 "dec_layers": 2,
             },
+            "parallel": {"d_model": 64, "d_ff": 256},
             "sasrec_epochs": 3,
         },
         "ranking": {"epochs": 3, "patience": 0},
@@ -134,6 +144,9 @@ def resolve_config(
         raise ConfigError(f"unknown task(s) {bad}; choose from {TASKS}")
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds must be distinct and at least one, got {cfg.seeds}")
+    bad = [m for m in cfg.retrieval.models if m not in SID_RETRIEVERS]
+    if bad:
+        raise ConfigError(f"unknown retrieval model(s) {bad}; choose from {SID_RETRIEVERS}")
     if cfg.ranking.negatives not in ("popularity", "uniform"):
         raise ConfigError(
             f"ranking.negatives '{cfg.ranking.negatives}': choose popularity or uniform"
@@ -152,6 +165,8 @@ def method_label(m: str, cfg: PipelineConfig, n_modalities: int | None = None) -
     tk = cfg.tokenizer
     if m == "psrq":
         return f"psrq(alpha={tk.alpha:g})"
+    if m == "opq":
+        return f"opq(m={tk.opq_levels})"
     if m.startswith("mmq"):
         layout = "1 shared + 1 specific/modality"
         if n_modalities == 1:

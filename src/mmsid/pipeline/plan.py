@@ -13,6 +13,7 @@ from typing import Any
 from mmsid.io import stable_hash, write_json
 from mmsid.pipeline.config import PipelineConfig
 from mmsid.protocol import ProtocolConfig
+from mmsid.retrieval.parallel import ParallelSIDConfig
 from mmsid.retrieval.tiger import TIGERConfig
 
 
@@ -114,13 +115,23 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             epoch_samples=rt.epoch_samples,
             patience=rt.patience,
             valid_sample=rt.valid_sample,
-            lr=rt.lr,
             batch_size=rt.batch_size,
             beam=rt.beam,
             max_minutes=rt.max_minutes,
             seed=seed,
             protocol=proto,
-            **({"sids": sids, "tiger": dataclasses.asdict(rt.tiger)} if sids else {}),
+            **({} if sids else {"lr": rt.lr}),
+            **(
+                {
+                    "sids": sids,
+                    model: dataclasses.asdict(rt.tiger if model == "tiger" else rt.parallel),
+                    "schedule": rt.schedule,
+                    "warmup_steps": rt.warmup_steps,
+                    "lr": rt.sid_lr or rt.lr,
+                }
+                if sids
+                else {}
+            ),
             **({"modalities": names, "center": tk.center} if model == "content-knn" else {}),
         )
 
@@ -128,6 +139,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             kw = dict(rc, protocol=ProtocolConfig(**rc["protocol"]))
             if "tiger" in kw:
                 kw["tiger"] = TIGERConfig(**kw["tiger"])
+            if "parallel-sid" in kw:
+                kw["parallel"] = ParallelSIDConfig(**kw.pop("parallel-sid"))
             run_retrieve(RetrieveConfig(out=str(folder), **kw), progress=False)
 
         return Stage(name, rc, go, inputs, "retrieval", task_row, seed)
@@ -147,7 +160,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
         )
 
     runs = Path(cfg.out) / "stages"
-    later: list[Stage] = []  # TIGER stages of every seed go last
+    later: list[Stage] = []  # SID retrievers of every seed go last
     for seed in cfg.seeds:
         pre = f"seed{seed}/"
         tok_stage: dict[str, str] = {}
@@ -158,7 +171,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             tcfg = dict(
                 base,
                 method="mmq" if m.startswith("mmq") else m,
-                levels=tk.levels,
+                levels=tk.opq_levels if m == "opq" else tk.levels,
                 codebook_size=tk.codebook_size,
                 epochs=tk.epochs,
                 alpha=tk.alpha,
@@ -229,13 +242,13 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                         rt.sasrec_epochs,
                     )
                 )
-            if rt.generative:
+            for model in rt.models:
                 for m in cfg.methods:
                     later.append(
                         retrieve_stage(
-                            f"{pre}retrieval-tiger-{m}",
-                            f"tiger + {label[m]}",
-                            "tiger",
+                            f"{pre}retrieval-{model}-{m}",
+                            f"{model} + {label[m]}",
+                            model,
                             str(sid_path[m]),
                             (tok_stage[m],),
                             seed,
@@ -248,7 +261,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
 def _by_cost(stages: list[Stage]) -> list[Stage]:
     """Cheapest kind of stage first, and within a kind one row at a time over every seed, so
     that a run cut short holds complete rows (all seeds) rather than one seed of everything:
-    seed-free stages, tokenizers, SASRec, ranking rows, then TIGER rows (hours on a CPU).
+    seed-free stages, tokenizers, SASRec, ranking rows, parallel-SID rows, then TIGER rows
+    (hours on a CPU).
     Inputs still come before their consumers (tokenizers precede everything reading SIDs)."""
 
     def phase(st: Stage) -> int:
@@ -259,7 +273,9 @@ def _by_cost(stages: list[Stage]) -> list[Stage]:
             return 1
         if base == "retrieval-sasrec":
             return 2
-        return 3 if base.startswith("ranking-") else 4
+        if base.startswith("ranking-"):
+            return 3
+        return 4 if base.startswith("retrieval-parallel-sid") else 5
 
     first_seen: dict[tuple[int, str], int] = {}
     for i, st in enumerate(stages):

@@ -3,6 +3,7 @@
 from mmsid.quantizers.base import QuantizerOutput, nearest, sq_distances
 from mmsid.quantizers.kmeans import KMeansConfig, kmeans
 from mmsid.quantizers.mmq import MMQConfig, MMQTokenizer
+from mmsid.quantizers.opq import OPQConfig, OPQTokenizer
 from mmsid.quantizers.psrq import PSRQConfig, PSRQTokenizer
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
 from mmsid.quantizers.rqkmeans import RQKMeansConfig, RQKMeansTokenizer
@@ -13,6 +14,8 @@ __all__ = [
     "KMeansConfig",
     "MMQConfig",
     "MMQTokenizer",
+    "OPQConfig",
+    "OPQTokenizer",
     "PSRQConfig",
     "PSRQTokenizer",
     "QuantizerOutput",

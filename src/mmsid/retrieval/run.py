@@ -21,25 +21,27 @@ import torch
 
 from mmsid.errors import ConfigError, DataError
 from mmsid.eval.retrieval import retrieval_metrics, target_rank
-from mmsid.ids import load_sid_sets, table_codes
 from mmsid.io import save_npz, save_torch, stable_hash, write_json
 from mmsid.protocol import ProtocolConfig, load_protocol
 from mmsid.retrieval.baselines import ContentKNN, Popularity
 from mmsid.retrieval.data import NextItemSplit, RetrievalData, build_retrieval
-from mmsid.retrieval.sasrec import SASRec, SASRecConfig, training_windows
-from mmsid.retrieval.tiger import TIGER, TIGERConfig
+from mmsid.retrieval.models import build_trainable
+from mmsid.retrieval.parallel import ParallelSIDConfig
+from mmsid.retrieval.sasrec import SASRecConfig
+from mmsid.retrieval.tiger import TIGERConfig
 from mmsid.training import LoopConfig, train
 
-MODELS = ("tiger", "sasrec", "popularity", "content-knn")
+MODELS = ("parallel-sid", "tiger", "sasrec", "popularity", "content-knn")
+SID_MODELS = ("parallel-sid", "tiger")
 UNTRAINED = ("popularity", "content-knn")
 
 
 @dataclass
 class RetrieveConfig:
     dataset: str
-    model: str = "tiger"
+    model: str = "parallel-sid"
     out: str = "runs/retrieve"
-    sids: str | None = None  # a sids.parquet (TIGER reads it; SASRec does not need one)
+    sids: str | None = None  # a sids.parquet (the SID models read it; SASRec does not)
     sid_set: str = "joint"  # which set of a multi-set file (tokenize --per-modality)
     epochs: int = 30
     batch_size: int = 256
@@ -58,6 +60,8 @@ class RetrieveConfig:
     beam: int = 20
     eval_batch_size: int = 64  # users per beam-search batch (fastest in bench_beam)
     amp: str = "auto"  # bf16 autocast for training only (evaluation is fp32): auto | on | off
+    schedule: str = "constant"  # learning rate: constant | cosine (after warmup_steps)
+    warmup_steps: int = 0
     # content-knn: the modalities whose L2-normalised concatenation is the item's content
     # (empty = the data set's tokenizer defaults), centered first if asked
     modalities: list[str] = field(default_factory=list)
@@ -65,32 +69,10 @@ class RetrieveConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    parallel: ParallelSIDConfig = field(default_factory=ParallelSIDConfig)
     seed: int = 0
     device: str = "cpu"
     data_dir: str | None = None
-
-
-def item_sids(cfg: RetrieveConfig, n_items: int) -> tuple[np.ndarray, list[int]]:
-    """(n_items, L+1) unique SIDs (codes then collision) and each level's vocabulary size."""
-    sets = load_sid_sets(cfg.sids)
-    if cfg.sid_set in sets:
-        t = sets[cfg.sid_set]
-    elif len(sets) == 1:
-        t = next(iter(sets.values()))
-    else:
-        raise ConfigError(
-            f"{cfg.sids}: no SID set '{cfg.sid_set}'; it holds {sorted(sets)} (use --sid-set)"
-        )
-    sids, K = table_codes(t, cfg.sids, n_items, with_collision=True)
-    _, first, counts = np.unique(sids, axis=0, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        raise DataError(
-            f"{cfg.sids}: {int((counts > 1).sum())} SID(s) are shared by several items (e.g. "
-            f"{sids[first[counts > 1][0]].tolist()}); retrieval needs unique SIDs: use the "
-            "table `mmsid tokenize` writes (it adds a collision level)"
-        )
-    L = sids.shape[1] - 1
-    return sids, [K] * L + [int(sids[:, -1].max()) + 1]
 
 
 def recommend_all(
@@ -157,8 +139,8 @@ def evaluate(
 def _check(cfg: RetrieveConfig, data: RetrievalData) -> None:
     if cfg.model not in MODELS:
         raise ConfigError(f"unknown retrieval model '{cfg.model}'; choose one of {MODELS}")
-    if cfg.model == "tiger" and not cfg.sids:
-        raise ConfigError("TIGER needs a SID table: --sids RUN_DIR/sids.parquet")
+    if cfg.model in SID_MODELS and not cfg.sids:
+        raise ConfigError(f"{cfg.model} needs a SID table: --sids RUN_DIR/sids.parquet")
     if max(cfg.ks) > data.n_items:
         raise ConfigError(f"K = {max(cfg.ks)} exceeds the catalogue ({data.n_items} items)")
     if cfg.beam < max(cfg.ks):
@@ -198,54 +180,17 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         rows=data.train_rows,
         items=np.concatenate([data.train.target, data.train.history.ravel()]),
     )
-    if cfg.model == "tiger":
-        sids, vocab = item_sids(cfg, proto.n_items)
-        model = TIGER(
-            sids, vocab, dataclasses.replace(cfg.tiger, max_history=cfg.protocol.max_history)
-        )
-        split = data.train
-        lengths = (split.history >= 0).sum(1)
-        n_train = len(split)
-
-        def batches(rng: np.random.Generator) -> list[np.ndarray]:
-            # group samples of equal history length (little padding), shuffle the groups
-            perm = rng.permutation(len(split))[: cfg.epoch_samples or None]
-            perm = perm[np.argsort(lengths[perm], kind="stable")]
-            chunks = [perm[i : i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
-            return [chunks[i] for i in rng.permutation(len(chunks))]
-
-        def make_batch(idx: np.ndarray) -> dict[str, torch.Tensor]:
-            return {
-                k: torch.from_numpy(getattr(split, k)[idx]).to(device)
-                for k in ("user", "history", "target")
-            }
-    else:
-        model = SASRec(
-            proto.n_items,
-            dataclasses.replace(cfg.sasrec, max_history=cfg.protocol.max_history),
-            trainable=~proto.is_cold,
-        )
-        windows = training_windows(data.train_sequences, cfg.protocol.max_history)
-        n_train = len(windows)
-
-        def batches(rng: np.random.Generator) -> list[np.ndarray]:
-            perm = rng.permutation(len(windows))[: cfg.epoch_samples or None]
-            return [perm[i : i + cfg.batch_size] for i in range(0, len(perm), cfg.batch_size)]
-
-        def make_batch(idx: np.ndarray) -> dict[str, torch.Tensor]:
-            return {"seq": torch.from_numpy(windows[idx]).to(device)}
-
+    t = build_trainable(cfg, data, device)
+    model, batches, make_batch = t.model, t.batches, t.make_batch
     model.to(device)
     settings = {
         k: v
         for k, v in dataclasses.asdict(cfg).items()
         if k not in ("out", "device", "data_dir", "epochs", "max_minutes", "patience")
     }
-    key = stable_hash(settings)
-    if cfg.model == "tiger":
-        # the SID table's content, not only its path: a table re-made at the same path must
-        # not resume a model trained on the old IDs
-        key = stable_hash({**settings, "sid_content": stable_hash(sids)})
+    # the SID table's content, not only its path: a table re-made at the same path must not
+    # resume a model trained on the old IDs
+    key = stable_hash({**settings, "sid_content": t.content_key})
     loop = LoopConfig(
         epochs=cfg.epochs,
         lr=cfg.lr,
@@ -254,6 +199,8 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         patience=cfg.patience,
         max_minutes=cfg.max_minutes,
         amp=cfg.amp,
+        schedule=cfg.schedule,
+        warmup_steps=cfg.warmup_steps,
         seed=cfg.seed,
     )
     history = train(
@@ -275,7 +222,7 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
     t1 = time.perf_counter()
     res = _finish(cfg, model, data, out, device, progress)
     res.update(
-        samples={"train": n_train, "valid": len(data.valid), "test": len(data.test)},
+        samples={"train": t.n_train, "valid": len(data.valid), "test": len(data.test)},
         history=history,
         epochs_run=len(history),
         best_epoch=_best_epoch(history, cfg.select),

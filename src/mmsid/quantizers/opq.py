@@ -1,0 +1,110 @@
+"""PQ / OPQ: long, parallel semantic IDs (Jegou et al. 2011; Ge et al. 2013), fitted by faiss.
+
+The input ``x`` (d) is rotated by an orthogonal matrix ``A`` (OPQ; the identity for plain PQ)
+into ``d_out = m * d_sub`` dimensions, cut into ``m`` sub-vectors, and each sub-vector gets the
+index of its nearest centroid in its own codebook of ``K`` (256) codes:
+
+    y = A x                          (d_out,)  d_out = ceil(d / m) * m (zero rows pad A)
+    code_j = argmin_c || y[j d_sub : (j+1) d_sub] - C_j[c] ||^2       j = 0 .. m-1
+
+The ``m`` codes are unordered (no residual chain): the parallel-SID retriever reads them all
+at once; RPG (Hou et al., KDD 2025) uses such OPQ IDs with 16 to 64 codes. faiss fits ``A``
+(``OPQMatrix``, alternating rotation and PQ training) and the codebooks (``ProductQuantizer``);
+the fitted tensors live in a torch module so encoding (``transform``) is a torch GEMM like every
+other tokenizer's, checked against faiss's own encoder in the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmsid.errors import ConfigError
+from mmsid.quantizers.base import sq_distances
+from mmsid.quantizers.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class OPQConfig:
+    levels: int = 32  # m: codes per item (sub-vectors)
+    codebook_size: int = 256  # K per sub-vector, a power of 2 (faiss stores log2 K bits)
+    rotate: bool = True  # OPQ (learned rotation); False = plain PQ on the input axes
+    opq_iters: int = 25  # OPQ's alternating rotation / PQ rounds
+    kmeans_iters: int = 25  # k-means iterations per sub-quantizer
+    seed: int = 0
+
+
+class ProductCodes(nn.Module):
+    """The fitted rotation (d_out, d_in) and codebooks (m, K, d_sub)."""
+
+    def __init__(self, d_in: int, m: int, K: int) -> None:
+        super().__init__()
+        d_out = -(-d_in // m) * m
+        self.register_buffer("rotation", torch.zeros(d_out, d_in))
+        self.register_buffer("codebooks", torch.zeros(m, K, d_out // m))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, d_in) -> (N, m) codes."""
+        m, _, ds = self.codebooks.shape
+        y = (x @ self.rotation.T).view(len(x), m, ds)  # (N, m, d_sub)
+        return torch.stack(
+            [sq_distances(y[:, j], self.codebooks[j]).argmin(1) for j in range(m)], 1
+        )
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, m) codes -> (N, d_in) reconstruction (A is orthonormal on its rows)."""
+        m = self.codebooks.shape[0]
+        y = torch.cat([self.codebooks[j][codes[:, j]] for j in range(m)], 1)  # (N, d_out)
+        return y @ self.rotation
+
+
+class OPQTokenizer(Tokenizer):
+    method = "opq"
+    Config = OPQConfig
+
+    def _build(self) -> None:
+        K = self.cfg.codebook_size
+        if K < 2 or K & (K - 1):
+            raise ConfigError(f"opq: codebook_size {K} must be a power of 2 (faiss stores bits)")
+        self.module = ProductCodes(self.input_dim, self.cfg.levels, K)
+
+    def _fit(self, x: torch.Tensor, **_: object) -> None:
+        import faiss
+
+        self._build()
+        xs = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+        d_out = self.module.rotation.shape[0]
+        m, nbits = self.cfg.levels, int(np.log2(self.cfg.codebook_size))
+        if self.cfg.rotate:
+            opq = faiss.OPQMatrix(xs.shape[1], m, d_out)
+            opq.niter = self.cfg.opq_iters
+            opq.verbose = False
+            inner = faiss.ProductQuantizer(d_out, m, nbits)  # kept alive: opq holds a pointer
+            inner.cp.seed = self.cfg.seed
+            inner.cp.min_points_per_centroid = 1  # small catalogues: no faiss warning spam
+            opq.pq = inner
+            opq.train(xs)
+            rot = faiss.vector_to_array(opq.A).reshape(d_out, xs.shape[1])
+        else:
+            rot = np.eye(d_out, xs.shape[1], dtype=np.float32)
+        y = np.ascontiguousarray(xs @ rot.T)
+        pq = faiss.ProductQuantizer(d_out, m, nbits)
+        pq.cp.seed = self.cfg.seed
+        pq.cp.niter = self.cfg.kmeans_iters
+        pq.cp.min_points_per_centroid = 1
+        pq.train(y)
+        self.module.rotation.copy_(torch.from_numpy(rot))
+        self.module.codebooks.copy_(
+            torch.from_numpy(faiss.vector_to_array(pq.centroids).reshape(m, -1, d_out // m))
+        )
+        err = float(((self.reconstruct(x) - x) ** 2).sum(1).mean())
+        self.history = [{"reconstruction_sq_error": err}]
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module.to(x.device).encode(x)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module.decode(self.module.encode(x))

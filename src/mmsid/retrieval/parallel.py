@@ -1,0 +1,194 @@
+"""Parallel semantic-ID retrieval (after RPG, Hou et al., KDD 2025): one causal pass over a
+user's items predicts every code of the next item at once; an item's score is the mean of its
+codes' log-probabilities, so the whole catalogue is scored exactly, new items included.
+
+For item ``i`` with codes ``c_i = (c_i1 .. c_im)`` (m parallel codes, e.g. OPQ's 32, or any
+SID table's levels) and code embeddings ``E_j`` (K, d) per code position ``j``:
+
+    x_t        = mean_j E_j[c_{s_t} j] (+ pos_t)          input at position t   (B, T, d)
+    h_t        = CausalTransformer(x)_t                                          (B, T, d)
+    g_tj       = h_t + W2_j gelu(W1_j h_t)                one residual head per code (B, T, m, d)
+    logit_tjk  = cos(g_tj, E_j[k]) / tau                                          (B, T, m, K)
+    loss       = mean_{t, j} CE(logit_tj, c_{s_{t+1}} j)  every position supervised in one pass
+    score_t(i) = (1/m) sum_j log_softmax(logit_tj)[c_ij]  exact, for every catalogue item
+
+Public facts behind the defaults (RPG's paper and code, read, not copied): the input is the
+mean of the item's code embeddings (``input="sum"`` is a setting); GPT-2-style decoder with
+2 layers, width 448, 4 heads, FFN 1024, dropout 0.5; cosine logits at temperature 0.03; the
+output compares against the same code embeddings as the input (``tie=True``; our reading of
+the shared token table). Choices of ours, each a setting: pre-LayerNorm blocks (GPT-2's),
+learned absolute positions with the history left-aligned (as SASRec here), an item-id
+embedding added to the input (``item_embedding``, off: it cannot serve new items).
+RPG decodes with a graph over SIDs; exact scoring (``score``) is the default here and the
+reference any approximate decoder must match.
+
+Items that share a full SID get the same score (they tie); no collision level is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ParallelSIDConfig:
+    d_model: int = 448
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 1024
+    dropout: float = 0.5
+    temperature: float = 0.03
+    input: str = "mean"  # how an item's code embeddings make its input: mean | sum
+    tie: bool = True  # output logits against the input code embeddings (else separate tables)
+    item_embedding: bool = False  # add a per-item id embedding (cannot serve new items)
+    max_history: int = 20
+    score_chunk: int = 65536  # catalogue items scored per chunk (memory: B x chunk floats)
+
+
+class ParallelSID(nn.Module):
+    """Contract (shared with SASRec and TIGER): ``loss(batch)``, ``score(history)``,
+    ``recommend(batch, k)``.
+
+    Training batches hold ``seq`` (B, H+1) item ids, oldest first, -1 padded at the end
+    (position t predicts item t+1); evaluation batches hold ``history`` (B, H) in the same
+    layout. The catalogue is the ``codes`` table (N, m): replace it with :meth:`set_catalogue`
+    to score items tokenized after training, with no retraining."""
+
+    def __init__(self, codes: np.ndarray, codebook_size: int, cfg: ParallelSIDConfig) -> None:
+        super().__init__()
+        if cfg.input not in ("mean", "sum"):
+            raise ValueError(f"input must be 'mean' or 'sum', got '{cfg.input}'")
+        self.cfg, self.K = cfg, int(codebook_size)
+        self.m = int(codes.shape[1])
+        d = cfg.d_model
+        self.register_buffer("codes", torch.as_tensor(codes, dtype=torch.long), persistent=False)
+        self.code_emb = nn.Parameter(torch.randn(self.m, self.K, d) * 0.02)  # (m, K, d)
+        self.out_emb = None if cfg.tie else nn.Parameter(torch.randn(self.m, self.K, d) * 0.02)
+        self.item = nn.Embedding(len(codes) + 1, d) if cfg.item_embedding else None
+        self.pos = nn.Embedding(cfg.max_history, d)
+        nn.init.normal_(self.pos.weight, std=0.02)  # GPT-2's scale, as the code embeddings
+        layer = nn.TransformerEncoderLayer(
+            d,
+            cfg.n_heads,
+            cfg.d_ff,
+            cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        # per-code residual heads, stored stacked so all m run as one batched contraction
+        self.w1 = nn.Parameter(torch.randn(self.m, d, d) * d**-0.5)  # (m, d, d)
+        self.b1 = nn.Parameter(torch.zeros(self.m, d))
+        self.w2 = nn.Parameter(torch.zeros(self.m, d, d))  # heads start as the identity
+        self.b2 = nn.Parameter(torch.zeros(self.m, d))
+
+    def set_catalogue(self, codes: np.ndarray) -> None:
+        """Score this (N', m) code table from now on (e.g. the catalogue plus new items)."""
+        if codes.shape[1] != self.m or codes.max(initial=0) >= self.K or codes.min(initial=0) < 0:
+            raise ValueError(
+                f"catalogue codes must be (N, {self.m}) in [0, {self.K}); got shape "
+                f"{codes.shape}, range [{codes.min()}, {codes.max()}]"
+            )
+        self.codes = torch.as_tensor(codes, dtype=torch.long, device=self.code_emb.device)
+
+    # ---- encoder ---------------------------------------------------------------------------
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        """(...) item ids (>= 0) -> (..., d): mean (or sum) of the item's code embeddings."""
+        c = self.codes[items]  # (..., m)
+        e = self.code_emb[torch.arange(self.m, device=c.device), c]  # (..., m, d)
+        x = e.mean(-2) if self.cfg.input == "mean" else e.sum(-2)
+        if self.item is not None:
+            x = x + self.item(items)
+        return x
+
+    def hidden(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq (B, T) items oldest first, -1 padded at the end -> (B, T, d)."""
+        B, T = seq.shape
+        pad = seq < 0
+        x = self.embed_items(seq.clamp_min(0)) + self.pos.weight[:T]
+        x = self.drop(x.masked_fill(pad[..., None], 0.0))
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=seq.device), 1)
+        # padding sits after the real items, so a causal row never sees only padding
+        x = self.blocks(x, mask=causal, src_key_padding_mask=pad, is_causal=True)
+        return self.norm(x)
+
+    def log_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """(M, d) hidden states -> (M, m, K) per-code log-probabilities."""
+        g = torch.einsum("md,jde->mje", h, self.w1) + self.b1  # (M, m, d)
+        g = h[:, None] + torch.einsum("mjd,jde->mje", F.gelu(g), self.w2) + self.b2
+        emb = self.code_emb if self.out_emb is None else self.out_emb  # (m, K, d)
+        logits = torch.einsum(
+            "mjd,jkd->mjk", F.normalize(g, dim=-1), F.normalize(emb, dim=-1)
+        )  # (M, m, K)
+        return (logits / self.cfg.temperature).log_softmax(-1)
+
+    # ---- training --------------------------------------------------------------------------
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        seq = batch["seq"]
+        inp, tgt = seq[:, :-1], seq[:, 1:]  # (B, H)
+        keep = int((inp >= 0).sum(1).max())  # batches are bucketed: trim trailing padding
+        inp, tgt = inp[:, :keep], tgt[:, :keep]
+        h = self.hidden(inp)
+        valid = (tgt >= 0) & (inp >= 0)
+        lp = self.log_probs(h[valid])  # (M, m, K)
+        target = self.codes[tgt[valid]]  # (M, m)
+        return -lp.gather(2, target[..., None]).mean()
+
+    # ---- scoring ---------------------------------------------------------------------------
+
+    def score_codes(self, lp: torch.Tensor) -> torch.Tensor:
+        """(B, m, K) log-probabilities -> (B, N) mean code log-probability of every catalogue
+        item: one gather-sum per item chunk (memory B x chunk x m)."""
+        B = lp.shape[0]
+        flat = lp.reshape(B, self.m * self.K)  # (B, m K)
+        offs = torch.arange(self.m, device=lp.device) * self.K  # (m,)
+        out = torch.empty(B, len(self.codes), dtype=lp.dtype, device=lp.device)
+        for s in range(0, len(self.codes), self.cfg.score_chunk):
+            idx = (self.codes[s : s + self.cfg.score_chunk] + offs).reshape(-1)  # (n m,)
+            out[:, s : s + self.cfg.score_chunk] = flat[:, idx].view(B, -1, self.m).mean(-1)
+        return out
+
+    @torch.no_grad()
+    def score(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, H) histories -> (B, N) scores of every catalogue item (mean log-prob)."""
+        n = (history >= 0).sum(1)  # (B,)
+        h = self.hidden(history[:, : int(n.max())])
+        last = h[torch.arange(len(n), device=h.device), n - 1]  # (B, d)
+        return self.score_codes(self.log_probs(last))
+
+    @torch.no_grad()
+    def recommend(self, batch: dict[str, torch.Tensor], k: int, **_) -> tuple[torch.Tensor, ...]:
+        top = self.score(batch["history"]).topk(k, dim=1)
+        return top.indices, top.values  # (B, k) each
+
+
+def score_reference(model: ParallelSID, lp: torch.Tensor) -> torch.Tensor:
+    """The slow reference for :meth:`ParallelSID.score_codes`: item by item, code by code."""
+    B, N = lp.shape[0], len(model.codes)
+    out = torch.zeros(B, N, dtype=lp.dtype)
+    for i in range(N):
+        for j in range(model.m):
+            out[:, i] += lp[:, j, model.codes[i, j]]
+    return out / model.m
+
+
+def bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, limit: int = 0
+) -> list[np.ndarray]:
+    """Shuffled batches of rows of similar length (rows sorted by length after a shuffle, cut
+    into batches, batches shuffled), so short sequences do not pay for long ones' padding.
+    ``limit``: use a random subset of this many rows (0 = all)."""
+    perm = rng.permutation(len(lengths))[: limit or None]
+    perm = perm[np.argsort(lengths[perm], kind="stable")]
+    chunks = [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
+    return [chunks[i] for i in rng.permutation(len(chunks))]

@@ -1,0 +1,179 @@
+"""The parallel-SID retriever: exact scoring equals a slow reference, causality, the one-pass
+loss equals the prefix-by-prefix loss, new items are scored with no retraining, it learns a
+planted pattern; the PQ/OPQ tokenizer encodes as faiss does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmsid.retrieval.parallel import (
+    ParallelSID,
+    ParallelSIDConfig,
+    bucketed_batches,
+    score_reference,
+)
+from mmsid.retrieval.sasrec import training_windows
+from mmsid.training import LoopConfig, lr_factor, train
+
+TINY = ParallelSIDConfig(
+    d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, temperature=0.1, max_history=6
+)
+
+
+def model(seed=0, n=40, m=4, K=8, **kw):
+    torch.manual_seed(seed)
+    codes = np.random.default_rng(seed).integers(K, size=(n, m))
+    cfg = ParallelSIDConfig(**{**TINY.__dict__, **kw})
+    net = ParallelSID(codes, K, cfg)
+    with torch.no_grad():  # non-trivial heads (they start as the identity)
+        net.w2.normal_(0, 0.1)
+    return net.eval()
+
+
+@pytest.mark.parametrize("chunk", [7, 65536])
+def test_exact_scoring_equals_reference(chunk):
+    net = model(score_chunk=chunk)
+    lp = net.log_probs(torch.randn(5, 32))  # (5, m, K)
+    assert torch.allclose(net.score_codes(lp), score_reference(net, lp), atol=1e-5)
+    # log-probabilities: each code position sums to 1, so scores are at most 0
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(5, 4), atol=1e-5)
+    assert (net.score_codes(lp) <= 0).all()
+
+
+def test_causal():
+    """Changing the item at t+1 never changes the output at t (or before)."""
+    net = model()
+    seq = torch.tensor([[3, 5, 7, 9, 11, 13]])
+    h = net.hidden(seq)
+    for t in range(5):
+        alt = seq.clone()
+        alt[0, t + 1 :] = torch.randint(0, 40, (5 - t,))
+        assert torch.allclose(net.hidden(alt)[0, : t + 1], h[0, : t + 1], atol=1e-5)
+
+
+def test_one_pass_loss_equals_prefix_by_prefix_loss():
+    net = model(input="sum")
+    seq = torch.tensor([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, -1, -1, -1, -1]])
+    one_pass = net.loss({"seq": seq})
+    losses = []
+    for row in seq:
+        items = row[row >= 0]
+        for t in range(1, len(items)):
+            lp = net.score(items[:t][None])  # (1, N): mean code log-prob of every item
+            losses.append(-lp[0, items[t]])
+    assert torch.allclose(one_pass, torch.stack(losses).mean(), atol=1e-5)
+
+
+def test_a_new_item_is_scored_and_recommended_without_retraining():
+    net = model()
+    hist = torch.tensor([[1, 2, 3, -1, -1, -1]])
+    before = net.score(hist)
+    best = int(before.argmax())
+    # a new item whose codes equal the best item's ties with it at the top of the list
+    codes = np.concatenate([net.codes.numpy(), net.codes[best : best + 1].numpy()])
+    net.set_catalogue(codes)
+    after = net.score(hist)
+    assert after.shape == (1, 41) and torch.isfinite(after).all()
+    assert torch.equal(after[:, :40], before) and after[0, 40] == after[0, best]
+    assert 40 in net.recommend({"history": hist}, 2)[0][0].tolist()
+    # a new item can also be put in a history: its input is its codes' embeddings
+    assert torch.isfinite(net.score(torch.tensor([[40, 2, -1, -1, -1, -1]]))).all()
+    with pytest.raises(ValueError, match="catalogue codes"):
+        net.set_catalogue(np.full((3, 4), 8))
+
+
+def test_learns_a_planted_pattern():
+    """Item i is always followed by item i+1 (mod N); after training, the next item is the
+    top-1 recommendation for nearly every history."""
+    n, m, K = 30, 3, 6
+    rng = np.random.default_rng(0)
+    codes = np.unique(rng.integers(K, size=(200, m)), axis=0)[:n]  # distinct SIDs
+    rng.shuffle(codes)
+    seqs = [(np.arange(s, s + 6) % n) for s in range(n) for _ in range(4)]
+    windows = training_windows(seqs, 5)
+    lengths = (windows >= 0).sum(1)
+    torch.manual_seed(0)
+    net = ParallelSID(codes, K, ParallelSIDConfig(**{**TINY.__dict__, "max_history": 5}))
+    step = iter(range(10**6))  # "validation" improves every epoch: keep the last state
+    train(
+        net,
+        LoopConfig(epochs=60, lr=3e-3, schedule="cosine", warmup_steps=5),
+        batches=lambda g: bucketed_batches(lengths, 32, g),
+        make_batch=lambda idx: {"seq": torch.from_numpy(windows[idx])},
+        evaluate=lambda _: {"x": float(next(step))},
+        select="x",
+        progress=False,
+    )
+    net.eval()
+    hist = torch.tensor([[(s + j) % n for j in range(3)] + [-1, -1] for s in range(n)])
+    top = net.recommend({"history": hist}, 1)[0][:, 0]
+    assert (top == (torch.arange(n) + 3) % n).float().mean() > 0.9
+
+
+def test_bucketed_batches_cover_every_row_once_with_similar_lengths():
+    lengths = np.random.default_rng(0).integers(1, 20, size=1000)
+    b = bucketed_batches(lengths, 64, np.random.default_rng(1))
+    assert np.array_equal(np.sort(np.concatenate(b)), np.arange(1000))
+    spread = np.mean([np.ptp(lengths[x]) for x in b])
+    assert spread < 3  # a random batch spans about the whole range (18)
+    assert len(np.concatenate(bucketed_batches(lengths, 64, np.random.default_rng(1), 300))) == 300
+
+
+def test_cosine_schedule():
+    cfg = LoopConfig(lr=1.0, schedule="cosine", warmup_steps=10)
+    f = [lr_factor(cfg, s, 110) for s in range(110)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[60] == pytest.approx(0.5, abs=0.02) and f[-1] < 0.01
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert lr_factor(LoopConfig(), 5, 10) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(LoopConfig(schedule="step"), 0, 10)
+
+
+# ---- the PQ / OPQ tokenizer -----------------------------------------------------------------
+
+
+def correlated(n=3000, d=24, seed=0):
+    """Data whose variance sits in a few directions mixed across every axis (where a learned
+    rotation helps PQ)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d)) * np.geomspace(4.0, 0.05, d)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    return (z @ q.T).astype(np.float32)
+
+
+def test_opq_encodes_as_faiss_does_and_beats_pq():
+    import faiss
+
+    from mmsid.quantizers.opq import OPQConfig, OPQTokenizer
+
+    x = correlated()
+    opq = OPQTokenizer(OPQConfig(levels=4, codebook_size=16, opq_iters=10)).fit(x)
+    pq = OPQTokenizer(OPQConfig(levels=4, codebook_size=16, rotate=False)).fit(x)
+    codes = opq.transform(x)
+    assert codes.shape == (3000, 4) and codes.max() < 16
+    A = opq.module.rotation.numpy()
+    assert np.allclose(A.T @ A, np.eye(24), atol=1e-4)  # a rotation
+    ref = faiss.ProductQuantizer(24, 4, 4)
+    faiss.copy_array_to_vector(opq.module.codebooks.numpy().ravel(), ref.centroids)
+    dec = ref.decode(ref.compute_codes(np.ascontiguousarray(x @ A.T)))  # faiss's own encoder
+    ours = opq.module.decode(torch.from_numpy(codes)).numpy() @ A.T
+    assert np.allclose(ours, dec, atol=1e-4)
+    assert (
+        opq.history[0]["reconstruction_sq_error"] < 0.8 * pq.history[0]["reconstruction_sq_error"]
+    )
+    assert np.array_equal(pq.module.rotation.numpy(), np.eye(24, dtype=np.float32))
+
+
+def test_opq_pads_dimensions_and_round_trips_through_save(tmp_path):
+    from mmsid.quantizers import Tokenizer
+    from mmsid.quantizers.opq import OPQConfig, OPQTokenizer
+
+    x = correlated(n=1000, d=10)
+    tok = OPQTokenizer(OPQConfig(levels=4, codebook_size=16, opq_iters=3)).fit(x)
+    assert tok.module.rotation.shape == (12, 10)  # 10 dims padded to 4 x 3
+    tok.save(tmp_path / "t.pt")
+    back = Tokenizer.load(tmp_path / "t.pt")
+    assert np.array_equal(back.transform(x), tok.transform(x))
