@@ -35,6 +35,7 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         True,
         ("seconds", "commit", "command", "key", "status", "stages"),
     ),
+    "scoring": ("python benchmarks/bench_scoring.py", False, ("rows", "cpu", "commit", "command")),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm amazon-beauty",

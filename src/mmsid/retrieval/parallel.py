@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmsid.retrieval.encoder import CausalEncoder
+
 
 @dataclass(frozen=True)
 class ParallelSIDConfig:
@@ -70,20 +72,9 @@ class ParallelSID(nn.Module):
         self.code_emb = nn.Parameter(torch.randn(self.m, self.K, d) * 0.02)  # (m, K, d)
         self.out_emb = None if cfg.tie else nn.Parameter(torch.randn(self.m, self.K, d) * 0.02)
         self.item = nn.Embedding(len(codes) + 1, d) if cfg.item_embedding else None
-        self.pos = nn.Embedding(cfg.max_history, d)
-        nn.init.normal_(self.pos.weight, std=0.02)  # GPT-2's scale, as the code embeddings
-        layer = nn.TransformerEncoderLayer(
-            d,
-            cfg.n_heads,
-            cfg.d_ff,
-            cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
-        self.blocks = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = CausalEncoder(
+            d, cfg.n_heads, cfg.d_ff, cfg.n_layers, cfg.dropout, cfg.max_history, pos_std=0.02
+        )  # GPT-2's position scale, as the code embeddings'
         # per-code residual heads, stored stacked so all m run as one batched contraction
         self.w1 = nn.Parameter(torch.randn(self.m, d, d) * d**-0.5)  # (m, d, d)
         self.b1 = nn.Parameter(torch.zeros(self.m, d))
@@ -112,14 +103,9 @@ class ParallelSID(nn.Module):
 
     def hidden(self, seq: torch.Tensor) -> torch.Tensor:
         """seq (B, T) items oldest first, -1 padded at the end -> (B, T, d)."""
-        B, T = seq.shape
         pad = seq < 0
-        x = self.embed_items(seq.clamp_min(0)) + self.pos.weight[:T]
-        x = self.drop(x.masked_fill(pad[..., None], 0.0))
-        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=seq.device), 1)
-        # padding sits after the real items, so a causal row never sees only padding
-        x = self.blocks(x, mask=causal, src_key_padding_mask=pad, is_causal=True)
-        return self.norm(x)
+        x = self.embed_items(seq.clamp_min(0)).masked_fill(pad[..., None], 0.0)
+        return self.encoder(x, pad)
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """(M, d) hidden states -> (M, m, K) per-code log-probabilities."""

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmsid.retrieval.encoder import CausalEncoder
+
 
 @dataclass(frozen=True)
 class SASRecConfig:
@@ -52,31 +54,16 @@ class SASRec(nn.Module):
         self.cfg, self.n_items = cfg, n_items
         d = cfg.d_model
         self.item = nn.Embedding(n_items + 1, d, padding_idx=n_items)  # row n_items = pad
-        self.pos = nn.Embedding(cfg.max_history, d)
-        layer = nn.TransformerEncoderLayer(
-            d,
-            cfg.n_heads,
-            4 * d,
-            cfg.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
+        self.encoder = CausalEncoder(
+            d, cfg.n_heads, 4 * d, cfg.n_layers, cfg.dropout, cfg.max_history
         )
-        self.blocks = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d)
-        self.drop = nn.Dropout(cfg.dropout)
         nn.init.normal_(self.item.weight, std=0.02)
 
     def hidden(self, seq: torch.Tensor) -> torch.Tensor:
         """seq (B, T) items oldest first, -1 padded at the end -> (B, T, d)."""
-        B, T = seq.shape
         pad = seq < 0
         x = self.item(seq.masked_fill(pad, self.n_items)) * self.cfg.d_model**0.5
-        x = self.drop(x + self.pos.weight[:T])
-        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=seq.device), 1)
-        # padding sits after the real items, so a causal row never sees only padding
-        x = self.blocks(x, mask=causal, src_key_padding_mask=pad, is_causal=True)
-        return self.norm(x)
+        return self.encoder(x, pad)
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.item.weight[: self.n_items].T  # (..., n_items)
