@@ -177,3 +177,32 @@ def test_opq_pads_dimensions_and_round_trips_through_save(tmp_path):
     tok.save(tmp_path / "t.pt")
     back = Tokenizer.load(tmp_path / "t.pt")
     assert np.array_equal(back.transform(x), tok.transform(x))
+
+
+def test_stage_on_real_data_reads_shared_sids(real_data_dir, tmp_path):
+    """The stage trains parallel-sid on ml100k-mm from a SID table in which items share SIDs
+    (no collision level needed: they tie), evaluates every slice, and records its input."""
+    from mmsid.ids import SIDTable
+    from mmsid.protocol import ProtocolConfig
+    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+
+    path = tmp_path / "sids.parquet"
+    t = SIDTable.from_codes(np.random.default_rng(0).integers(4, size=(1682, 3)), codebook_size=4)
+    t.collision[:] = 0  # 64 distinct SIDs over 1,682 items: most items share one
+    t.save(path)
+    cfg = RetrieveConfig(
+        dataset="ml100k-mm",
+        model="parallel-sid",
+        sids=str(path),
+        out=str(tmp_path / "run"),
+        data_dir=str(real_data_dir),
+        epochs=1,
+        valid_sample=200,
+        parallel=TINY,
+        protocol=ProtocolConfig(max_history=6),
+        amp="off",
+    )
+    r = run_retrieve(cfg, progress=False)
+    assert r["samples"]["test"] == 943 and r["epochs_run"] == 1
+    assert r["test"]["cold"]["n"] > 0 and 0 <= r["test"]["cold"]["recall@20"] <= 1
+    assert (tmp_path / "run" / "trained_on.npz").exists()
