@@ -22,7 +22,7 @@ import torch
 
 from mmsid.data import load_dataset
 from mmsid.device import bf16_autocast
-from mmsid.io import write_json, write_text
+from mmsid.io import load_torch, write_json, write_text
 from mmsid.protocol import build_protocol
 from mmsid.retrieval.data import build_retrieval
 from mmsid.retrieval.models import item_sids
@@ -51,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = TIGER(sids, vocab, TIGERConfig())
     if a.model:
-        model.load_state_dict(torch.load(a.model, map_location="cpu", weights_only=False)["state"])
+        model.load_state_dict(load_torch(a.model)["state"])
     model.eval()
     test = data.test.take(np.arange(min(a.users, len(data.test))))
     rows = []

@@ -62,10 +62,49 @@ def _json_default(o: Any) -> Any:
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """Save tensors and plain values (numpy scalars and arrays become Python numbers and
+    tensors), so that :func:`load_torch` reads the file back with ``weights_only=True``."""
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save(_plain(obj), tmp)
+
+
+def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """Read a file :func:`save_torch` wrote, never running code: ``torch.load`` with
+    ``weights_only=True`` accepts tensors and plain containers only. A file holding anything
+    else (a crafted pickle), or a truncated or foreign file, raises DataError naming it."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    from mmsid.errors import DataError
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"{path}: not a readable mmsid file (truncated, foreign, or holding objects other "
+            f"than tensors and plain values, which mmsid refuses to unpickle: {first}); delete "
+            "it to recompute, or restore the file mmsid wrote"
+        ) from e
+
+
+def _plain(obj: Any) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    return obj
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

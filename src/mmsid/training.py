@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mmsid.device import bf16_autocast
-from mmsid.io import save_torch, write_json
+from mmsid.io import load_torch, save_torch, write_json
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def train(
     best, best_state, start, stale, elapsed = -np.inf, None, 0, 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
-        blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+        blob = load_torch(ckpt)
         if blob.get("run_key") == run_key and "best" in blob:
             model.load_state_dict(blob["model"])
             opt.load_state_dict(blob["optim"])

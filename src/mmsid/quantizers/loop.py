@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mmsid.io import save_torch
+from mmsid.io import load_torch, save_torch
 
 
 def init_rows(n: int, batch_size: int, codebook_size: int, seed: int) -> torch.Tensor:
@@ -62,7 +62,7 @@ def fit_epochs(
     ckpt = Path(checkpoint) if checkpoint else None
     start = 0
     if ckpt is not None and ckpt.exists():
-        blob = torch.load(ckpt, map_location=device, weights_only=False)
+        blob = load_torch(ckpt, device)
         if (blob["config_hash"], blob["n_items"], blob.get("stage")) == (
             tok.config_hash(),
             n_items,

@@ -16,7 +16,7 @@ import torch
 
 from mmsid import __version__
 from mmsid.errors import DataError, VersionError
-from mmsid.io import save_torch, stable_hash
+from mmsid.io import load_torch, save_torch, stable_hash
 
 FORMAT = "mmsid-tokenizer"
 FORMAT_VERSION = 1
@@ -136,7 +136,7 @@ class Tokenizer:
     @staticmethod
     def load(path: str | Path) -> Tokenizer:
         path = Path(path)
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = load_torch(path)
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise VersionError(f"{path}: not an mmsid tokenizer file")
         if blob.get("format_version") != FORMAT_VERSION:
