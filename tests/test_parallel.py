@@ -4,6 +4,8 @@ planted pattern; the PQ/OPQ tokenizer encodes as faiss does."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -144,14 +146,16 @@ def correlated(n=3000, d=24, seed=0):
     return (z @ q.T).astype(np.float32)
 
 
-def test_opq_encodes_as_faiss_does_and_beats_pq():
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_opq_encodes_as_faiss_does_and_beats_pq(backend):
     import faiss
 
     from mmsid.quantizers.opq import OPQConfig, OPQTokenizer
 
     x = correlated()
-    opq = OPQTokenizer(OPQConfig(levels=4, codebook_size=16, opq_iters=10)).fit(x)
-    pq = OPQTokenizer(OPQConfig(levels=4, codebook_size=16, rotate=False)).fit(x)
+    cfg = OPQConfig(levels=4, codebook_size=16, opq_iters=10, backend=backend)
+    opq = OPQTokenizer(cfg).fit(x)
+    pq = OPQTokenizer(dataclasses.replace(cfg, rotate=False)).fit(x)
     codes = opq.transform(x)
     assert codes.shape == (3000, 4) and codes.max() < 16
     A = opq.module.rotation.numpy()

@@ -63,3 +63,62 @@ def test_truncated_and_foreign_files_are_refused_with_a_message(tmp_path):
     for f in (cut, text):
         with pytest.raises(DataError, match="not a readable mmsid file"):
             load_torch(f)
+
+
+# ---- the run folder guard ---------------------------------------------------------------------
+
+
+def _tiny_run(out, data_dir, **sets):
+    from mmsid.pipeline import resolve_config
+
+    over = [
+        "methods=rq-kmeans",
+        "tasks=retrieval",
+        "tokenizer.codebook_size=16",
+        "retrieval.models=",
+        "retrieval.sasrec=false",
+        "retrieval.content_knn=false",
+        *[f"{k}={v}" for k, v in sets.items()],
+    ]
+    return resolve_config("lfm2k-mm", str(out), cli={"data_dir": str(data_dir)}, sets=over)
+
+
+def test_overwrite_deletes_only_what_a_run_wrote(real_data_dir, tmp_path):
+    from mmsid.errors import ConfigError
+    from mmsid.pipeline import run
+
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "precious.txt").write_text("thesis")
+    # a folder mmsid did not create is refused, with or without --overwrite
+    with pytest.raises(ConfigError, match="not an mmsid run folder"):
+        run(_tiny_run(out, real_data_dir), overwrite=True, progress=False)
+    (out / "run.json").write_text('{"note": "someone else\'s file"}')
+    with pytest.raises(ConfigError, match="not written by an mmsid run"):
+        run(_tiny_run(out, real_data_dir), overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt", "run.json"]
+    # a real run, then a user's file beside it, then --overwrite with another config
+    out2 = tmp_path / "y"
+    run(_tiny_run(out2, real_data_dir), progress=False)
+    assert (out2 / "stages").is_dir() and (out2 / "report.md").exists()
+    (out2 / "notes.txt").write_text("mine")
+    run(_tiny_run(out2, real_data_dir, seeds="1"), overwrite=True, progress=False)
+    assert (out2 / "notes.txt").read_text() == "mine"  # kept
+    assert not (out2 / "stages" / "seed0").exists()  # the old run's stages are gone
+    assert (out2 / "stages" / "seed1").is_dir()
+
+
+def test_a_bad_dataset_is_refused_before_the_folder_is_touched(tmp_path):
+    from mmsid.pipeline import resolve_config, run
+
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "precious.txt").write_text("thesis")
+    cfg = resolve_config("nope", str(out))
+    with pytest.raises(DataError, match="unknown data set 'nope'"):
+        run(cfg, overwrite=True, progress=False)
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(Exception, match="is a file"):
+        run(resolve_config("lfm2k-mm", str(f)), progress=False)

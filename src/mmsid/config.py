@@ -40,6 +40,8 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected true/false, got '{value}'")
     if origin in (list, tuple) and isinstance(value, str):
         value = [v for v in value.split(",") if v]
+    elif origin in (list, tuple) and isinstance(value, (int, float, bool)):
+        value = [value]  # `--set seeds=1`: YAML reads a one-item list as a number
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         (inner, *_) = getattr(typ, "__args__", (str,))
         value = [_coerce(v, inner, where) for v in value]

@@ -47,18 +47,20 @@ def run(
     h = run_hash(cfg)
     command = command or "mmsid.run(config)"
     marker = out / "run.json"
+    _check_before_writing(cfg, out)
     if marker.exists():
-        prev = json.loads(marker.read_text()).get("config_hash")
+        prev = _marker(marker).get("config_hash")
         if prev != h and overwrite:
-            shutil.rmtree(out)
+            clear_run(out)
         elif prev != h and not resume:
             raise ConfigError(
                 f"{out} holds another run (config {prev}, this one {h}); pass --resume "
                 "to reuse its matching stages, --overwrite to start clean, or pick another --out"
             )
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif out.exists() and any(out.iterdir()):
         raise ConfigError(
-            f"{out} exists and is not an mmsid run folder; choose another --out or pass --overwrite"
+            f"{out} exists, is not empty and is not an mmsid run folder; choose another --out "
+            "(--overwrite only ever deletes what an mmsid run wrote)"
         )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
@@ -176,6 +178,58 @@ def refresh(run_dir: str | Path) -> dict:
     return snapshot(
         cfg, run_dir, stages, {}, info.get("command", "not recorded"), None, paired=True
     )
+
+
+# what a run folder holds that mmsid wrote: --overwrite removes these and nothing else
+RUN_FILES = (
+    "config.yaml",
+    "run.json",
+    "results.json",
+    "report.md",
+    "retrieval_recall10.png",
+    "ranking_auc.png",
+    "retrieval_vs_item_ids.png",
+    "ranking_vs_item_ids.png",
+    "coherence_by_level.png",
+)
+
+
+def _marker(path: Path) -> dict:
+    """run.json, checked to be one an mmsid run wrote."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{path}: unreadable ({e}); this folder is not a usable mmsid run; choose another "
+            "--out (mmsid deletes nothing it cannot show it wrote)"
+        ) from e
+    if not isinstance(info, dict) or "config_hash" not in info:
+        raise ConfigError(
+            f"{path} was not written by an mmsid run (no config_hash); choose another --out "
+            "(mmsid deletes nothing it cannot show it wrote)"
+        )
+    return info
+
+
+def clear_run(out: Path) -> None:
+    """Remove what an mmsid run wrote in ``out`` (its files and ``stages/``); anything else
+    in the folder stays, and the folder itself too."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    if (out / "stages").is_dir():
+        shutil.rmtree(out / "stages")
+
+
+def _check_before_writing(cfg: PipelineConfig, out: Path) -> None:
+    """Everything that can be checked before the folder is touched."""
+    from mmsid.data import REGISTRY
+
+    if cfg.dataset not in REGISTRY:
+        from mmsid.data import load_dataset
+
+        load_dataset(cfg.dataset, cfg.data_dir)  # raises DataError naming the known sets
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
 
 
 def git_commit() -> str | None:

@@ -43,11 +43,13 @@ def _kmeanspp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
     return torch.stack(centers)
 
 
-def kmeans(x: torch.Tensor, cfg: KMeansConfig) -> torch.Tensor:
+def kmeans(x: torch.Tensor, cfg: KMeansConfig, init: torch.Tensor | None = None) -> torch.Tensor:
     """Lloyd's k-means.
 
     Args:
         x: (N, d) float32, N >= k.
+        init: (k, d) starting centroids (torch backend; e.g. the previous round's in OPQ);
+            None = seeded as ``cfg.init`` says.
     Returns:
         (k, d) centroids. Deterministic for a given seed and backend.
     """
@@ -61,7 +63,9 @@ def kmeans(x: torch.Tensor, cfg: KMeansConfig) -> torch.Tensor:
     if cfg.max_points_per_centroid and n > cfg.k * cfg.max_points_per_centroid:
         idx = torch.randperm(n, generator=g)[: cfg.k * cfg.max_points_per_centroid]
         fit = x[idx.to(x.device)]
-    if cfg.init == "kmeans++":
+    if init is not None:
+        c = init.to(x).clone()
+    elif cfg.init == "kmeans++":
         # seeding on a subsample keeps it O(k * 20k * d)
         m = min(fit.shape[0], max(cfg.k * 20, 2048))
         sub = fit[torch.randperm(fit.shape[0], generator=g)[:m].to(x.device)]

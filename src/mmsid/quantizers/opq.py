@@ -8,10 +8,18 @@ index of its nearest centroid in its own codebook of ``K`` (256) codes:
     code_j = argmin_c || y[j d_sub : (j+1) d_sub] - C_j[c] ||^2       j = 0 .. m-1
 
 The ``m`` codes are unordered (no residual chain): the parallel-SID retriever reads them all
-at once; RPG (Hou et al., KDD 2025) uses such OPQ IDs with 16 to 64 codes. faiss fits ``A``
-(``OPQMatrix``, alternating rotation and PQ training) and the codebooks (``ProductQuantizer``);
-the fitted tensors live in a torch module so encoding (``transform``) is a torch GEMM like every
-other tokenizer's, checked against faiss's own encoder in the tests.
+at once; RPG (Hou et al., KDD 2025) uses such OPQ IDs with 16 to 64 codes.
+
+Fitting (non-parametric OPQ, Ge et al. 2013, as faiss's ``OPQMatrix``): start from the
+identity, then alternate ``opq_iters`` times (a) a few k-means rounds per sub-space on
+``Y = X A^T`` (warm-started) and (b) the orthogonal Procrustes step: with
+``U S V^T = svd(Yhat^T X)``, ``A = U V^T`` minimises ``||X A^T - Yhat||`` over matrices with
+orthonormal columns; then a full k-means per sub-space. ``backend="torch"`` (default) runs
+this with mmsid's k-means; ``backend="faiss"`` calls faiss's ``OPQMatrix`` and
+``ProductQuantizer``. The torch path is the default because faiss's OPQ, run in the same
+process as torch's training, aborted twice with a glibc heap-corruption error on this project's
+machine (two OpenMP runtimes in one process); the tests check the torch encoder against
+faiss's PQ encoder and the rotation against the PQ baseline.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from torch import nn
 
 from mmsid.errors import ConfigError
 from mmsid.quantizers.base import sq_distances
+from mmsid.quantizers.kmeans import KMeansConfig, kmeans
 from mmsid.quantizers.tokenizer import Tokenizer
 
 
@@ -32,8 +41,10 @@ class OPQConfig:
     levels: int = 32  # m: codes per item (sub-vectors)
     codebook_size: int = 256  # K per sub-vector, a power of 2 (faiss stores log2 K bits)
     rotate: bool = True  # OPQ (learned rotation); False = plain PQ on the input axes
-    opq_iters: int = 25  # OPQ's alternating rotation / PQ rounds
-    kmeans_iters: int = 25  # k-means iterations per sub-quantizer
+    opq_iters: int = 20  # OPQ's alternating rotation / PQ rounds
+    inner_iters: int = 4  # k-means rounds per sub-space inside each OPQ round (faiss: 4)
+    kmeans_iters: int = 25  # k-means iterations per sub-quantizer, final fit
+    backend: str = "torch"  # torch | faiss (see the module docstring)
     seed: int = 0
 
 
@@ -72,16 +83,54 @@ class OPQTokenizer(Tokenizer):
         self.module = ProductCodes(self.input_dim, self.cfg.levels, K)
 
     def _fit(self, x: torch.Tensor, **_: object) -> None:
+        self._build()
+        if self.cfg.backend not in ("torch", "faiss"):
+            raise ConfigError(f"opq: backend '{self.cfg.backend}' is not torch or faiss")
+        rot, books = (self._fit_faiss if self.cfg.backend == "faiss" else self._fit_torch)(x)
+        self.module.rotation.copy_(rot)
+        self.module.codebooks.copy_(books)
+        err = float(((self.reconstruct(x) - x) ** 2).sum(1).mean())
+        self.history = [{"reconstruction_sq_error": err}]
+
+    def _fit_torch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, K = self.cfg.levels, self.cfg.codebook_size
+        d_out, d_in = self.module.rotation.shape
+        rot = torch.eye(d_out, d_in)  # (d_out, d_in): zero rows pad d_in up to m * d_sub
+
+        def fit_books(y: torch.Tensor, iters: int, init: torch.Tensor | None) -> torch.Tensor:
+            ys = y.view(len(y), m, -1)  # (N, m, d_sub)
+            return torch.stack(
+                [
+                    kmeans(
+                        ys[:, j].contiguous(),
+                        KMeansConfig(k=K, iters=iters, seed=self.cfg.seed + j),
+                        None if init is None else init[j],
+                    )
+                    for j in range(m)
+                ]
+            )  # (m, K, d_sub)
+
+        books = None
+        if self.cfg.rotate:
+            for _ in range(self.cfg.opq_iters):
+                books = fit_books(x @ rot.T, self.cfg.inner_iters, books)
+                self.module.rotation.copy_(rot)
+                self.module.codebooks.copy_(books)
+                y_hat = self.module.decode(self.module.encode(x)) @ rot.T  # (N, d_out)
+                u, _, vt = torch.linalg.svd(y_hat.T @ x, full_matrices=False)
+                rot = u @ vt  # (d_out, d_in), orthonormal columns
+        return rot, fit_books(x @ rot.T, self.cfg.kmeans_iters, books)
+
+    def _fit_faiss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         import faiss
 
-        self._build()
         xs = np.ascontiguousarray(x.numpy(), dtype=np.float32)
         d_out = self.module.rotation.shape[0]
         m, nbits = self.cfg.levels, int(np.log2(self.cfg.codebook_size))
         if self.cfg.rotate:
             opq = faiss.OPQMatrix(xs.shape[1], m, d_out)
             opq.niter = self.cfg.opq_iters
-            opq.verbose = False
+            opq.niter_pq = self.cfg.inner_iters
             inner = faiss.ProductQuantizer(d_out, m, nbits)  # kept alive: opq holds a pointer
             inner.cp.seed = self.cfg.seed
             inner.cp.min_points_per_centroid = 1  # small catalogues: no faiss warning spam
@@ -96,12 +145,8 @@ class OPQTokenizer(Tokenizer):
         pq.cp.niter = self.cfg.kmeans_iters
         pq.cp.min_points_per_centroid = 1
         pq.train(y)
-        self.module.rotation.copy_(torch.from_numpy(rot))
-        self.module.codebooks.copy_(
-            torch.from_numpy(faiss.vector_to_array(pq.centroids).reshape(m, -1, d_out // m))
-        )
-        err = float(((self.reconstruct(x) - x) ** 2).sum(1).mean())
-        self.history = [{"reconstruction_sq_error": err}]
+        books = faiss.vector_to_array(pq.centroids).reshape(m, -1, d_out // m)
+        return torch.from_numpy(rot), torch.from_numpy(books)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.module.to(x.device).encode(x)
