@@ -122,3 +122,54 @@ def test_a_bad_dataset_is_refused_before_the_folder_is_touched(tmp_path):
     f.write_text("")
     with pytest.raises(Exception, match="is a file"):
         run(resolve_config("lfm2k-mm", str(f)), progress=False)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: __import__("mmsid.retrieval.run").retrieval.run.RetrieveConfig(
+            dataset="d", lr=float("nan")
+        ),
+        lambda: __import__("mmsid.retrieval.run").retrieval.run.RetrieveConfig(
+            dataset="d", batch_size=-5
+        ),
+        lambda: __import__("mmsid.retrieval.run").retrieval.run.RetrieveConfig(
+            dataset="d", patience=-1
+        ),
+        lambda: __import__("mmsid.ranking.run").ranking.run.RankConfig(dataset="d", neg_ratio=0),
+        lambda: __import__("mmsid.tokenize").tokenize.TokenizeConfig(dataset="d", alpha=np.nan),
+        lambda: __import__("mmsid.tokenize").tokenize.TokenizeConfig(dataset="d", levels=0),
+        lambda: __import__("mmsid.tokenize").tokenize.TokenizeConfig(dataset="d", collision_cap=0),
+    ],
+)
+def test_invalid_settings_are_refused_where_declared(build):
+    from mmsid.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be a finite number in"):
+        build()
+
+
+def test_invalid_settings_from_set_and_the_cli(real_data_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from mmsid.cli import main
+    from mmsid.config import dotted, merge
+    from mmsid.errors import ConfigError
+    from mmsid.retrieval.run import RetrieveConfig
+
+    with pytest.raises(ConfigError, match="RetrieveConfig.epochs = None"):
+        merge(RetrieveConfig(dataset="d"), dotted(["epochs=null"]), "--set")
+    with pytest.raises(ConfigError, match="ParallelSIDConfig.temperature = 0"):
+        merge(RetrieveConfig(dataset="d"), dotted(["parallel.temperature=0"]), "--set")
+    out = tmp_path / "r"
+    r = CliRunner().invoke(
+        main,
+        ["retrieve", "--dataset", "lfm2k-mm", "--model", "sasrec", "--epochs", "0"]
+        + ["--data-dir", str(real_data_dir), "--out", str(out)],
+    )
+    assert r.exit_code != 0 and "epochs must be at least 1" in r.output
+    assert not out.exists()  # refused before anything was written
+    r = CliRunner().invoke(
+        main, ["retrieve", "--dataset", "lfm2k-mm", "--batch-size", "-5", "--out", str(out)]
+    )
+    assert r.exit_code != 0 and "batch_size = -5" in r.output

@@ -216,26 +216,26 @@ def tokenize_cmd(
     ones from transform), tokenizer.pt, metrics.json and plots."""
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
-    cfg = TokenizeConfig(
-        dataset=dataset,
-        method=method,
-        out=out,
-        modalities=list(modalities),
-        levels=levels,
-        codebook_size=codebook_size,
-        seed=seed,
-        epochs=epochs,
-        finetune=finetune,
-        finetune_epochs=finetune_epochs,
-        ablation=ablation,
-        alpha=alpha,
-        per_modality=per_modality,
-        collision_cap=collision_cap,
-        center=center,
-        device=device,
-        data_dir=data_dir,
-    )
     try:
+        cfg = TokenizeConfig(
+            dataset=dataset,
+            method=method,
+            out=out,
+            modalities=list(modalities),
+            levels=levels,
+            codebook_size=codebook_size,
+            seed=seed,
+            epochs=epochs,
+            finetune=finetune,
+            finetune_epochs=finetune_epochs,
+            ablation=ablation,
+            alpha=alpha,
+            per_modality=per_modality,
+            collision_cap=collision_cap,
+            center=center,
+            device=device,
+            data_dir=data_dir,
+        )
         cfg.protocol = _protocol(cold_fraction, protocol_seed)
         m = run_tokenize(cfg)
     except MMSIDError as e:
@@ -316,22 +316,22 @@ def rank_cmd(
     from mmsid.ranking.run import RankConfig, run_rank
 
     named = dict(s.split("=", 1) if "=" in s else ("joint", s) for s in sids)
-    cfg = RankConfig(
-        dataset=dataset,
-        model=model,
-        out=out,
-        sids=named,
-        joint=joint,
-        label=label,
-        neg_ratio=neg_ratio,
-        negatives=negatives,
-        epochs=epochs,
-        patience=patience,
-        seed=seed,
-        device=device,
-        data_dir=data_dir,
-    )
     try:
+        cfg = RankConfig(
+            dataset=dataset,
+            model=model,
+            out=out,
+            sids=named,
+            joint=joint,
+            label=label,
+            neg_ratio=neg_ratio,
+            negatives=negatives,
+            epochs=epochs,
+            patience=patience,
+            seed=seed,
+            device=device,
+            data_dir=data_dir,
+        )
         cfg.protocol = _protocol(cold_fraction, protocol_seed)
         r = run_rank(cfg)
     except MMSIDError as e:
@@ -424,28 +424,28 @@ def retrieve_cmd(
     from mmsid.config import dotted, merge
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
-    cfg = RetrieveConfig(
-        dataset=dataset,
-        model=model,
-        out=out,
-        sids=sids,
-        sid_set=sid_set,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        patience=patience,
-        max_minutes=max_minutes,
-        valid_sample=valid_sample,
-        epoch_samples=epoch_samples,
-        beam=beam,
-        schedule=schedule,
-        warmup_steps=warmup_steps,
-        amp=amp,
-        seed=seed,
-        device=device,
-        data_dir=data_dir,
-    )
     try:
+        cfg = RetrieveConfig(
+            dataset=dataset,
+            model=model,
+            out=out,
+            sids=sids,
+            sid_set=sid_set,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            max_minutes=max_minutes,
+            valid_sample=valid_sample,
+            epoch_samples=epoch_samples,
+            beam=beam,
+            schedule=schedule,
+            warmup_steps=warmup_steps,
+            amp=amp,
+            seed=seed,
+            device=device,
+            data_dir=data_dir,
+        )
         cfg = merge(cfg, dotted(sets), "--set")
         cfg.protocol = _protocol(cold_fraction, protocol_seed)
         r = run_retrieve(cfg)

@@ -14,6 +14,29 @@ import yaml
 from mmsid.errors import ConfigError
 
 
+def check_ranges(obj: Any, **rules: tuple[float | None, float | None]) -> None:
+    """Validate numeric settings where they are declared (call from ``__post_init__``): each
+    rule ``name=(lo, hi)`` (None = unbounded) requires a finite number in [lo, hi]. Raises
+    ConfigError naming the setting, its value and the allowed range; the CLI, ``--set`` and
+    YAML all build the same dataclasses, so they share the check."""
+    import math
+
+    for name, (lo, hi) in rules.items():
+        v = getattr(obj, name)
+        ok = (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and (lo is None or v >= lo)
+            and (hi is None or v <= hi)
+        )
+        if not ok:
+            span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            raise ConfigError(
+                f"{type(obj).__name__}.{name} = {v!r}: must be a finite number in {span}"
+            )
+
+
 def _fields(cls) -> dict[str, Any]:
     hints = get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsid.config import check_ranges
 from mmsid.data import load_dataset
 from mmsid.errors import ConfigError
 from mmsid.features import ItemFeatures, build_features, l2_normalize
@@ -59,6 +60,19 @@ class TokenizeConfig:
     # embeddings point almost the same way (random-pair cosine ~0.97), which centering undoes.
     center: bool = False
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            levels=(1, None),
+            codebook_size=(2, None),
+            epochs=(1, None),
+            alpha=(0.0, None),
+            finetune_epochs=(1, None),
+            lambda_orth=(0.0, None),
+        )
+        if self.collision_cap is not None:
+            check_ranges(self, collision_cap=(1, None))
 
 
 def concat_features(

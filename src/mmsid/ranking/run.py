@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsid.config import check_ranges
 from mmsid.errors import ConfigError
 from mmsid.ids import load_sid_sets, table_codes
 from mmsid.io import save_npz, save_torch, stable_hash, write_json
@@ -45,6 +46,16 @@ class RankConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     device: str = "cpu"
     data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            neg_ratio=(1, None),
+            epochs=(1, None),
+            patience=(0, None),
+            batch_size=(1, None),
+            lr=(1e-12, 10.0),
+        )
 
 
 def load_sets(name: str, path: str | Path, n_items: int) -> dict[str, tuple[np.ndarray, int]]:

@@ -51,6 +51,26 @@ class ParallelSIDConfig:
     max_history: int = 20
     score_chunk: int = 65536  # catalogue items scored per chunk (memory: B x chunk floats)
 
+    def __post_init__(self) -> None:
+        from mmsid.config import check_ranges
+        from mmsid.errors import ConfigError
+
+        check_ranges(
+            self,
+            d_model=(1, None),
+            n_heads=(1, None),
+            n_layers=(1, None),
+            d_ff=(1, None),
+            dropout=(0.0, 0.99),
+            temperature=(1e-6, None),
+            max_history=(1, None),
+            score_chunk=(1, None),
+        )
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"parallel.d_model {self.d_model} is not a multiple of n_heads")
+        if self.input not in ("mean", "sum"):
+            raise ConfigError(f"parallel.input '{self.input}': choose mean or sum")
+
 
 class ParallelSID(nn.Module):
     """Contract (shared with SASRec and TIGER): ``loss(batch)``, ``score(history)``,
@@ -63,8 +83,6 @@ class ParallelSID(nn.Module):
 
     def __init__(self, codes: np.ndarray, codebook_size: int, cfg: ParallelSIDConfig) -> None:
         super().__init__()
-        if cfg.input not in ("mean", "sum"):
-            raise ValueError(f"input must be 'mean' or 'sum', got '{cfg.input}'")
         self.cfg, self.K = cfg, int(codebook_size)
         self.m = int(codes.shape[1])
         d = cfg.d_model

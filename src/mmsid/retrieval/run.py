@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmsid.config import check_ranges
 from mmsid.errors import ConfigError, DataError
 from mmsid.eval.retrieval import retrieval_metrics, target_rank
 from mmsid.io import save_npz, save_torch, stable_hash, write_json
@@ -73,6 +74,25 @@ class RetrieveConfig:
     seed: int = 0
     device: str = "cpu"
     data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            epochs=(0, None),  # 0: the untrained baselines
+            batch_size=(1, None),
+            lr=(1e-12, 10.0),
+            weight_decay=(0.0, None),
+            eval_every=(1, None),
+            patience=(0, None),
+            max_minutes=(0.0, None),
+            valid_sample=(0, None),
+            epoch_samples=(0, None),
+            beam=(1, None),
+            eval_batch_size=(1, None),
+            warmup_steps=(0, None),
+        )
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule '{self.schedule}': choose constant or cosine")
 
 
 def recommend_all(
@@ -136,15 +156,24 @@ def evaluate(
     return (m, target_rank(top, split.target)) if ranks else m
 
 
-def _check(cfg: RetrieveConfig, data: RetrievalData) -> None:
+def _check_config(cfg: RetrieveConfig) -> None:
+    """What can be checked before the run folder is touched."""
     if cfg.model not in MODELS:
         raise ConfigError(f"unknown retrieval model '{cfg.model}'; choose one of {MODELS}")
+    if cfg.model not in UNTRAINED and cfg.epochs < 1:
+        raise ConfigError(f"{cfg.model} trains: epochs must be at least 1, got {cfg.epochs}")
     if cfg.model in SID_MODELS and not cfg.sids:
         raise ConfigError(f"{cfg.model} needs a SID table: --sids RUN_DIR/sids.parquet")
-    if max(cfg.ks) > data.n_items:
-        raise ConfigError(f"K = {max(cfg.ks)} exceeds the catalogue ({data.n_items} items)")
     if cfg.beam < max(cfg.ks):
         raise ConfigError(f"beam {cfg.beam} is smaller than the largest K {max(cfg.ks)}")
+    metric, _, k = cfg.select.partition("@")
+    if metric not in ("recall", "ndcg") or not k.isdigit() or int(k) not in cfg.ks:
+        raise ConfigError(f"select '{cfg.select}' must be recall@K or ndcg@K with K in {cfg.ks}")
+
+
+def _check_data(cfg: RetrieveConfig, data: RetrievalData) -> None:
+    if max(cfg.ks) > data.n_items:
+        raise ConfigError(f"K = {max(cfg.ks)} exceeds the catalogue ({data.n_items} items)")
     for name in ("train", "valid", "test"):
         h = getattr(data, name).history
         if h.max(initial=-1) >= data.n_items:
@@ -152,21 +181,17 @@ def _check(cfg: RetrieveConfig, data: RetrievalData) -> None:
                 f"{name} histories hold item ids outside the catalogue "
                 f"(max {int(h.max())}, {data.n_items} items)"
             )
-    if (
-        cfg.select.split("@")[0] not in ("recall", "ndcg")
-        or int(cfg.select.split("@")[1]) not in cfg.ks
-    ):
-        raise ConfigError(f"select '{cfg.select}' must be recall@K or ndcg@K with K in {cfg.ks}")
 
 
 def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
     from mmsid.device import start_run
 
+    _check_config(cfg)
     out, device = start_run(cfg)
     t0 = time.perf_counter()
     proto = load_protocol(cfg.dataset, cfg.data_dir, cfg.protocol)
     data = build_retrieval(proto)
-    _check(cfg, data)
+    _check_data(cfg, data)
     torch.manual_seed(cfg.seed)
     g = np.random.default_rng(cfg.seed)
     if cfg.model in UNTRAINED:
