@@ -173,3 +173,30 @@ def test_invalid_settings_from_set_and_the_cli(real_data_dir, tmp_path):
         main, ["retrieve", "--dataset", "lfm2k-mm", "--batch-size", "-5", "--out", str(out)]
     )
     assert r.exit_code != 0 and "batch_size = -5" in r.output
+
+
+def test_a_folder_in_use_is_refused_and_a_stale_lock_is_cleared(real_data_dir, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from mmsid.errors import ConfigError
+    from mmsid.pipeline import run
+    from mmsid.pipeline.runner import LOCK
+
+    out = tmp_path / "x"
+    run(_tiny_run(out, real_data_dir), progress=False)
+    assert not (out / LOCK).exists()  # released when the run ends
+    # another live process holds the folder: refused, even with --overwrite, nothing deleted
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK).write_text(f"{live.pid} {socket.gethostname()}\n")
+        with pytest.raises(ConfigError, match=f"in use by mmsid process {live.pid}"):
+            run(_tiny_run(out, real_data_dir, seeds="1"), overwrite=True, progress=False)
+        assert (out / "stages" / "seed0").is_dir()
+    finally:
+        live.kill()
+        live.wait()
+    # the holder is gone (killed): its lock is stale, the next run clears it and proceeds
+    run(_tiny_run(out, real_data_dir, seeds="1"), overwrite=True, progress=False)
+    assert (out / "stages" / "seed1").is_dir() and not (out / LOCK).exists()

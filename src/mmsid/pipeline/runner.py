@@ -7,6 +7,7 @@ checkpoint (tokenizers, retrieval and ranking all checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -48,6 +49,7 @@ def run(
     command = command or "mmsid.run(config)"
     marker = out / "run.json"
     _check_before_writing(cfg, out)
+    _check_lock(out)  # before --overwrite can touch a folder another run is working in
     if marker.exists():
         prev = _marker(marker).get("config_hash")
         if prev != h and overwrite:
@@ -63,37 +65,38 @@ def run(
             "(--overwrite only ever deletes what an mmsid run wrote)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    write_json(marker, {"config_hash": h, "command": command, "commit": git_commit()})
-    stages = plan(cfg)
-    keys = stage_keys(stages)
-    records: dict[str, dict] = {}  # this invocation's finished stages
-    t0 = time.perf_counter()
-    bar = tqdm(stages, desc="mmsid run", unit="stage", disable=not progress)
-    for st in bar:
-        bar.set_postfix_str(st.name)
-        key = keys[st.name]
-        folder = out / "stages" / st.name
-        rec_path = folder / "stage.json"
-        rec = _load(rec_path)
-        if rec.get("status") == "done" and rec.get("key") == key:
-            records[st.name] = {
-                "stage": st.name,
-                "key": key,
-                "status": "cached",
-                "seconds": rec.get("seconds", 0.0),
-            }
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(rec_path, {"key": key, "status": "running"})
-        t = time.perf_counter()
-        st.run(folder)
-        sec = time.perf_counter() - t
-        write_json(rec_path, {"key": key, "status": "done", "seconds": sec})
-        records[st.name] = {"stage": st.name, "key": key, "status": "ran", "seconds": sec}
-        if len(records) < len(stages):  # the report so far (the last one is written below)
-            snapshot(cfg, out, stages, records, command, time.perf_counter() - t0, final=False)
-    return snapshot(cfg, out, stages, records, command, time.perf_counter() - t0, final=True)
+    with _locked(out):
+        write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        write_json(marker, {"config_hash": h, "command": command, "commit": git_commit()})
+        stages = plan(cfg)
+        keys = stage_keys(stages)
+        records: dict[str, dict] = {}  # this invocation's finished stages
+        t0 = time.perf_counter()
+        bar = tqdm(stages, desc="mmsid run", unit="stage", disable=not progress)
+        for st in bar:
+            bar.set_postfix_str(st.name)
+            key = keys[st.name]
+            folder = out / "stages" / st.name
+            rec_path = folder / "stage.json"
+            rec = _load(rec_path)
+            if rec.get("status") == "done" and rec.get("key") == key:
+                records[st.name] = {
+                    "stage": st.name,
+                    "key": key,
+                    "status": "cached",
+                    "seconds": rec.get("seconds", 0.0),
+                }
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(rec_path, {"key": key, "status": "running"})
+            t = time.perf_counter()
+            st.run(folder)
+            sec = time.perf_counter() - t
+            write_json(rec_path, {"key": key, "status": "done", "seconds": sec})
+            records[st.name] = {"stage": st.name, "key": key, "status": "ran", "seconds": sec}
+            if len(records) < len(stages):  # the report so far (the last one is written below)
+                snapshot(cfg, out, stages, records, command, time.perf_counter() - t0, final=False)
+        return snapshot(cfg, out, stages, records, command, time.perf_counter() - t0, final=True)
 
 
 def snapshot(
@@ -209,6 +212,59 @@ def _marker(path: Path) -> dict:
             "(mmsid deletes nothing it cannot show it wrote)"
         )
     return info
+
+
+LOCK = ".mmsid.lock"  # "pid host" of the run working in the folder
+
+
+def _check_lock(out: Path) -> None:
+    """Refuse a folder another live mmsid run holds; remove a stale lock (its process is gone)."""
+    import os
+    import socket
+
+    lock = out / LOCK
+    if not lock.exists():
+        return
+    try:
+        pid_s, host = lock.read_text().split()
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        pid, host = -1, "?"
+    here = socket.gethostname()
+    alive = False
+    if host == here and pid > 0:
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+    if alive or (host not in (here, "?")):
+        raise ConfigError(
+            f"{out} is in use by mmsid process {pid} on {host} ({lock}); wait for it to end or "
+            "choose another --out (if that process is gone, delete the lock file)"
+        )
+    lock.unlink(missing_ok=True)  # stale: left by a run that was killed
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    import os
+    import socket
+
+    try:
+        fd = os.open(out / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise ConfigError(
+            f"{out} was just taken by another mmsid run; choose another --out"
+        ) from None
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()} {socket.gethostname()}\n")
+    try:
+        yield
+    finally:
+        (out / LOCK).unlink(missing_ok=True)
 
 
 def clear_run(out: Path) -> None:
