@@ -1,6 +1,7 @@
-"""The retrieve stage: data set -> protocol -> next-item samples -> a retriever (TIGER over a
-SID table, SASRec over item ids, or the popularity / content-kNN baselines) -> Recall/NDCG@K on
-validation and test, per slice. Evaluation always runs in fp32 (``amp`` is for training).
+"""The retrieve stage: data set -> protocol -> next-item samples -> a retriever (parallel-sid or
+TIGER over a SID table, SASRec over item ids, or the popularity / content-kNN baselines; built
+by mmsid.retrieval.models) -> Recall/NDCG@K on validation and test, per slice. Evaluation always
+runs in fp32 (``amp`` is for training).
 
 Run folder: ``config.yaml``, ``metrics.json``, ``ranks.npz`` (each evaluated user's target and
 its 0-based rank in the top ``max(ks)``, -1 when absent: the paired comparisons read it),
