@@ -120,14 +120,18 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             max_minutes=rt.max_minutes,
             seed=seed,
             protocol=proto,
-            **({} if sids else {"lr": rt.lr}),
+            lr=(rt.sid_lr or rt.lr) if sids else rt.lr,
             **(
                 {
                     "sids": sids,
-                    model: dataclasses.asdict(rt.tiger if model == "tiger" else rt.parallel),
                     "schedule": rt.schedule,
                     "warmup_steps": rt.warmup_steps,
-                    "lr": rt.sid_lr or rt.lr,
+                    # the SID model's own settings, under its RetrieveConfig field name
+                    **(
+                        {"tiger": dataclasses.asdict(rt.tiger)}
+                        if model == "tiger"
+                        else {"parallel": dataclasses.asdict(rt.parallel)}
+                    ),
                 }
                 if sids
                 else {}
@@ -139,8 +143,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             kw = dict(rc, protocol=ProtocolConfig(**rc["protocol"]))
             if "tiger" in kw:
                 kw["tiger"] = TIGERConfig(**kw["tiger"])
-            if "parallel-sid" in kw:
-                kw["parallel"] = ParallelSIDConfig(**kw.pop("parallel-sid"))
+            if "parallel" in kw:
+                kw["parallel"] = ParallelSIDConfig(**kw["parallel"])
             run_retrieve(RetrieveConfig(out=str(folder), **kw), progress=False)
 
         return Stage(name, rc, go, inputs, "retrieval", task_row, seed)

@@ -9,6 +9,15 @@ import numpy as np
 
 from mmsid.pipeline.report import SLICES, TASK
 
+# every file plots() writes into a run folder (the runner's --overwrite removes these)
+PLOT_FILES = (
+    "retrieval_recall10.png",
+    "ranking_auc.png",
+    "retrieval_vs_item_ids.png",
+    "ranking_vs_item_ids.png",
+    "coherence_by_level.png",
+)
+
 
 def plots(out: Path, res: dict) -> None:
     import matplotlib

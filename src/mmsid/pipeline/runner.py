@@ -20,6 +20,7 @@ from mmsid.errors import ConfigError
 from mmsid.io import write_json, write_text
 from mmsid.pipeline.config import PipelineConfig, run_hash
 from mmsid.pipeline.plan import Stage, plan, stage_keys
+from mmsid.pipeline.plots import PLOT_FILES
 
 DONE = ("ran", "cached", "done")  # stage statuses whose outputs are final
 
@@ -184,17 +185,7 @@ def refresh(run_dir: str | Path) -> dict:
 
 
 # what a run folder holds that mmsid wrote: --overwrite removes these and nothing else
-RUN_FILES = (
-    "config.yaml",
-    "run.json",
-    "results.json",
-    "report.md",
-    "retrieval_recall10.png",
-    "ranking_auc.png",
-    "retrieval_vs_item_ids.png",
-    "ranking_vs_item_ids.png",
-    "coherence_by_level.png",
-)
+RUN_FILES = ("config.yaml", "run.json", "results.json", "report.md", *PLOT_FILES)
 
 
 def _marker(path: Path) -> dict:
@@ -234,11 +225,11 @@ def _check_lock(out: Path) -> None:
     alive = False
     if host == here and pid > 0:
         try:
-            os.kill(pid, 0)
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
             alive = True
         except ProcessLookupError:
-            alive = False
-        except PermissionError:
+            pass
+        except PermissionError:  # it exists, under another user
             alive = True
     if alive or (host not in (here, "?")):
         raise ConfigError(

@@ -59,17 +59,23 @@ class ProductCodes(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, d_in) -> (N, m) codes."""
-        m, _, ds = self.codebooks.shape
-        y = (x @ self.rotation.T).view(len(x), m, ds)  # (N, m, d_sub)
-        return torch.stack(
-            [sq_distances(y[:, j], self.codebooks[j]).argmin(1) for j in range(m)], 1
-        )
+        return pq_encode(x @ self.rotation.T, self.codebooks)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(N, m) codes -> (N, d_in) reconstruction (A is orthonormal on its rows)."""
-        m = self.codebooks.shape[0]
-        y = torch.cat([self.codebooks[j][codes[:, j]] for j in range(m)], 1)  # (N, d_out)
-        return y @ self.rotation
+        """(N, m) codes -> (N, d_in) reconstruction (A has orthonormal columns)."""
+        return pq_decode(codes, self.codebooks) @ self.rotation
+
+
+def pq_encode(y: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
+    """(N, m d_sub) rotated vectors, (m, K, d_sub) codebooks -> (N, m) nearest codes."""
+    m, _, ds = books.shape
+    ys = y.view(len(y), m, ds)  # (N, m, d_sub)
+    return torch.stack([sq_distances(ys[:, j], books[j]).argmin(1) for j in range(m)], 1)
+
+
+def pq_decode(codes: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
+    """(N, m) codes -> (N, m d_sub) concatenated centroids (in the rotated space)."""
+    return torch.cat([books[j][codes[:, j]] for j in range(books.shape[0])], 1)
 
 
 class OPQTokenizer(Tokenizer):
@@ -113,10 +119,9 @@ class OPQTokenizer(Tokenizer):
         books = None
         if self.cfg.rotate:
             for _ in range(self.cfg.opq_iters):
-                books = fit_books(x @ rot.T, self.cfg.inner_iters, books)
-                self.module.rotation.copy_(rot)
-                self.module.codebooks.copy_(books)
-                y_hat = self.module.decode(self.module.encode(x)) @ rot.T  # (N, d_out)
+                y = x @ rot.T  # (N, d_out)
+                books = fit_books(y, self.cfg.inner_iters, books)
+                y_hat = pq_decode(pq_encode(y, books), books)  # (N, d_out)
                 u, _, vt = torch.linalg.svd(y_hat.T @ x, full_matrices=False)
                 rot = u @ vt  # (d_out, d_in), orthonormal columns
         return rot, fit_books(x @ rot.T, self.cfg.kmeans_iters, books)
