@@ -67,7 +67,11 @@ class IDStore:
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        # one connection; a caller that shares it between threads serialises its calls (the
+        # HTTP service holds a lock), so SQLite's same-thread check is off
+        self.db = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a committed write survives a crash
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -109,11 +113,13 @@ class IDStore:
         content: Sequence[str],
         *,
         replace: bool = False,
+        collision_cap: int | None = None,
     ) -> np.ndarray:
         """Give each item its codes (N, L) and a collision index; returns (N, L+1) SIDs.
 
         One transaction: if any item is refused (changed content without ``replace``, codes
-        out of range, a duplicate item in the batch) nothing of the batch is written."""
+        out of range, a duplicate item in the batch, more than ``collision_cap`` items on one
+        code tuple) nothing of the batch is written."""
         codes = np.asarray(codes)
         if codes.ndim != 2 or len(codes) != len(items) or len(content) != len(items):
             raise DataError(
@@ -162,6 +168,11 @@ class IDStore:
                     "WHERE version = ? AND codes = ?",
                     (version, key),
                 ).fetchone()
+                if collision_cap is not None and nxt >= collision_cap:
+                    raise DataError(
+                        f"item '{item}': {nxt + 1} items would share the codes {key} in version "
+                        f"'{version}', more than the collision cap {collision_cap}"
+                    )
                 cur.execute(
                     "INSERT INTO sids VALUES (?, ?, ?, ?, ?, ?)",
                     (version, str(item), key, nxt, h, now),
@@ -199,6 +210,16 @@ class IDStore:
             args = (version, pre, pre + "\uffff")
         return [r[0] for r in self.db.execute(q + " ORDER BY codes, collision", args)]
 
+    def catalogue(self, version: str) -> tuple[list[str], np.ndarray]:
+        """Every item of ``version`` in the order it was (last) assigned, and its (N, L)
+        codes: the catalogue a retriever scores."""
+        L = self._levels(version)
+        rows = self.db.execute(
+            "SELECT item, codes FROM sids WHERE version = ? ORDER BY rowid", (version,)
+        ).fetchall()
+        codes = np.array([[int(c) for c in r[1].split("-")] for r in rows], dtype=np.int64)
+        return [r[0] for r in rows], codes.reshape(len(rows), L)
+
     def versions(self) -> list[dict]:
         rows = self.db.execute(
             "SELECT v.version, v.levels, v.codebook_size, v.created, COUNT(s.item) "
@@ -215,3 +236,14 @@ class IDStore:
         if row is None:
             raise DataError(f"{self.path}: unknown version '{version}'")
         return int(row[0])
+
+
+def parse_prefix(text: str) -> list[int]:
+    """A SID or SID prefix as text, codes joined by '-': "12-4" -> [12, 4]; "" -> []."""
+    import re
+
+    if text == "":
+        return []
+    if not re.fullmatch(r"[0-9]{1,9}(-[0-9]{1,9})*", text):
+        raise DataError(f"SID prefix {text!r}: expected codes joined by '-', e.g. 12-4")
+    return [int(p) for p in text.split("-")]

@@ -6,6 +6,7 @@ fine-tuning reads the protocol's training transitions only. ``trained_on.npz`` r
 (the items whose content was fitted, the interaction rows of the behaviour pairs).
 
 Writes a run folder: ``config.yaml``, ``sids.parquet``, ``tokenizer.pt``, ``metrics.json``,
+``inputs.npz`` and ``ids.sqlite`` (what new items need for their IDs: mmsid.assign),
 ``code_usage.png`` (and ``loss_curve.png`` for trained tokenizers), ``checkpoints/``; MMQ adds
 ``gate_usage.png`` and, with behavior fine-tuning, ``sids_stage1.parquet`` (the IDs before it).
 """
@@ -75,6 +76,22 @@ class TokenizeConfig:
             check_ranges(self, collision_cap=(1, None))
 
 
+def center_means(
+    feats: ItemFeatures, names: list[str], fit_items: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """(d,) mean of each named modality over the items that have it (among ``fit_items`` when
+    given): the centering of the tokenizer input, saved with the run for new items."""
+    in_fit = np.ones(feats.n_items, dtype=bool)
+    if fit_items is not None:
+        in_fit = np.zeros(feats.n_items, dtype=bool)
+        in_fit[fit_items] = True
+    return {
+        n: feats.embeddings[n][feats.masks[n] & in_fit].mean(0)
+        for n in names
+        if feats.masks[n].any()
+    }
+
+
 def concat_features(
     feats: ItemFeatures,
     names: list[str],
@@ -86,17 +103,13 @@ def concat_features(
     items that have at least one of them. ``center``: each modality minus its mean over the
     items that have it (among ``fit_items`` when given: the mean is fitted, so cold items must
     not enter it), re-normalised (absent rows stay zero)."""
+    means = center_means(feats, names, fit_items) if center else {}
     blocks = []
-    in_fit = np.ones(feats.n_items, dtype=bool)
-    if fit_items is not None:
-        in_fit = np.zeros(feats.n_items, dtype=bool)
-        in_fit[fit_items] = True
     for n in names:
         e, m = feats.embeddings[n], feats.masks[n]
-        if center and m.any():
-            fit = m & in_fit
+        if n in means:
             e = e.copy()
-            e[m] = l2_normalize(e[m] - e[fit].mean(0, keepdims=True))
+            e[m] = l2_normalize(e[m] - means[n][None])
         blocks.append(e)
     x = np.concatenate(blocks, axis=1)
     mask = np.logical_or.reduce([feats.masks[n] for n in names])
@@ -104,8 +117,10 @@ def concat_features(
 
 
 def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
+    from mmsid.assign import INPUTS, RunInputs, seed_store
     from mmsid.device import start_run
     from mmsid.eval.codebook import codebook_report, coherence
+    from mmsid.features import item_content_hashes
 
     out, device = start_run(cfg)
 
@@ -115,6 +130,7 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     warm = proto.warm_items  # the items whose content the tokenizer may fit on
     names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
     feats = build_features(ds, modalities=names, device=device, progress=progress)
+    means = center_means(feats, names, warm) if cfg.center else {}
     x, mask = concat_features(feats, names, center=cfg.center, fit_items=warm)
     t_feat = time.perf_counter() - t0
 
@@ -156,6 +172,22 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     table = _table(cfg, tok, codes, ds.items["item"].to_numpy())
     table.save(out / "sids.parquet")
     tok.save(out / "tokenizer.pt")
+    # what new items need to get IDs from this run without retraining (mmsid.assign)
+    RunInputs(
+        names,
+        [ds.modalities[n].kind for n in names],
+        list(dims),
+        [feats.encoders[n] for n in names],
+        means,
+    ).save(out / INPUTS)
+    seed_store(
+        out,
+        table.item_ids,
+        codes,
+        item_content_hashes([ds.modalities[n] for n in names]),
+        cap=cfg.collision_cap or cfg.codebook_size,
+        note=f"mmsid tokenize --method {cfg.method} --seed {cfg.seed}",
+    )
     if cfg.per_modality:
         from mmsid.ids import save_sid_sets
 

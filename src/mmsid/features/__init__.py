@@ -61,7 +61,8 @@ def _content_key(mod: Modality, encoder_id: str, normalize: bool) -> str:
 def _encode(mod: Modality, encoders: dict, device: str, progress: bool) -> tuple[np.ndarray, str]:
     idx = np.flatnonzero(mod.mask)
     if mod.kind == "embedding":
-        return np.asarray(mod.raw, dtype=np.float32), "precomputed"
+        # a copy: normalising in place would change the caller's (the data set's) arrays
+        return np.array(mod.raw, dtype=np.float32, copy=True), "precomputed"
     if mod.kind == "text":
         from mmsid.features.text import DIM, TextEncoder
 
@@ -85,6 +86,48 @@ def _encode(mod: Modality, encoders: dict, device: str, progress: bool) -> tuple
         out[idx] = enc.encode([mod.raw[i] for i in idx], progress=progress)
         return out, enc.encoder_id
     raise DataError(f"modality '{mod.name}': unknown kind '{mod.kind}'")
+
+
+def embed_modality(
+    mod: Modality,
+    *,
+    normalize: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+    encoders: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """One modality's raw content -> (emb (N, d) float32, mask (N,), encoder id), uncached:
+    what :func:`build_features` computes for a data set, and what new items get
+    (mmsid.assign). Rows without the modality are zero; NaN/inf output is refused."""
+    emb, enc_id = _encode(mod, {} if encoders is None else encoders, device, progress)
+    mask = mod.mask.copy()
+    if not np.isfinite(emb[mask]).all():
+        raise DataError(f"{mod.source}: modality '{mod.name}' gave NaN/inf embeddings")
+    if normalize:
+        emb[mask] = l2_normalize(emb[mask])
+    emb[~mask] = 0.0
+    return emb, mask, enc_id
+
+
+def item_content_hashes(mods: list[Modality]) -> list[str]:
+    """Per item, a SHA-256 (32 hex) of everything a tokenizer input row is computed from:
+    each modality's name and raw content (text, the image file's bytes, or the float32
+    vector), a marker where it is absent. Equal content gives equal hashes on any machine,
+    unlike a hash of the encoders' floating-point output."""
+    n = len(mods[0].mask) if mods else 0
+    hs = [hashlib.sha256() for _ in range(n)]
+    for mod in mods:
+        for i, h in enumerate(hs):
+            h.update(mod.name.encode() + b"\x02")
+            if not mod.mask[i]:
+                h.update(b"\x00")
+            elif mod.kind == "text":
+                h.update(str(mod.raw[i]).encode() + b"\x01")
+            elif mod.kind == "image":
+                h.update(sha256_file(mod.raw[i]).encode())
+            else:
+                h.update(np.ascontiguousarray(mod.raw[i], dtype=np.float32).tobytes())
+    return [h.hexdigest()[:32] for h in hs]
 
 
 def _encoder_id(kind: str) -> str:
@@ -135,13 +178,9 @@ def build_features(
                 emb, mask = z["embedding"], z["mask"]
             feats.cached[name] = True
         else:
-            emb, enc_id = _encode(mod, encoders, device, progress)
-            mask = mod.mask.copy()
-            if not np.isfinite(emb[mask]).all():
-                raise DataError(f"{mod.source}: modality '{name}' gave NaN/inf embeddings")
-            if normalize:
-                emb[mask] = l2_normalize(emb[mask])
-            emb[~mask] = 0.0
+            emb, mask, enc_id = embed_modality(
+                mod, normalize=normalize, device=device, progress=progress, encoders=encoders
+            )
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
                     np.savez(f, embedding=emb, mask=mask)

@@ -114,7 +114,7 @@ def recommend_all(
     out = np.empty((len(split), k), dtype=np.int64)
     for s in tqdm(
         range(0, len(order), batch_size),
-        desc="beam search",
+        desc="recommend",
         disable=not progress,
         unit="batch",
         leave=False,

@@ -1,0 +1,40 @@
+"""The command group and what every command shares: error exit, protocol options."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(2)
+
+
+def protocol_options(f):
+    """--cold-fraction and --protocol-seed: the evaluation protocol (mmsid.protocol)."""
+    f = click.option(
+        "--protocol-seed",
+        default=0,
+        show_default=True,
+        help="Seed of the protocol: cold items and ranking negatives (fixed across model seeds).",
+    )(f)
+    return click.option(
+        "--cold-fraction",
+        default=0.05,
+        show_default=True,
+        help="Share of items held out of every training input (the cold slice).",
+    )(f)
+
+
+def _protocol(cold_fraction: float, protocol_seed: int):
+    from mmsid.protocol import ProtocolConfig
+
+    return ProtocolConfig(cold_fraction=cold_fraction, seed=protocol_seed)
+
+
+@click.group()
+@click.version_option(package_name="mmsid")
+def main() -> None:
+    """mmsid: multimodal semantic IDs for recommendation."""

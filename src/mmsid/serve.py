@@ -1,0 +1,338 @@
+"""The HTTP service over a tokenize run: its ID store, new-item assignment and, with a trained
+parallel-SID retriever, recommendations that score the catalogue as it is in the store (items
+assigned after training included).
+
+    mmsid serve RUN [--retriever RETRIEVE_RUN] [--host 127.0.0.1] [--port 8000]
+
+Endpoints (OpenAPI schema at ``/openapi.json``, pages at ``/docs``):
+
+* ``GET /health``: the version, catalogue size, SID shape, whether a retriever is loaded.
+* ``GET /items/{item}``: the item's SID (404 when it has none).
+* ``GET /sids/{prefix}``: items whose SID starts with ``prefix`` ("12-4"), at most ``limit``.
+* ``POST /items``: assign SIDs to new items (:class:`mmsid.assign.Assigner`), all or none;
+  with a token configured it needs ``Authorization: Bearer <token>``.
+* ``POST /recommend``: a history of item ids -> the top-k items.
+
+Bad input gets a 4xx whose ``detail`` names the field; a request body over ``max_body`` bytes
+gets 413 before it is parsed. The service holds one store connection behind a lock (requests
+run in FastAPI's thread pool); other processes may write the same store (SQLite serialises
+writers) and are seen after the next write here or a restart.
+
+Images are not accepted as file paths over HTTP (a client could name any server file): send
+the image modality as a vector from the run's encoder (``embeddings``) instead.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+import torch
+from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Path as PathParam
+from pydantic import BaseModel, Field
+
+from mmsid.assign import Assigner
+from mmsid.errors import DataError
+from mmsid.store import parse_prefix
+
+MAX_ITEMS_PER_REQUEST = 1000
+MAX_K = 1000
+
+
+class Service:
+    """What the endpoints call; usable without HTTP.
+
+    Args:
+        run: a tokenize run folder (see mmsid.assign).
+        retriever: a `mmsid retrieve --model parallel-sid` folder trained on ``run``'s IDs.
+    """
+
+    def __init__(self, run: str | Path, *, retriever: str | Path | None = None, device="cpu"):
+        self.assigner = Assigner(run, device=device)
+        self.lock = threading.Lock()
+        self.model = None
+        self.max_history = 0
+        self._load_catalogue()
+        if retriever is not None:
+            self._load_retriever(Path(retriever), device)
+
+    def _load_catalogue(self) -> None:
+        self.names, self.codes = self.assigner.catalogue()  # (N,), (N, L)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        if self.model is not None:
+            self.model.set_catalogue(self.codes)
+
+    def _load_retriever(self, folder: Path, device: str) -> None:
+        from mmsid.ids import SIDTable
+        from mmsid.io import load_torch
+        from mmsid.retrieval.parallel import ParallelSID, ParallelSIDConfig
+
+        f = folder / "model.pt"
+        if not f.is_file():
+            raise DataError(f"{folder}: no model.pt; train it with `mmsid retrieve`")
+        saved = load_torch(f)
+        cfg = saved["config"]
+        if cfg.get("model") != "parallel-sid":
+            raise DataError(
+                f"{f}: a {cfg.get('model')} model; recommending over the store's catalogue "
+                "(new items included) needs a parallel-sid retriever"
+            )
+        pcfg = ParallelSIDConfig(
+            **{**cfg["parallel"], "max_history": cfg["protocol"]["max_history"]}
+        )
+        if pcfg.item_embedding:
+            raise DataError(f"{f}: trained with item embeddings, which new items lack")
+        K = self.assigner.tok.codebook_size
+        trained = Path(cfg["sids"])
+        if trained.is_file():  # the IDs it was trained on must be this run's
+            t = SIDTable.load(trained)
+            same = [self.index.get(str(i)) for i in t.item_ids]
+            if None in same or not np.array_equal(self.codes[np.asarray(same)], t.codes):
+                raise DataError(
+                    f"{folder} was trained on {trained}, whose IDs are not "
+                    f"{self.assigner.run}'s; serve the tokenize run it was trained on"
+                )
+        model = ParallelSID(self.codes, K, pcfg)
+        model.load_state_dict(saved["state"])
+        self.model = model.to(device).eval()
+        self.max_history = pcfg.max_history
+        self.device = device
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        return {
+            "status": "ok",
+            "version": self.assigner.version,
+            "items": len(self.names),
+            "levels": int(self.codes.shape[1]),
+            "codebook_size": self.assigner.tok.codebook_size,
+            "modalities": dict(zip(self.assigner.inputs.names, self.assigner.inputs.kinds)),
+            "retriever": self.model is not None,
+        }
+
+    def sid(self, item: str) -> list[int] | None:
+        with self.lock:
+            s = self.assigner.store.sid(self.assigner.version, item)
+        return None if s is None else list(s)
+
+    def find(self, prefix: str, limit: int) -> tuple[list[str], bool]:
+        codes = parse_prefix(prefix)
+        if len(codes) > self.codes.shape[1] + 1:
+            raise DataError(f"SID prefix {prefix!r}: longer than a SID ({self.codes.shape[1] + 1})")
+        with self.lock:
+            items = self.assigner.store.items(self.assigner.version, codes)
+        return items[:limit], len(items) > limit
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def add(self, items: list[dict], *, replace: bool = False) -> list[dict]:
+        """items: [{"item": id, "content": {modality: text}, "embeddings": {modality: [..]}}]."""
+        kinds = dict(zip(self.assigner.inputs.names, self.assigner.inputs.kinds))
+        frame = pd.DataFrame({"item": [it["item"] for it in items]})
+        emb: dict[str, np.ndarray] = {}
+        for j, it in enumerate(items):
+            for name in it.get("content") or {}:
+                if name not in kinds:
+                    raise DataError(f"items[{j}].content.{name}: the run's modalities are {kinds}")
+                if kinds[name] != "text":
+                    raise DataError(
+                        f"items[{j}].content.{name}: modality of kind '{kinds[name]}'; send it "
+                        "as embeddings (a vector from the run's encoder)"
+                    )
+        for name, kind in kinds.items():
+            if any(name in (it.get("content") or {}) for it in items):
+                frame[name] = [(it.get("content") or {}).get(name) for it in items]
+            if any(name in (it.get("embeddings") or {}) for it in items):
+                dim = self.assigner.inputs.dims[self.assigner.inputs.names.index(name)]
+                rows = np.zeros((len(items), dim), np.float32)
+                for j, it in enumerate(items):
+                    v = (it.get("embeddings") or {}).get(name)
+                    if v is None:
+                        continue
+                    if len(v) != dim:
+                        raise DataError(f"items[{j}].embeddings.{name}: {len(v)} values, not {dim}")
+                    rows[j] = v
+                emb[name] = rows
+        unknown = {n for it in items for n in (it.get("embeddings") or {})} - set(kinds)
+        if unknown:
+            raise DataError(f"embeddings {sorted(unknown)}: the run's modalities are {kinds}")
+        with self.lock:
+            res = self.assigner.assign(frame, emb, replace=replace, source="items")
+            self._load_catalogue()
+        return [
+            {"item": r.item, "sid": [int(c) for c in r.sid.split("-")]} for r in res.itertuples()
+        ]
+
+    # ---- recommendation --------------------------------------------------------------------
+
+    def recommend(self, history: list[str], k: int, *, exclude_history: bool = True) -> list[dict]:
+        if self.model is None:
+            raise LookupError("no retriever loaded: start the service with --retriever")
+        with self.lock:
+            unknown = [h for h in history if h not in self.index]
+            if unknown:
+                raise KeyError(f"history: item(s) {unknown[:5]} have no SID in the store")
+            idx = [self.index[h] for h in history][-self.max_history :]
+            seq = torch.tensor([idx], dtype=torch.long, device=self.device)  # (1, T)
+            scores = self.model.score(seq)[0].float()  # (N,) fp32
+            if exclude_history:
+                scores[torch.tensor(sorted(set(self.index[h] for h in history)))] = -torch.inf
+            top = scores.topk(min(k, len(self.names)))
+            names, codes = self.names, self.codes
+        return [
+            {"item": names[i], "score": float(s), "codes": codes[i].tolist()}
+            for i, s in zip(top.indices.tolist(), top.values.tolist())
+            if np.isfinite(s)
+        ]
+
+
+# ---- the HTTP layer ----------------------------------------------------------------------
+
+ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class NewItem(BaseModel):
+    item: ItemId
+    content: dict[str, Annotated[str, Field(max_length=100_000)]] = Field(
+        default_factory=dict, description="text modalities: modality -> text"
+    )
+    embeddings: dict[str, list[float]] = Field(
+        default_factory=dict, description="any modality as a vector from the run's encoder"
+    )
+
+
+class AddRequest(BaseModel):
+    items: list[NewItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
+    replace: bool = False
+
+
+class Assigned(BaseModel):
+    item: str
+    sid: list[int]
+
+
+class AddResponse(BaseModel):
+    version: str
+    assigned: list[Assigned]
+
+
+class SIDResponse(BaseModel):
+    item: str
+    sid: list[int]
+    version: str
+
+
+class FindResponse(BaseModel):
+    prefix: list[int]
+    items: list[str]
+    truncated: bool
+
+
+class RecommendRequest(BaseModel):
+    history: list[ItemId] = Field(min_length=1, max_length=1000)
+    k: int = Field(10, ge=1, le=MAX_K)
+    exclude_history: bool = True
+
+
+class Scored(BaseModel):
+    item: str
+    score: float
+    codes: list[int]
+
+
+class RecommendResponse(BaseModel):
+    items: list[Scored]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    items: int
+    levels: int
+    codebook_size: int
+    modalities: dict[str, str]
+    retriever: bool
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def create_app(service: Service, *, token: str | None = None, max_body: int = 1 << 20) -> FastAPI:
+    """The FastAPI app over ``service``. ``token``: the bearer token writes need (None: none);
+    ``max_body``: request bodies over this many bytes get 413 (FastAPI's own limit)."""
+    app = FastAPI(
+        title="mmsid",
+        summary="Semantic IDs of one tokenize run: look up, assign, recommend.",
+        version=service.assigner.version,
+        max_body_size=max_body,
+    )
+    version = service.assigner.version
+
+    def writer(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            return
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "writes need 'Authorization: Bearer <token>'")
+
+    @app.get("/health", response_model=Health)
+    def health():
+        return service.health()
+
+    @app.get("/items/{item}", response_model=SIDResponse, responses={404: {"model": Problem}})
+    def get_sid(item: Annotated[str, PathParam(min_length=1, max_length=256)]):
+        sid = service.sid(item)
+        if sid is None:
+            raise HTTPException(404, f"item '{item}' has no SID in version {version}")
+        return {"item": item, "sid": sid, "version": version}
+
+    @app.get("/sids/{prefix}", response_model=FindResponse, responses={422: {}})
+    def find(
+        prefix: Annotated[str, PathParam(max_length=200)],
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ):
+        try:
+            items, truncated = service.find(prefix, limit)
+        except DataError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"prefix": parse_prefix(prefix), "items": items, "truncated": truncated}
+
+    @app.post(
+        "/items",
+        response_model=AddResponse,
+        dependencies=[Depends(writer)],
+        responses={
+            401: {"model": Problem},
+            413: {"description": "body over the size limit"},
+            422: {},
+        },
+    )
+    def add(req: AddRequest):
+        try:
+            out = service.add([it.model_dump() for it in req.items], replace=req.replace)
+        except DataError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"version": version, "assigned": out}
+
+    @app.post(
+        "/recommend",
+        response_model=RecommendResponse,
+        responses={404: {"model": Problem}, 409: {"model": Problem}},
+    )
+    def recommend(req: RecommendRequest):
+        try:
+            out = service.recommend(req.history, req.k, exclude_history=req.exclude_history)
+        except KeyError as e:  # an unknown history item
+            raise HTTPException(404, e.args[0]) from None
+        except LookupError as e:  # no retriever loaded
+            raise HTTPException(409, str(e)) from None
+        return {"items": out}
+
+    return app
