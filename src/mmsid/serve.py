@@ -34,14 +34,15 @@ import pandas as pd
 import torch
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from mmsid.assign import Assigner
 from mmsid.errors import DataError
-from mmsid.store import parse_prefix
+from mmsid.store import SIDConflict, parse_prefix
 
 MAX_ITEMS_PER_REQUEST = 1000
 MAX_K = 1000
+SID_PATTERN = r"^[0-9]{1,9}(-[0-9]{1,9})*$"  # codes joined by '-', as parse_prefix reads
 
 
 class Service:
@@ -123,8 +124,8 @@ class Service:
 
     def find(self, prefix: str, limit: int) -> tuple[list[str], bool]:
         codes = parse_prefix(prefix)
-        if len(codes) > self.codes.shape[1] + 1:
-            raise DataError(f"SID prefix {prefix!r}: longer than a SID ({self.codes.shape[1] + 1})")
+        if len(codes) > self.codes.shape[1] + 1:  # longer than a SID: nothing matches
+            return [], False
         with self.lock:
             items = self.assigner.store.items(self.assigner.version, codes)
         return items[:limit], len(items) > limit
@@ -157,7 +158,10 @@ class Service:
                         continue
                     if len(v) != dim:
                         raise DataError(f"items[{j}].embeddings.{name}: {len(v)} values, not {dim}")
-                    rows[j] = v
+                    row = np.asarray(v, dtype=np.float64)
+                    if not np.isfinite(row).all() or np.abs(row).max() > np.finfo(np.float32).max:
+                        raise DataError(f"items[{j}].embeddings.{name}: values beyond float32")
+                    rows[j] = row
                 emb[name] = rows
         unknown = {n for it in items for n in (it.get("embeddings") or {})} - set(kinds)
         if unknown:
@@ -197,21 +201,6 @@ class Service:
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class NewItem(BaseModel):
-    item: ItemId
-    content: dict[str, Annotated[str, Field(max_length=100_000)]] = Field(
-        default_factory=dict, description="text modalities: modality -> text"
-    )
-    embeddings: dict[str, list[float]] = Field(
-        default_factory=dict, description="any modality as a vector from the run's encoder"
-    )
-
-
-class AddRequest(BaseModel):
-    items: list[NewItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)
-    replace: bool = False
-
-
 class Assigned(BaseModel):
     item: str
     sid: list[int]
@@ -235,6 +224,7 @@ class FindResponse(BaseModel):
 
 
 class RecommendRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")  # no 0 -> False coercion
     history: list[ItemId] = Field(min_length=1, max_length=1000)
     k: int = Field(10, ge=1, le=MAX_K)
     exclude_history: bool = True
@@ -264,6 +254,42 @@ class Problem(BaseModel):
     detail: str
 
 
+def _add_request(service: Service) -> type[BaseModel]:
+    """The body of POST /items, typed from the run: ``content`` takes the run's text
+    modalities, ``embeddings`` any modality as a vector of exactly its width; other names
+    are refused by the schema. What a schema cannot say is checked by the service (422):
+    each item needs at least one modality."""
+    inp = service.assigner.inputs
+    texts = {
+        n: (Annotated[str, Field(max_length=100_000)] | None, None)
+        for n, k in zip(inp.names, inp.kinds)
+        if k == "text"
+    }
+    vectors = {
+        n: (Annotated[list[float], Field(min_length=d, max_length=d)] | None, None)
+        for n, d in zip(inp.names, inp.dims)
+    }
+    forbid = ConfigDict(strict=True, extra="forbid")
+    Content = create_model("Content", __config__=forbid, **texts)
+    Embeddings = create_model("Embeddings", __config__=forbid, **vectors)
+    NewItem = create_model(
+        "NewItem",
+        __config__=forbid,
+        item=(ItemId, ...),
+        content=(Content, Field(default_factory=Content, description="modality -> text")),
+        embeddings=(
+            Embeddings,
+            Field(default_factory=Embeddings, description="modality -> vector (run's encoder)"),
+        ),
+    )
+    return create_model(
+        "AddRequest",
+        __config__=forbid,
+        items=(list[NewItem], Field(min_length=1, max_length=MAX_ITEMS_PER_REQUEST)),
+        replace=(bool, False),
+    )
+
+
 def create_app(service: Service, *, token: str | None = None, max_body: int = 1 << 20) -> FastAPI:
     """The FastAPI app over ``service``. ``token``: the bearer token writes need (None: none);
     ``max_body``: request bodies over this many bytes get 413 (FastAPI's own limit)."""
@@ -274,6 +300,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
         max_body_size=max_body,
     )
     version = service.assigner.version
+    AddRequest = _add_request(service)
 
     def writer(authorization: Annotated[str | None, Header()] = None) -> None:
         if token is None:
@@ -295,7 +322,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
 
     @app.get("/sids/{prefix}", response_model=FindResponse, responses={422: {}})
     def find(
-        prefix: Annotated[str, PathParam(max_length=200)],
+        prefix: Annotated[str, PathParam(max_length=200, pattern=SID_PATTERN)],
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ):
         try:
@@ -304,27 +331,38 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
             raise HTTPException(422, str(e)) from None
         return {"prefix": parse_prefix(prefix), "items": items, "truncated": truncated}
 
-    @app.post(
-        "/items",
-        response_model=AddResponse,
-        dependencies=[Depends(writer)],
-        responses={
-            401: {"model": Problem},
-            413: {"description": "body over the size limit"},
-            422: {},
-        },
-    )
-    def add(req: AddRequest):
+    def add(req):
+        items = [it.model_dump(exclude_none=True) for it in req.items]
         try:
-            out = service.add([it.model_dump() for it in req.items], replace=req.replace)
+            out = service.add(items, replace=req.replace)
+        except SIDConflict as e:
+            raise HTTPException(409, str(e)) from None
         except DataError as e:
             raise HTTPException(422, str(e)) from None
         return {"version": version, "assigned": out}
 
+    add.__annotations__ = {"req": AddRequest}  # a model built at run time, not a name
+    app.post(
+        "/items",
+        response_model=AddResponse,
+        dependencies=[Depends(writer)],
+        responses={
+            400: {"model": Problem, "description": "the body is not JSON"},
+            401: {"model": Problem},
+            409: {"model": Problem},
+            413: {"description": "body over the size limit"},
+            422: {},
+        },
+    )(add)
+
     @app.post(
         "/recommend",
         response_model=RecommendResponse,
-        responses={404: {"model": Problem}, 409: {"model": Problem}},
+        responses={
+            400: {"model": Problem, "description": "the body is not JSON"},
+            404: {"model": Problem},
+            409: {"model": Problem},
+        },
     )
     def recommend(req: RecommendRequest):
         try:

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS sids (
 """
 
 
+class SIDConflict(DataError):
+    """An item already has a SID in the version, from other content (``replace`` not given)."""
+
+
 def content_hash(x: np.ndarray | bytes | str) -> str:
     """A stable hash of what an item's codes were computed from (its feature row, or text)."""
     if isinstance(x, str):
@@ -155,7 +159,7 @@ class IDStore:
                     out[i, L] = old[1]
                     continue
                 if old is not None and not replace:
-                    raise DataError(
+                    raise SIDConflict(
                         f"item '{item}' already has a SID in version '{version}' from other "
                         "content; pass replace=True (--replace) to re-assign it"
                     )

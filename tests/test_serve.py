@@ -1,0 +1,330 @@
+"""`mmsid serve`: every endpoint and error path in process (TestClient), recommendations
+checked against the model's own scores, new items recommendable without retraining, a
+schemathesis run against the live schema, and one real uvicorn process on loopback.
+Real lfm2k-mm data: a tokenize run and a small parallel-SID retriever trained on its IDs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import schemathesis
+import torch
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def runs(real_data_dir, tmp_path_factory):
+    from mmsid.protocol import ProtocolConfig
+    from mmsid.retrieval.parallel import ParallelSIDConfig
+    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    root = tmp_path_factory.mktemp("serve")
+    tok = root / "tok"
+    run_tokenize(
+        TokenizeConfig(
+            dataset="lfm2k-mm", method="rq-kmeans", out=str(tok), data_dir=str(real_data_dir)
+        ),
+        progress=False,
+    )
+    ret = root / "ret"
+    run_retrieve(
+        RetrieveConfig(
+            dataset="lfm2k-mm",
+            model="parallel-sid",
+            sids=str(tok / "sids.parquet"),
+            out=str(ret),
+            data_dir=str(real_data_dir),
+            epochs=1,
+            valid_sample=100,
+            parallel=ParallelSIDConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0),
+            protocol=ProtocolConfig(max_history=8),
+            amp="off",
+        ),
+        progress=False,
+    )
+    return tok, ret
+
+
+@pytest.fixture()
+def service(runs, tmp_path):
+    """A fresh copy of the run per test (writes stay in the test)."""
+    import shutil
+
+    from mmsid.serve import Service
+
+    tok, ret = runs
+    shutil.copytree(tok, tmp_path / "tok")
+    svc = Service(tmp_path / "tok", retriever=ret)
+    yield svc
+    svc.assigner.close()
+
+
+@pytest.fixture()
+def client(service):
+    from mmsid.serve import create_app
+
+    return TestClient(create_app(service, token=TOKEN, max_body=100_000))
+
+
+def _vectors(service, rows, lfm2k):
+    return [
+        {n: np.asarray(lfm2k.modalities[n].raw)[r].tolist() for n in service.assigner.inputs.names}
+        for r in rows
+    ]
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_health_lookup_and_prefix(client, service):
+    h = client.get("/health").json()
+    assert h["items"] == 1425 and h["levels"] == 3 and h["retriever"] is True
+    sid = client.get("/items/17").json()["sid"]
+    assert sid == list(service.assigner.store.sid(service.assigner.version, "17"))
+    r = client.get("/items/not-an-item")
+    assert r.status_code == 404 and "not-an-item" in r.json()["detail"]
+    found = client.get(f"/sids/{sid[0]}-{sid[1]}").json()
+    names, codes = service.assigner.catalogue()
+    expect = {n for n, c in zip(names, codes) if c[0] == sid[0] and c[1] == sid[1]}
+    assert set(found["items"]) == expect and "17" in expect and found["truncated"] is False
+    full = client.get("/sids/" + "-".join(map(str, sid))).json()
+    assert full["items"] == ["17"]
+    some = client.get("/sids/?limit=3")  # empty prefix: every item, capped
+    assert some.status_code in (200, 404)  # an empty path segment is the router's call
+    capped = client.get(f"/sids/{sid[0]}", params={"limit": 1}).json()
+    assert len(capped["items"]) == 1
+    for bad in ("x-1", "1_2", "-1", "1--2"):
+        r = client.get(f"/sids/{bad}")
+        assert r.status_code == 422 and "pattern" in str(r.json()["detail"])
+    assert client.get("/sids/1-2-3-4-5").json()["items"] == []  # longer than a SID
+    assert client.get("/sids/1", params={"limit": 0}).status_code == 422
+
+
+def test_recommend_matches_the_model_and_excludes_history(client, service):
+    hist = ["3", "15", "99"]
+    r = client.post("/recommend", json={"history": hist, "k": 10})
+    assert r.status_code == 200
+    got = r.json()["items"]
+    assert len(got) == 10 and not {g["item"] for g in got} & set(hist)
+    # the reference: the model's own scores of the whole catalogue, history removed
+    idx = torch.tensor([[service.index[h] for h in hist]])
+    s = service.model.score(idx)[0]
+    s[idx[0]] = -torch.inf
+    assert [g["score"] for g in got] == pytest.approx(s.topk(10).values.tolist(), abs=1e-6)
+    every = client.post(
+        "/recommend", json={"history": hist, "k": 1000, "exclude_history": False}
+    ).json()["items"]
+    full = service.model.score(idx)[0].topk(1000).values.tolist()
+    assert [g["score"] for g in every] == pytest.approx(full, abs=1e-6)
+
+
+def test_new_items_are_assigned_and_recommendable_without_retraining(client, service, lfm2k):
+    top = client.post("/recommend", json={"history": ["3", "15"], "k": 1}).json()["items"][0]
+    # a new item with the content of the top item gets its codes, so it ties with it
+    body = {
+        "items": [{"item": "new-1", "embeddings": _vectors(service, [int(top["item"])], lfm2k)[0]}]
+    }
+    assert client.post("/items", json=body).status_code == 401  # writes need the token
+    assert (
+        client.post("/items", json=body, headers={"Authorization": "Bearer no"}).status_code == 401
+    )
+    r = client.post("/items", json=body, headers=AUTH)
+    assert r.status_code == 200
+    assert r.json()["assigned"][0]["sid"][:3] == top["codes"]
+    rec = client.post("/recommend", json={"history": ["3", "15"], "k": 2}).json()["items"]
+    assert {x["item"] for x in rec} == {top["item"], "new-1"}
+    assert rec[0]["score"] == pytest.approx(rec[1]["score"])
+    # and a new item can be a history item
+    assert client.post("/recommend", json={"history": ["new-1"], "k": 5}).status_code == 200
+    assert client.get("/items/new-1").json()["sid"] == r.json()["assigned"][0]["sid"]
+    assert client.get("/health").json()["items"] == 1426
+
+
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"items": []}, 422, "items"),
+        ({"items": [{"item": ""}]}, 422, "item"),
+        ({"items": [{"item": "a"}]}, 422, "no content"),
+        ({"items": [{"item": "a", "embeddings": {"smell": [1.0]}}]}, 422, "smell"),
+        ({"items": [{"item": "a", "embeddings": {"audio_vggish": [1.0]}}]}, 422, "at least 128"),
+        ({"items": [{"item": "a", "content": {"audio_vggish": "hi"}}]}, 422, "audio_vggish"),
+        ({"items": [{"item": "a", "embeddings": {"audio_vggish": [0.0] * 128}}]}, 422, "content"),
+        ({"items": [{"item": "a"}, {"item": "a"}]}, 422, "twice"),
+        ({"items": [{"item": "a", "content": {"smell": "hi"}}]}, 422, "smell"),
+        ({"items": "nope"}, 422, "items"),
+    ],
+)
+def test_add_errors_name_the_field_and_write_nothing(client, service, body, status, field):
+    n = len(service.names)
+    r = client.post("/items", json=body, headers=AUTH)
+    assert r.status_code == status and field in str(r.json()["detail"])
+    assert len(service.assigner.catalogue()[0]) == n
+
+
+def test_changed_content_is_a_409_unless_replace(client, service, lfm2k):
+    v = _vectors(service, [1, 2], lfm2k)
+    first = {"items": [{"item": "c", "embeddings": v[0]}]}
+    sid = client.post("/items", json=first, headers=AUTH).json()["assigned"][0]["sid"]
+    assert client.post("/items", json=first, headers=AUTH).json()["assigned"][0]["sid"] == sid
+    other = {"items": [{"item": "c", "embeddings": v[1]}]}
+    r = client.post("/items", json=other, headers=AUTH)
+    assert r.status_code == 409 and "replace" in r.json()["detail"]
+    assert client.get("/items/c").json()["sid"] == sid
+    r = client.post("/items", json={**other, "replace": True}, headers=AUTH)
+    assert (
+        r.status_code == 200
+        and client.get("/items/c").json()["sid"] == r.json()["assigned"][0]["sid"]
+    )
+
+
+def test_recommend_errors_and_size_limit(client):
+    r = client.post("/recommend", json={"history": ["3", "ghost"]})
+    assert r.status_code == 404 and "ghost" in r.json()["detail"]
+    for body in ({"history": []}, {"history": ["3"], "k": 0}, {"history": ["3"], "k": 10**6}):
+        assert client.post("/recommend", json=body).status_code == 422
+    big = {"items": [{"item": "a", "embeddings": {"audio_vggish": [0.5] * 30_000}}]}
+    assert client.post("/items", json=big, headers=AUTH).status_code == 413
+
+
+def test_without_retriever_recommend_is_409(runs, tmp_path):
+    import shutil
+
+    from mmsid.serve import Service, create_app
+
+    shutil.copytree(runs[0], tmp_path / "tok")
+    c = TestClient(create_app(Service(tmp_path / "tok")))
+    assert c.get("/health").json()["retriever"] is False
+    r = c.post("/recommend", json={"history": ["3"]})
+    assert r.status_code == 409 and "--retriever" in r.json()["detail"]
+    body = {"items": [{"item": "z", "embeddings": {"audio_vggish": [0.1] * 128}}]}
+    assert c.post("/items", json=body).status_code == 200  # no token configured: open
+    huge = {"items": [{"item": "h", "embeddings": {"audio_vggish": [1e300] * 128}}]}
+    r = c.post("/items", json=huge)
+    assert r.status_code == 422 and "float32" in r.json()["detail"]
+
+
+def test_retriever_trained_on_other_ids_is_refused(runs, real_data_dir, tmp_path):
+    from mmsid.errors import DataError
+    from mmsid.serve import Service
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    other = tmp_path / "other"
+    run_tokenize(
+        TokenizeConfig(
+            dataset="lfm2k-mm",
+            method="rq-kmeans",
+            seed=1,
+            out=str(other),
+            data_dir=str(real_data_dir),
+        ),
+        progress=False,
+    )
+    with pytest.raises(DataError, match="trained on"):
+        Service(other, retriever=runs[1])
+
+
+# ---- schemathesis against the live schema --------------------------------------------------
+
+
+@pytest.fixture()
+def api_schema(service):
+    from mmsid.serve import create_app
+
+    # a body limit above the schema's own (1,000 items of this run's vectors) so that what
+    # is tested is the schema; the limit itself has its own test
+    app = create_app(service, token=None, max_body=64 << 20)
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_schema_no_server_errors(case):
+    """Generated requests for every operation: no 5xx, responses as the schema says, invalid
+    requests refused. Left out: "every schema-valid request is accepted" (positive data
+    acceptance): an item with no content, or twice in one batch, is schema-valid and refused
+    (422) by rules a JSON schema cannot state."""
+    case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
+
+
+# ---- one real process on loopback ------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_uvicorn_process(runs, tmp_path, lfm2k):
+    import shutil
+
+    import httpx
+
+    shutil.copytree(runs[0], tmp_path / "tok")
+    port = _free_port()
+    env = {**os.environ, "MMSID_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mmsid",
+            "serve",
+            str(tmp_path / "tok"),
+            "--retriever",
+            str(runs[1]),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(proc.stdout.read1().decode() if proc.poll() is not None else "no start")
+        assert httpx.get(f"{base}/items/0").json()["sid"]
+        vec = {
+            n: np.asarray(lfm2k.modalities[n].raw)[5].tolist()
+            for n in ("text_minilm", "audio_vggish", "audio_whisper")
+        }
+        body = {"items": [{"item": "live-1", "embeddings": vec}]}
+        assert httpx.post(f"{base}/items", json=body).status_code == 401
+        r = httpx.post(f"{base}/items", json=body, headers=AUTH)
+        assert r.status_code == 200
+        rec = httpx.post(f"{base}/recommend", json={"history": ["live-1"], "k": 3})
+        assert rec.status_code == 200 and len(rec.json()["items"]) == 3
+        assert "/recommend" in httpx.get(f"{base}/openapi.json").json()["paths"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # what the live process wrote is in the store
+    from mmsid.assign import Assigner
+
+    with Assigner(tmp_path / "tok") as a:
+        assert a.store.sid(a.version, "live-1") is not None
