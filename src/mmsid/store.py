@@ -188,6 +188,34 @@ class IDStore:
             raise
         return out
 
+    def import_versions(self, other: str | Path) -> None:
+        """Copy every version and assignment of another store into this one (one
+        transaction; versions already here are left as they are)."""
+        if not Path(other).is_file():
+            raise DataError(f"{other}: no ID store to import")
+        self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("INSERT OR IGNORE INTO versions SELECT * FROM other.versions")
+                self.db.execute("INSERT OR IGNORE INTO sids SELECT * FROM other.sids")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        finally:
+            self.db.execute("DETACH DATABASE other")
+
+    def changes(self, old: str, new: str) -> list[tuple[str, str, str]]:
+        """(item, old SID, new SID) for every item of both versions ("c0-c1-...-collision")."""
+        rows = self.db.execute(
+            "SELECT a.item, a.codes || '-' || a.collision, b.codes || '-' || b.collision "
+            "FROM sids a JOIN sids b ON a.item = b.item "
+            "WHERE a.version = ? AND b.version = ? ORDER BY a.rowid",
+            (old, new),
+        )
+        return [tuple(r) for r in rows]
+
     # ---- reads -------------------------------------------------------------------------
 
     def sid(self, version: str, item: str) -> tuple[int, ...] | None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from mmsid.config import check_ranges
 from mmsid.data import load_dataset
-from mmsid.errors import ConfigError
+from mmsid.errors import ConfigError, DataError
 from mmsid.features import ItemFeatures, build_features, l2_normalize
 from mmsid.ids import SIDTable
 from mmsid.io import write_json
@@ -60,6 +60,13 @@ class TokenizeConfig:
     # Off by default (the papers feed the encoders' normalised output as is); lfm2k-mm's audio
     # embeddings point almost the same way (random-pair cosine ~0.97), which centering undoes.
     center: bool = False
+    # fit on this seeded share of the warm items (the rest get IDs from transform, as new
+    # items would): e.g. 0.9 to simulate the catalogue of an earlier month
+    fit_fraction: float = 1.0
+    # stable IDs across retrains (mmsid.align): a previous tokenize run of this data set;
+    # RQ-KMeans warm-starts from its codebooks, every method relabels its codes to agree
+    # with the previous run's on the items both hold
+    align_to: str | None = None
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def __post_init__(self) -> None:
@@ -71,6 +78,7 @@ class TokenizeConfig:
             alpha=(0.0, None),
             finetune_epochs=(1, None),
             lambda_orth=(0.0, None),
+            fit_fraction=(1e-6, 1.0),
         )
         if self.collision_cap is not None:
             check_ranges(self, collision_cap=(1, None))
@@ -122,12 +130,16 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     from mmsid.eval.codebook import codebook_report, coherence
     from mmsid.features import item_content_hashes
 
+    previous = _previous_run(cfg) if cfg.align_to else None  # checked before writing
     out, device = start_run(cfg)
 
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     proto = load_protocol(cfg.dataset, cfg.data_dir, cfg.protocol)
     warm = proto.warm_items  # the items whose content the tokenizer may fit on
+    if cfg.fit_fraction < 1.0:
+        rng = np.random.default_rng(cfg.seed)
+        warm = np.sort(rng.choice(warm, max(1, round(cfg.fit_fraction * len(warm))), replace=False))
     names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
     feats = build_features(ds, modalities=names, device=device, progress=progress)
     means = center_means(feats, names, warm) if cfg.center else {}
@@ -149,7 +161,10 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         items=np.concatenate([warm, pairs.ravel()]) if cfg.finetune else warm,
     )
     x_fit = x[warm]
-    tok = _fit_tokenizer(cfg, x_fit, device, out / "checkpoints" / "tokenizer.pt", progress, dims)
+    warm_start = previous[0] if previous and cfg.method == "rq-kmeans" else None
+    tok = _fit_tokenizer(
+        cfg, x_fit, device, out / "checkpoints" / "tokenizer.pt", progress, dims, warm_start
+    )
     extra: dict = {"fitted_items": int(len(warm)), "cold_items": int(len(proto.cold_items))}
     if cfg.method == "mmq":
         extra["stage1"] = tok.diagnostics(x)
@@ -167,6 +182,9 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
                 progress=progress,
             )
             extra["stage2"].update(tok.diagnostics(x))
+    if previous is not None:
+        extra["alignment"] = _align(tok, previous, x, ds.items["item"].to_numpy(), device)
+        extra["alignment"]["warm_start"] = warm_start is not None
     t_fit = time.perf_counter() - t1
     codes = tok.transform(x, device=device)
     table = _table(cfg, tok, codes, ds.items["item"].to_numpy())
@@ -180,6 +198,12 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         [feats.encoders[n] for n in names],
         means,
     ).save(out / INPUTS)
+    if previous is not None:  # the store keeps the previous versions: old -> new by item
+        from mmsid.assign import STORE
+        from mmsid.store import IDStore
+
+        with IDStore(out / STORE) as store:
+            store.import_versions(Path(cfg.align_to) / STORE)
     seed_store(
         out,
         table.item_ids,
@@ -269,6 +293,47 @@ def mmq_settings(cfg: TokenizeConfig, dims: tuple[int, ...]) -> dict:
     return out
 
 
+def _previous_run(cfg: TokenizeConfig):
+    """(tokenizer, SID table) of ``cfg.align_to``, checked to be comparable."""
+    from mmsid.quantizers import Tokenizer
+
+    prev = Path(cfg.align_to)
+    for f in ("tokenizer.pt", "sids.parquet"):
+        if not (prev / f).is_file():
+            raise ConfigError(f"--align-to {prev}: no {f}; give a folder `mmsid tokenize` wrote")
+    tok, table = Tokenizer.load(prev / "tokenizer.pt"), SIDTable.load(prev / "sids.parquet")
+    if tok.method != cfg.method or (tok.levels, tok.codebook_size) != (
+        cfg.levels,
+        cfg.codebook_size,
+    ):
+        raise ConfigError(
+            f"--align-to {prev}: a {tok.method} tokenizer of {tok.levels} x {tok.codebook_size} "
+            f"codes; aligning needs the same method and shape ({cfg.method}, {cfg.levels} x "
+            f"{cfg.codebook_size})"
+        )
+    return tok, table
+
+
+def _align(tok, previous, x: np.ndarray, item_ids: np.ndarray, device: str) -> dict:
+    """Relabel ``tok``'s codes to agree with the previous run's on the shared items."""
+    from mmsid.align import changed, match_codes, relabel
+
+    _, table = previous
+    rows = {v: i for i, v in enumerate(item_ids.tolist())}
+    shared = [(rows[i], j) for j, i in enumerate(table.item_ids.tolist()) if i in rows]
+    if not shared:
+        raise DataError("--align-to: the previous run holds none of this catalogue's items")
+    mine, theirs = (np.asarray(c) for c in zip(*shared))
+    old = table.codes[theirs]
+    raw = tok.transform(x[mine], device=device)
+    tok.code_map = match_codes(old, raw, tok.codebook_size)
+    return {
+        "shared_items": len(shared),
+        "changed_without_relabel": changed(old, raw),
+        "changed": changed(old, relabel(raw, tok.code_map)),
+    }
+
+
 def _fit_tokenizer(
     cfg: TokenizeConfig,
     x: np.ndarray,
@@ -276,12 +341,13 @@ def _fit_tokenizer(
     checkpoint: Path,
     progress: bool,
     dims: tuple[int, ...] = (),
+    warm_start=None,
 ):
     from mmsid.quantizers import tokenizer_for
 
     common = {"levels": cfg.levels, "codebook_size": cfg.codebook_size, "seed": cfg.seed}
     if cfg.method == "rq-kmeans":
-        return tokenizer_for("rq-kmeans", **common).fit(x)
+        return tokenizer_for("rq-kmeans", **common).fit(x, warm_start=warm_start)
     if cfg.method == "psrq":
         return tokenizer_for("psrq", **common, alpha=cfg.alpha).fit(x)
     if cfg.method == "rq-vae":

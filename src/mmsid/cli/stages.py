@@ -61,7 +61,20 @@ from mmsid.errors import MMSIDError
 @click.option("--device", default="auto", show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--out", required=True, help="Run folder.")
+@click.option(
+    "--fit-fraction",
+    default=1.0,
+    show_default=True,
+    help="Fit on this seeded share of the warm items (the rest get IDs from transform).",
+)
+@click.option(
+    "--align-to",
+    default=None,
+    help="A previous tokenize run: keep its code numbers where the geometry allows.",
+)
 def tokenize_cmd(
+    fit_fraction: float,
+    align_to: str | None,
     dataset: str,
     method: str,
     levels: int,
@@ -103,6 +116,8 @@ def tokenize_cmd(
             per_modality=per_modality,
             collision_cap=collision_cap,
             center=center,
+            fit_fraction=fit_fraction,
+            align_to=align_to,
             device=device,
             data_dir=data_dir,
         )
@@ -119,6 +134,13 @@ def tokenize_cmd(
     )
     levels = ", ".join("-" if c is None else f"{c:.3f}" for c in coh["prefix"])
     click.echo(f"coherence by prefix level: {levels} (random pairs {coh['random']:.3f})")
+    if "alignment" in m:
+        a = m["alignment"]
+        click.echo(
+            f"aligned to {align_to}: codes changed on {a['changed']['any_level']:.1%} of "
+            f"{a['shared_items']} shared items ({a['changed_without_relabel']['any_level']:.1%} "
+            "without relabelling)"
+        )
     click.echo(f"wrote {out}/sids.parquet, tokenizer.pt, metrics.json, code_usage.png")
 
 

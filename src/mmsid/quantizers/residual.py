@@ -54,8 +54,12 @@ class ResidualQuantizer(nn.Module):
         return self.cfg.levels
 
     @torch.no_grad()
-    def init_from_data(self, x: torch.Tensor, *, backend: str = "torch") -> list[float]:
+    def init_from_data(
+        self, x: torch.Tensor, *, backend: str = "torch", init: torch.Tensor | None = None
+    ) -> list[float]:
         """k-means on each level's residual (x: (N, d), N >= K) — RQ-KMeans on ``x``.
+        ``init``: (L, K, d) starting codebooks (a warm start from a previous fit; torch
+        backend), else seeded.
 
         Returns the mean squared residual norm after each level."""
         r = x.detach()
@@ -69,6 +73,7 @@ class ResidualQuantizer(nn.Module):
                     seed=self.cfg.seed + lvl,
                     backend=backend,
                 ),
+                init=None if init is None else init[lvl],
             )
             self.codebooks.data[lvl] = c
             r = r - c[nearest(r, c)]

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from mmsid.errors import DataError
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
 from mmsid.quantizers.tokenizer import Tokenizer
 
@@ -40,9 +41,19 @@ class RQKMeansTokenizer(Tokenizer):
             )
         )
 
-    def _fit(self, x: torch.Tensor, **_: object) -> None:
+    def _fit(self, x: torch.Tensor, *, warm_start: Tokenizer | None = None, **_: object) -> None:
+        """``warm_start``: a fitted RQ-KMeans of the same shape whose codebooks start each
+        level's k-means (stable IDs across retrains, mmsid.align)."""
         self._build()
-        mse = self.module.init_from_data(x, backend=self.cfg.backend)
+        init = None
+        if warm_start is not None:
+            init = warm_start.module.codebooks.data
+            if init.shape != self.module.codebooks.shape or self.cfg.backend != "torch":
+                raise DataError(
+                    f"warm start: codebooks {tuple(init.shape)} (torch backend only) cannot "
+                    f"start a fit of {tuple(self.module.codebooks.shape)}"
+                )
+        mse = self.module.init_from_data(x, backend=self.cfg.backend, init=init)
         self.history = [{"level": lvl, "residual_mse": m} for lvl, m in enumerate(mse)]
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:

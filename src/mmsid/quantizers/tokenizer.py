@@ -61,6 +61,9 @@ class Tokenizer:
         self.input_dim: int | None = None
         self.module: torch.nn.Module | None = None
         self.history: list[dict[str, float]] = []
+        # (L, K) relabelling applied to every code the tokenizer emits (stable IDs across
+        # retrains: mmsid.align); None = the identity
+        self.code_map: np.ndarray | None = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -94,6 +97,7 @@ class Tokenizer:
                 "modality columns / encoder output"
             )
         self.input_dim = t.shape[1]
+        self.code_map = None  # a refit invalidates any relabelling
         self._fit(t, **kw)
         return self
 
@@ -104,7 +108,10 @@ class Tokenizer:
         t = check_features(x, dim=self.input_dim)
         self.module.eval()
         with torch.no_grad():
-            return self._encode(t.to(device)).cpu().numpy()
+            codes = self._encode(t.to(device)).cpu().numpy()
+        if self.code_map is not None:
+            codes = np.take_along_axis(self.code_map.T, codes, axis=0)  # (N, L)
+        return codes
 
     def _fit(self, x: torch.Tensor, **kw: Any) -> None:
         raise NotImplementedError
@@ -130,6 +137,7 @@ class Tokenizer:
                 "input_dim": self.input_dim,
                 "state": self.module.state_dict(),
                 "history": self.history,
+                "code_map": None if self.code_map is None else self.code_map.tolist(),
             },
         )
 
@@ -154,6 +162,8 @@ class Tokenizer:
         tok._build()
         tok.module.load_state_dict(blob["state"])
         tok.history = blob.get("history", [])
+        if blob.get("code_map") is not None:
+            tok.code_map = np.asarray(blob["code_map"], dtype=np.int64)
         return tok
 
 
