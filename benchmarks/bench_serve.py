@@ -1,0 +1,207 @@
+"""Load on `mmsid serve` (issue 18), loopback only, bounded in requests and time: item -> SID,
+recommend (parallel-SID scoring the whole catalogue) and add-item, each as many concurrent
+clients; requests per second, p50 / p99 latency, errors.
+
+    python benchmarks/bench_serve.py [--dataset amazon-beauty] [--concurrency 16]
+
+The served run is a real one under ``runs/serve-bench/<dataset>/``: an RQ-KMeans tokenize run
+and a parallel-SID retriever trained briefly on its IDs (1 epoch of 4,096 windows: serving cost
+depends on the shapes, d 256 / FFN 512 / 2 layers as benchmarks/configs/retrieval.yaml, not on
+how long it trained). The server is one uvicorn process with one torch thread; the clients
+are asyncio + httpx in this process, so both share this machine's cores (reported). Histories
+are real test histories of the protocol; item ids are drawn with a seed.
+Writes benchmarks/results/serve.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = HERE.parent / "runs" / "serve-bench"
+
+
+def prepare(dataset: str) -> tuple[Path, Path]:
+    from mmsid.retrieval.parallel import ParallelSIDConfig
+    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    tok, ret = RUNS / dataset / "tok", RUNS / dataset / "ret"
+    if not (tok / "ids.sqlite").exists():
+        run_tokenize(TokenizeConfig(dataset=dataset, method="rq-kmeans", out=str(tok)))
+    if not (ret / "model.pt").exists():
+        run_retrieve(
+            RetrieveConfig(
+                dataset=dataset,
+                model="parallel-sid",
+                sids=str(tok / "sids.parquet"),
+                out=str(ret),
+                epochs=1,
+                epoch_samples=4096,
+                valid_sample=500,
+                parallel=ParallelSIDConfig(d_model=256, d_ff=512, dropout=0.2, temperature=0.07),
+            )
+        )
+    return tok, ret
+
+
+async def load(url, make, n: int, concurrency: int, limit_s: float, headers=None) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    status: dict[int, int] = {}
+    todo = iter(range(n))
+    stop = time.perf_counter() + limit_s
+
+    async def worker(client):
+        for i in todo:
+            if time.perf_counter() > stop:
+                return
+            method, path, body = make(i)
+            t0 = time.perf_counter()
+            r = await client.request(method, url + path, json=body)
+            lat.append(time.perf_counter() - t0)
+            status[r.status_code] = status.get(r.status_code, 0) + 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    ms = np.asarray(lat) * 1000
+    return {
+        "requests": len(lat),
+        "seconds": wall,
+        "req_per_s": len(lat) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "status": {str(k): v for k, v in sorted(status.items())},
+        "errors": int(sum(v for k, v in status.items() if k != 200)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="amazon-beauty")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit-s", type=float, default=60.0, help="Per scenario.")
+    args = ap.parse_args()
+    from mmsid.io import write_json, write_text
+    from mmsid.pipeline.runner import git_commit
+    from mmsid.protocol import load_protocol
+    from mmsid.retrieval.data import build_retrieval
+
+    commit = git_commit()
+    if commit is None or commit.endswith("+dirty"):
+        sys.exit(f"commit {commit}: run from a clean checkout so the figures can be regenerated")
+    tok, ret = prepare(args.dataset)
+    test = build_retrieval(load_protocol(args.dataset)).test
+    rng = np.random.default_rng(args.seed)
+    hist = [h[h >= 0].tolist() for h in test.history]
+    hist = [h for h in hist if h]
+    with np.load(tok / "inputs.npz") as z:
+        mods = dict(zip(z["names"].tolist(), z["dims"].tolist()))
+
+    # serve a fresh copy: the add-item scenario writes to the store
+    import shutil
+
+    serving = RUNS / args.dataset / "serving"
+    if serving.exists():
+        shutil.rmtree(serving)
+    shutil.copytree(tok, serving)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MMSID_TOKEN": "bench"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mmsid", "serve", str(serving), "--retriever", str(ret),
+         "--port", str(port), "--max-body", str(8 << 20)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        n_items = httpx.get(url + "/health").json()["items"]
+        items = rng.integers(0, n_items, size=20_000)
+        users = rng.integers(0, len(hist), size=20_000)
+        vecs = rng.normal(size=(2000, sum(mods.values()))).astype(np.float32)
+
+        def new_item(i):
+            offs = np.cumsum([0, *mods.values()])
+            emb = {n: vecs[i, offs[j] : offs[j + 1]].tolist() for j, n in enumerate(mods)}
+            return "POST", "/items", {"items": [{"item": f"bench-{i}", "embeddings": emb}]}
+
+        scenarios = {
+            "item_to_sid": (lambda i: ("GET", f"/items/{items[i]}", None), 20_000),
+            "recommend_top10": (
+                lambda i: ("POST", "/recommend", {"history": [str(x) for x in hist[users[i]]]}),
+                3_000,
+            ),
+        }
+        res = {}
+        for name, (make, n) in scenarios.items():
+            res[name] = asyncio.run(load(url, make, n, args.concurrency, args.limit_s))
+        # writes need the token; one transaction each, serialised by SQLite
+        auth = {"Authorization": "Bearer bench"}
+        res["add_item"] = asyncio.run(
+            load(url, new_item, 2000, args.concurrency, args.limit_s, headers=auth)
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    out = {
+        "command": "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "commit": commit,
+        "seeds": [args.seed],
+        "dataset": args.dataset,
+        "catalogue_items": n_items,
+        "concurrency": args.concurrency,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "server": "1 uvicorn process, 1 torch thread; clients share the machine",
+        "scenarios": res,
+    }
+    write_json(RESULTS / "serve.json", out)
+    lines = [
+        "# Serving load",
+        "",
+        f"`mmsid serve` on {args.dataset} ({n_items:,} items, RQ-KMeans 3 x 256 + collision; "
+        "parallel-SID d 256, 2 layers), loopback, "
+        f"{args.concurrency} concurrent clients, {os.cpu_count()} cores shared by server and "
+        "clients.",
+        "",
+        f"Command: `{out['command']}` (commit {commit}, seed {args.seed}).",
+        "",
+        "| scenario | requests | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in res.items():
+        lines.append(
+            f"| {name} | {r['requests']:,} | {r['req_per_s']:,.0f} | {r['p50_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['errors']} |"
+        )
+    write_text(RESULTS / "serve.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
