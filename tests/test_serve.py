@@ -181,7 +181,14 @@ def test_changed_content_is_a_409_unless_replace(client, service, lfm2k):
     r = client.post("/items", json=other, headers=AUTH)
     assert r.status_code == 409 and "replace" in r.json()["detail"]
     assert client.get("/items/c").json()["sid"] == sid
+    n = len(service.names)
     r = client.post("/items", json={**other, "replace": True}, headers=AUTH)
+    # the served catalogue follows the store: same size, the item's new codes
+    assert len(service.names) == n
+    new_sid = r.json()["assigned"][0]["sid"]
+    assert service.codes[service.index["c"]].tolist() == new_sid[:3]
+    names, codes = service.assigner.catalogue()
+    assert sorted(names) == sorted(service.names)
     assert (
         r.status_code == 200
         and client.get("/items/c").json()["sid"] == r.json()["assigned"][0]["sid"]

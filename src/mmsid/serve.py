@@ -68,6 +68,24 @@ class Service:
         if self.model is not None:
             self.model.set_catalogue(self.codes)
 
+    def _update_catalogue(self, res: pd.DataFrame) -> None:
+        """Fold assigned rows into the in-memory catalogue (no re-read of the store): new items
+        are appended, replaced ones take their new codes."""
+        L = self.codes.shape[1]
+        codes = res[[f"c{lvl}" for lvl in range(L)]].to_numpy()
+        fresh = []
+        for name, c in zip(res["item"], codes):
+            if name in self.index:
+                self.codes[self.index[name]] = c
+            else:
+                self.index[name] = len(self.names)
+                self.names.append(name)
+                fresh.append(c)
+        if fresh:
+            self.codes = np.concatenate([self.codes, np.asarray(fresh, dtype=np.int64)])
+        if self.model is not None:
+            self.model.set_catalogue(self.codes)
+
     def _load_retriever(self, folder: Path, device: str) -> None:
         from mmsid.ids import SIDTable
         from mmsid.io import load_torch
@@ -168,7 +186,7 @@ class Service:
             raise DataError(f"embeddings {sorted(unknown)}: the run's modalities are {kinds}")
         with self.lock:
             res = self.assigner.assign(frame, emb, replace=replace, source="items")
-            self._load_catalogue()
+            self._update_catalogue(res)
         return [
             {"item": r.item, "sid": [int(c) for c in r.sid.split("-")]} for r in res.itertuples()
         ]
@@ -309,19 +327,20 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "writes need 'Authorization: Bearer <token>'")
 
+    # the reads are microseconds of SQLite: served on the event loop, no thread hop
     @app.get("/health", response_model=Health)
-    def health():
+    async def health():
         return service.health()
 
     @app.get("/items/{item}", response_model=SIDResponse, responses={404: {"model": Problem}})
-    def get_sid(item: Annotated[str, PathParam(min_length=1, max_length=256)]):
+    async def get_sid(item: Annotated[str, PathParam(min_length=1, max_length=256)]):
         sid = service.sid(item)
         if sid is None:
             raise HTTPException(404, f"item '{item}' has no SID in version {version}")
         return {"item": item, "sid": sid, "version": version}
 
     @app.get("/sids/{prefix}", response_model=FindResponse, responses={422: {}})
-    def find(
+    async def find(
         prefix: Annotated[str, PathParam(max_length=200, pattern=SID_PATTERN)],
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ):
