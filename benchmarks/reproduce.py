@@ -36,6 +36,16 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         ("seconds", "commit", "command", "key", "status", "stages"),
     ),
     "scoring": ("python benchmarks/bench_scoring.py", False, ("rows", "cpu", "commit", "command")),
+    "stability": (
+        "python benchmarks/bench_stability.py",
+        False,
+        ("commit", "command"),
+    ),
+    "serve": (
+        "python benchmarks/bench_serve.py",
+        False,
+        ("scenarios", "machine", "commit", "command"),
+    ),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm amazon-beauty",
