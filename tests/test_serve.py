@@ -24,6 +24,7 @@ TOKEN = "test-token"
 @pytest.fixture(scope="module")
 def runs(real_data_dir, tmp_path_factory):
     from mmsid.protocol import ProtocolConfig
+    from mmsid.ranking.run import RankConfig, run_rank
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
     from mmsid.tokenize import TokenizeConfig, run_tokenize
@@ -52,7 +53,19 @@ def runs(real_data_dir, tmp_path_factory):
         ),
         progress=False,
     )
-    return tok, ret
+    rank = root / "rank"
+    run_rank(
+        RankConfig(
+            dataset="lfm2k-mm",
+            model="din-sid",
+            sids={"joint": str(tok / "sids.parquet")},
+            out=str(rank),
+            data_dir=str(real_data_dir),
+            epochs=1,
+        ),
+        progress=False,
+    )
+    return tok, ret, rank
 
 
 @pytest.fixture()
@@ -62,9 +75,9 @@ def service(runs, tmp_path):
 
     from mmsid.serve import Service
 
-    tok, ret = runs
+    tok, ret, rank = runs
     shutil.copytree(tok, tmp_path / "tok")
-    svc = Service(tmp_path / "tok", retriever=ret)
+    svc = Service(tmp_path / "tok", retriever=ret, ranker=rank)
     yield svc
     svc.assigner.close()
 
@@ -195,6 +208,39 @@ def test_changed_content_is_a_409_unless_replace(client, service, lfm2k):
     )
 
 
+def test_rank_matches_the_trained_ranker_and_scores_new_items(client, service, runs, lfm2k):
+    """Trained items: the served scores are the rank stage's model's own. An item added after
+    training with item j's content: the model's score of j with j's id embedding zeroed."""
+    import copy
+
+    from mmsid.ids import SIDTable
+    from mmsid.io import load_torch
+    from mmsid.ranking.din import DIN
+
+    t = SIDTable.load(runs[0] / "sids.parquet")
+    ref = DIN(len(t.item_ids), sids={"joint": t.codes}, codebook_size=256)
+    ref.load_state_dict(load_torch(runs[2] / "model.pt")["state"])
+    ref.eval()
+    hist, cands = ["10", "20", "30"], ["40", "50", "60"]
+    got = client.post("/rank", json={"history": hist, "candidates": cands}).json()["scores"]
+    H = service.rank_history
+    row = torch.full((3, H), -1, dtype=torch.long)
+    row[:, :3] = torch.tensor([10, 20, 30])
+    want = ref.predict({"history": row, "item": torch.tensor([40, 50, 60])}).tolist()
+    assert [g["score"] for g in got] == pytest.approx(want, abs=1e-6)
+    body = {"items": [{"item": "late", "embeddings": _vectors(service, [50], lfm2k)[0]}]}
+    assert client.post("/items", json=body, headers=AUTH).status_code == 200
+    late = client.post("/rank", json={"history": hist, "candidates": ["late"]}).json()
+    blank = copy.deepcopy(ref)
+    with torch.no_grad():
+        blank.item.weight[50].zero_()
+    want = blank.predict({"history": row[:1], "item": torch.tensor([50])}).item()
+    assert late["scores"][0]["score"] == pytest.approx(want, abs=1e-6)
+    r = client.post("/rank", json={"history": ["late"], "candidates": ["nope"]})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    assert client.post("/rank", json={"history": [], "candidates": []}).status_code == 422
+
+
 def test_recommend_errors_and_size_limit(client):
     r = client.post("/recommend", json={"history": ["3", "ghost"]})
     assert r.status_code == 404 and "ghost" in r.json()["detail"]
@@ -214,6 +260,8 @@ def test_without_retriever_recommend_is_409(runs, tmp_path):
     assert c.get("/health").json()["retriever"] is False
     r = c.post("/recommend", json={"history": ["3"]})
     assert r.status_code == 409 and "--retriever" in r.json()["detail"]
+    r = c.post("/rank", json={"history": ["3"], "candidates": ["4"]})
+    assert r.status_code == 409 and "--ranker" in r.json()["detail"]
     body = {"items": [{"item": "z", "embeddings": {"audio_vggish": [0.1] * 128}}]}
     assert c.post("/items", json=body).status_code == 200  # no token configured: open
     huge = {"items": [{"item": "h", "embeddings": {"audio_vggish": [1e300] * 128}}]}
@@ -239,6 +287,10 @@ def test_retriever_trained_on_other_ids_is_refused(runs, real_data_dir, tmp_path
     )
     with pytest.raises(DataError, match="trained on"):
         Service(other, retriever=runs[1])
+    with pytest.raises(DataError, match="trained on"):
+        Service(other, ranker=runs[2])
+    with pytest.raises(DataError, match="parallel-sid"):
+        Service(runs[0], retriever=runs[2])
 
 
 # ---- schemathesis against the live schema --------------------------------------------------

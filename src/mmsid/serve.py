@@ -12,6 +12,8 @@ Endpoints (OpenAPI schema at ``/openapi.json``, pages at ``/docs``):
 * ``POST /items``: assign SIDs to new items (:class:`mmsid.assign.Assigner`), all or none;
   with a token configured it needs ``Authorization: Bearer <token>``.
 * ``POST /recommend``: a history of item ids -> the top-k items.
+* ``POST /rank``: a history and candidate items -> click probabilities from a ``din-sid``
+  ranker trained on the run's IDs (an item added later: no id embedding, its SID's).
 
 Bad input gets a 4xx whose ``detail`` names the field; a request body over ``max_body`` bytes
 gets 413 before it is parsed. The service holds one store connection behind a lock (requests
@@ -53,14 +55,24 @@ class Service:
         retriever: a `mmsid retrieve --model parallel-sid` folder trained on ``run``'s IDs.
     """
 
-    def __init__(self, run: str | Path, *, retriever: str | Path | None = None, device="cpu"):
+    def __init__(
+        self,
+        run: str | Path,
+        *,
+        retriever: str | Path | None = None,
+        ranker: str | Path | None = None,
+        device: str = "cpu",
+    ):
         self.assigner = Assigner(run, device=device)
         self.lock = threading.Lock()
-        self.model = None
+        self.device = device
+        self.model = self.ranker = None
         self.max_history = 0
         self._load_catalogue()
         if retriever is not None:
             self._load_retriever(Path(retriever), device)
+        if ranker is not None:
+            self._load_ranker(Path(ranker), device)
 
     def _load_catalogue(self) -> None:
         self.names, self.codes = self.assigner.catalogue()  # (N,), (N, L)
@@ -85,9 +97,67 @@ class Service:
             self.codes = np.concatenate([self.codes, np.asarray(fresh, dtype=np.int64)])
         if self.model is not None:
             self.model.set_catalogue(self.codes)
+        if self.ranker is not None:
+            self._ranker_catalogue()
+
+    def _check_trained_ids(self, folder: Path, sids: str) -> np.ndarray:
+        """The trained model's SID table must be this run's: returns its item ids."""
+        from mmsid.ids import SIDTable
+
+        trained = Path(sids)
+        if not trained.is_file():
+            raise DataError(f"{folder} was trained on {trained}, which is gone; cannot check it")
+        t = SIDTable.load(trained)
+        same = [self.index.get(str(i)) for i in t.item_ids]
+        if None in same or not np.array_equal(self.codes[np.asarray(same)], t.codes):
+            raise DataError(
+                f"{folder} was trained on {trained}, whose IDs are not "
+                f"{self.assigner.run}'s; serve the tokenize run it was trained on"
+            )
+        return np.asarray(t.item_ids)
+
+    def _load_ranker(self, folder: Path, device: str) -> None:
+        """A `mmsid rank --model din-sid` run trained on this run's IDs (one SID set)."""
+        from mmsid.io import load_torch
+        from mmsid.ranking.din import DIN
+
+        f = folder / "model.pt"
+        if not f.is_file():
+            raise DataError(f"{folder}: no model.pt; train it with `mmsid rank`")
+        saved = load_torch(f)
+        cfg = saved["config"]
+        if cfg.get("model") != "din-sid" or len(cfg.get("sids") or {}) != 1:
+            raise DataError(
+                f"{f}: a {cfg.get('model')} model over {len(cfg.get('sids') or {})} SID set(s); "
+                "ranking items added after training needs din-sid over this run's one SID table"
+            )
+        ((name, path),) = cfg["sids"].items()
+        ids = self._check_trained_ids(folder, path)
+        n = int(ids.max()) + 1
+        if sorted(ids.tolist()) != list(range(n)):
+            raise DataError(f"{path}: item ids are not 0..{n - 1}")
+        self._rank_ids = {str(i): int(i) for i in ids}  # item -> the index the model trained on
+        self._rank_set = name
+        K = self.assigner.tok.codebook_size
+        codes = np.zeros((n, self.codes.shape[1]), dtype=np.int64)
+        model = DIN(n, sids={name: codes}, codebook_size=K)
+        model.load_state_dict(saved["state"])
+        self.ranker = model.to(device).eval()
+        self.rank_history = int(cfg["protocol"]["max_history"])
+        self._ranker_catalogue()
+
+    def _ranker_catalogue(self) -> None:
+        """The ranker's item index: trained items at their trained index, items added since
+        after them; their codes as the store has them now."""
+        n = len(self._rank_ids)
+        added = [m for m in self.names if m not in self._rank_ids]
+        self._rank_index = {**self._rank_ids, **{m: n + j for j, m in enumerate(added)}}
+        codes = np.empty((n + len(added), self.codes.shape[1]), dtype=np.int64)
+        for m, j in self._rank_index.items():
+            codes[j] = self.codes[self.index[m]]
+        self.ranker.set_catalogue({self._rank_set: codes})
 
     def _load_retriever(self, folder: Path, device: str) -> None:
-        from mmsid.ids import SIDTable
         from mmsid.io import load_torch
         from mmsid.retrieval.parallel import ParallelSID, ParallelSIDConfig
 
@@ -107,20 +177,11 @@ class Service:
         if pcfg.item_embedding:
             raise DataError(f"{f}: trained with item embeddings, which new items lack")
         K = self.assigner.tok.codebook_size
-        trained = Path(cfg["sids"])
-        if trained.is_file():  # the IDs it was trained on must be this run's
-            t = SIDTable.load(trained)
-            same = [self.index.get(str(i)) for i in t.item_ids]
-            if None in same or not np.array_equal(self.codes[np.asarray(same)], t.codes):
-                raise DataError(
-                    f"{folder} was trained on {trained}, whose IDs are not "
-                    f"{self.assigner.run}'s; serve the tokenize run it was trained on"
-                )
+        self._check_trained_ids(folder, cfg["sids"])
         model = ParallelSID(self.codes, K, pcfg)
         model.load_state_dict(saved["state"])
         self.model = model.to(device).eval()
         self.max_history = pcfg.max_history
-        self.device = device
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -133,6 +194,7 @@ class Service:
             "codebook_size": self.assigner.tok.codebook_size,
             "modalities": dict(zip(self.assigner.inputs.names, self.assigner.inputs.kinds)),
             "retriever": self.model is not None,
+            "ranker": self.ranker is not None,
         }
 
     def sid(self, item: str) -> list[int] | None:
@@ -213,6 +275,27 @@ class Service:
             if np.isfinite(s)
         ]
 
+    def rank(self, history: list[str], candidates: list[str]) -> list[dict]:
+        """Click probabilities of ``candidates`` after ``history`` (din-sid ranker), in the
+        candidates' order; items added after training are scored by their SIDs."""
+        if self.ranker is None:
+            raise LookupError("no ranker loaded: start the service with --ranker")
+        with self.lock:
+            unknown = [h for h in [*history, *candidates] if h not in self._rank_index]
+            if unknown:
+                raise KeyError(f"item(s) {unknown[:5]} have no SID in the store")
+            H = self.rank_history
+            hist = [self._rank_index[h] for h in history][-H:]
+            row = torch.full((len(candidates), H), -1, dtype=torch.long)
+            if hist:
+                row[:, : len(hist)] = torch.tensor(hist)
+            batch = {
+                "history": row.to(self.device),  # (C, H) oldest first, -1 padded
+                "item": torch.tensor([self._rank_index[c] for c in candidates]).to(self.device),
+            }
+            p = self.ranker.predict(batch).float().cpu().tolist()
+        return [{"item": c, "score": float(v)} for c, v in zip(candidates, p)]
+
 
 # ---- the HTTP layer ----------------------------------------------------------------------
 
@@ -266,10 +349,26 @@ class Health(BaseModel):
     codebook_size: int
     modalities: dict[str, str]
     retriever: bool
+    ranker: bool
 
 
 class Problem(BaseModel):
     detail: str
+
+
+class RankRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    history: list[ItemId] = Field(max_length=1000)
+    candidates: list[ItemId] = Field(min_length=1, max_length=MAX_K)
+
+
+class RankScore(BaseModel):
+    item: str
+    score: float = Field(description="predicted click probability")
+
+
+class RankResponse(BaseModel):
+    scores: list[RankScore]
 
 
 def _add_request(service: Service) -> type[BaseModel]:
@@ -391,5 +490,23 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
         except LookupError as e:  # no retriever loaded
             raise HTTPException(409, str(e)) from None
         return {"items": out}
+
+    @app.post(
+        "/rank",
+        response_model=RankResponse,
+        responses={
+            400: {"model": Problem, "description": "the body is not JSON"},
+            404: {"model": Problem},
+            409: {"model": Problem},
+        },
+    )
+    def rank(req: RankRequest):
+        try:
+            out = service.rank(req.history, req.candidates)
+        except KeyError as e:  # an unknown item
+            raise HTTPException(404, e.args[0]) from None
+        except LookupError as e:  # no ranker loaded
+            raise HTTPException(409, str(e)) from None
+        return {"scores": out}
 
     return app

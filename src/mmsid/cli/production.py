@@ -104,6 +104,7 @@ def ids_find(run: str, prefix: str) -> None:
 @main.command("serve")
 @click.argument("run")
 @click.option("--retriever", default=None, help="A `mmsid retrieve --model parallel-sid` folder.")
+@click.option("--ranker", default=None, help="A `mmsid rank --model din-sid` folder.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
 @click.option(
@@ -117,6 +118,7 @@ def ids_find(run: str, prefix: str) -> None:
 def serve_cmd(
     run: str,
     retriever: str | None,
+    ranker: str | None,
     host: str,
     port: int,
     token_env: str,
@@ -124,7 +126,8 @@ def serve_cmd(
     device: str,
 ) -> None:
     """HTTP service over RUN's ID store: item -> SID, SID prefix -> items, add items, and
-    recommend with a trained parallel-SID retriever (new items included). OpenAPI at /docs."""
+    recommend with a trained parallel-SID retriever, rank with a din-sid ranker (new items
+    included in both). OpenAPI at /docs."""
     import os
 
     import uvicorn
@@ -132,7 +135,7 @@ def serve_cmd(
     from mmsid.serve import Service, create_app
 
     try:
-        svc = Service(run, retriever=retriever, device=device)
+        svc = Service(run, retriever=retriever, ranker=ranker, device=device)
     except MMSIDError as e:
         _fail(e)
     token = os.environ.get(token_env) or None

@@ -32,6 +32,7 @@ class DIN(nn.Module):
         """sids: optional {name: (n_items, L) codes}; their embeddings are added to the id's."""
         super().__init__()
         self.n_items = n_items
+        self.pad = n_items  # the padding index (n_catalogue after set_catalogue)
         self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=n_items)  # row n = padding
         nn.init.normal_(self.item.weight, std=0.05)
         with torch.no_grad():
@@ -42,8 +43,22 @@ class DIN(nn.Module):
         self.att = TargetAttention(cfg.dim, cfg.dim, hidden=cfg.attention_hidden, mode="din")
         self.out = mlp([3 * cfg.dim, *cfg.mlp_hidden, 1])
 
+    def set_catalogue(self, codes: dict[str, np.ndarray]) -> None:
+        """Score a catalogue grown after training ({set: (N', L) codes}, the first ``n_items``
+        rows the trained items'): an added item has no id embedding (the zero padding row,
+        as an item never seen) and its SID embeddings from its codes."""
+        if set(codes) != set(self.sid):
+            raise ValueError(f"codes for SID sets {sorted(self.sid)}, got {sorted(codes)}")
+        sizes = {len(c) for c in codes.values()}
+        if len(sizes) != 1 or min(sizes) < self.n_items:
+            raise ValueError(f"every set needs the same N >= {self.n_items} rows")
+        for k, s in self.sid.items():
+            s.set_codes(codes[k])
+        self.pad = sizes.pop()
+
     def embed(self, items: torch.Tensor) -> torch.Tensor:
-        e = self.item(items)
+        """(...) item indices (``self.pad`` = padding) -> (..., d)."""
+        e = self.item(items.clamp(max=self.n_items))  # added items and padding: zero row
         for s in self.sid.values():
             e = e + s(items)
         return e
@@ -52,7 +67,7 @@ class DIN(nn.Module):
         """-> logits (B,)."""
         hist = batch["history"]  # (B, H), -1 = padding
         mask = hist >= 0
-        h = self.embed(torch.where(mask, hist, self.n_items))  # (B, H, d)
+        h = self.embed(torch.where(mask, hist, self.pad))  # (B, H, d)
         t = self.embed(batch["item"])  # (B, d)
         interest, _ = self.att(h, t, mask.float())
         return self.out(torch.cat([interest, t, interest * t], dim=-1)).squeeze(-1)

@@ -39,6 +39,17 @@ class SIDEmbedding(nn.Module):
             with torch.no_grad():
                 t.weight[codebook_size].zero_()
 
+    def set_codes(self, codes: np.ndarray) -> None:
+        """Embed this (N', L) code table from now on (row N' = padding): items added after
+        training, scored by their codes' embeddings."""
+        K = self.tables[0].num_embeddings - 1
+        if codes.ndim != 2 or codes.shape[1] != len(self.tables) or codes.max(initial=0) >= K:
+            raise ValueError(f"codes must be (N, {len(self.tables)}) in [0, {K})")
+        pad = np.full((1, codes.shape[1]), K, dtype=np.int64)
+        self.codes = torch.from_numpy(np.concatenate([codes, pad]).astype(np.int64)).to(
+            self.codes.device
+        )
+
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """items: (...) in 0..n_items (n_items = padding) -> (..., d)."""
         c = self.codes[items]  # (..., L)
