@@ -200,3 +200,47 @@ def test_a_folder_in_use_is_refused_and_a_stale_lock_is_cleared(real_data_dir, t
     # the holder is gone (killed): its lock is stale, the next run clears it and proceeds
     run(_tiny_run(out, real_data_dir, seeds="1"), overwrite=True, progress=False)
     assert (out / "stages" / "seed1").is_dir() and not (out / LOCK).exists()
+
+
+def test_strict_json_finite_weights_umask_and_orphan_temp_files(tmp_path):
+    """metrics are strict JSON (NaN -> null); NaN/inf weights are refused when written and
+    when read; files get the umask's permissions; a killed write's temp file is removed at
+    the next start, and nothing else is."""
+    import json
+    import os
+
+    import numpy as np
+    import torch
+
+    from mmsid.io import atomic_path, clean_temp, load_torch, save_torch, write_json
+
+    write_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, np.inf], "c": np.float32(2)})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0, None], "c": 2.0}
+    assert "NaN" not in (tmp_path / "m.json").read_text()
+
+    with pytest.raises(DataError, match=r"state\.w.*NaN or inf"):
+        save_torch(tmp_path / "w.pt", {"state": {"w": torch.tensor([1.0, float("nan")])}})
+    assert not (tmp_path / "w.pt").exists()
+    torch.save({"state": {"w": torch.tensor([float("inf")])}}, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match="NaN or inf.*delete it"):
+        load_torch(tmp_path / "bad.pt")
+    save_torch(tmp_path / "ok.pt", {"state": {"w": torch.ones(2), "step": 3}})
+    assert load_torch(tmp_path / "ok.pt")["state"]["step"] == 3
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "perm.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    import mmsid.io
+
+    assert (tmp_path / "perm.txt").stat().st_mode & 0o777 == 0o666 & ~mmsid.io._UMASK
+
+    (tmp_path / "checkpoints").mkdir()
+    orphan = tmp_path / "checkpoints" / ".last.pt.k3j_9xQz.tmp"  # as mkstemp names them
+    orphan.write_bytes(b"half")
+    mine = tmp_path / ".notes.tmp"  # a user's file that does not look like ours
+    mine.write_text("keep")
+    assert clean_temp(tmp_path) == [orphan]
+    assert not orphan.exists() and mine.exists()

@@ -34,10 +34,11 @@ def start_run(cfg) -> tuple[Path, str]:
     Returns (run folder, device string)."""
     import yaml
 
-    from mmsid.io import write_text
+    from mmsid.io import clean_temp, write_text
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    clean_temp(out)  # temporary files of a run that was killed mid-write
     write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     seed_everything(cfg.seed)
     return out, str(resolve_device(cfg.device))

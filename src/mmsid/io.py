@@ -1,7 +1,10 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename.
 
 A reader never sees a half-written file, and an interrupted write leaves the old file (or
-nothing) in place.
+nothing) in place; a temporary file a kill left behind is removed by :func:`clean_temp` when
+the next run starts. Files get the permissions the umask allows (not mkstemp's 0600). JSON
+is strict (NaN and inf written as null); torch files hold tensors and plain values only, and
+NaN/inf weights are refused both when written and when read.
 """
 
 from __future__ import annotations
@@ -10,10 +13,17 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mmsid.errors import DataError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path's mkstemp names look like
 
 
 @contextlib.contextmanager
@@ -32,6 +42,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -43,8 +54,41 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def clean_temp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` leaves when a process is killed mid-write
+    (``.<name>.<random>.tmp``) in a run folder and its ``checkpoints/`` (not deeper: a stage
+    folder is cleaned when its stage starts); returns what was removed."""
+    gone = []
+    for d in (Path(folder), Path(folder) / "checkpoints"):
+        for f in d.glob(".*.tmp") if d.is_dir() else ():
+            if f.is_file() and TEMP.match(f.name):
+                f.unlink(missing_ok=True)
+                gone.append(f)
+    return gone
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON: NaN and inf become null (bare NaN is not JSON)."""
+    text = json.dumps(
+        _finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False
+    )
+    write_text(path, text + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
 
 
 def _json_default(o: Any) -> Any:
@@ -66,8 +110,38 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     tensors), so that :func:`load_torch` reads the file back with ``weights_only=True``."""
     import torch
 
+    bad = _non_finite(obj)
+    if bad:
+        raise DataError(
+            f"refusing to write {path}: {bad} holds NaN or inf values (training diverged; "
+            "lower the learning rate or check the inputs)"
+        )
     with atomic_path(path) as tmp:
         torch.save(_plain(obj), tmp)
+
+
+def _non_finite(obj: Any, where: str = "") -> str | None:
+    """The key path of the first floating tensor/array with a NaN or inf, else None."""
+    import numpy as np
+    import torch
+
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    elif isinstance(obj, torch.Tensor):
+        ok = not obj.is_floating_point() or bool(torch.isfinite(obj).all())
+        return None if ok else (where or "a tensor")
+    elif isinstance(obj, np.ndarray):
+        ok = obj.dtype.kind != "f" or bool(np.isfinite(obj).all())
+        return None if ok else (where or "an array")
+    else:
+        return None
+    for k, v in items:
+        bad = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if bad:
+            return bad
+    return None
 
 
 def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -82,7 +156,7 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     from mmsid.errors import DataError
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(
@@ -90,6 +164,13 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             f"than tensors and plain values, which mmsid refuses to unpickle: {first}); delete "
             "it to recompute, or restore the file mmsid wrote"
         ) from e
+    bad = _non_finite(obj)
+    if bad:
+        raise DataError(
+            f"{path}: {bad} holds NaN or inf values (a diverged or damaged model); delete it "
+            "to recompute"
+        )
+    return obj
 
 
 def _plain(obj: Any) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mmsid.config import load_yaml, merge
 from mmsid.errors import ConfigError
-from mmsid.io import write_json, write_text
+from mmsid.io import clean_temp, write_json, write_text
 from mmsid.pipeline.config import PipelineConfig, run_hash
 from mmsid.pipeline.plan import Stage, plan, stage_keys
 from mmsid.pipeline.plots import PLOT_FILES
@@ -67,6 +67,7 @@ def run(
         )
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
+        clean_temp(out)  # temporary files of a run that was killed mid-write
         write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
         write_json(marker, {"config_hash": h, "command": command, "commit": git_commit()})
         stages = plan(cfg)
