@@ -183,7 +183,7 @@ def test_interrupted_stage_is_rerun(real_data_dir, tmp_path, monkeypatch):
     def plan_that_dies(c):
         stages = real_plan(c)
 
-        def boom(folder):
+        def boom(folder, progress=False):
             raise KeyboardInterrupt
 
         stages[-1].run = boom

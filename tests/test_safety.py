@@ -244,3 +244,32 @@ def test_strict_json_finite_weights_umask_and_orphan_temp_files(tmp_path):
     mine.write_text("keep")
     assert clean_temp(tmp_path) == [orphan]
     assert not orphan.exists() and mine.exists()
+
+
+def test_a_run_cut_by_the_time_limit_says_so(real_data_dir, tmp_path):
+    """metrics.json records why training ended; the command warns when a time limit cut it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mmsid.cli import main
+
+    tok = tmp_path / "tok"
+    args = ["--dataset", "lfm2k-mm", "--data-dir", str(real_data_dir)]
+    r = CliRunner().invoke(main, ["tokenize", *args, "--out", str(tok)])
+    assert r.exit_code == 0, r.output
+    common = [
+        "retrieve", *args, "--model", "parallel-sid", "--sids", str(tok / "sids.parquet"),
+        "--valid-sample", "100", "--set", "parallel.d_model=32", "--set", "parallel.d_ff=64",
+        "--set", "parallel.n_layers=1", "--set", "parallel.n_heads=2",
+    ]  # fmt: skip
+    r = CliRunner().invoke(
+        main, [*common, "--epochs", "3", "--max-minutes", "1e-5", "--out", str(tmp_path / "cut")]
+    )
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert m["stopped"] == "max_minutes" and m["epochs_run"] == 1
+    assert "cut by the time limit after 1 epoch" in r.output
+    r = CliRunner().invoke(main, [*common, "--epochs", "1", "--out", str(tmp_path / "full")])
+    assert json.loads((tmp_path / "full" / "metrics.json").read_text())["stopped"] == "epochs"
+    assert "time limit" not in r.output

@@ -98,11 +98,20 @@ def dotted(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if "=" not in p:
             raise ConfigError(f"--set expects KEY=VALUE, got '{p}'")
         key, value = p.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set '{p}': the key must be names joined by '.', e.g. a.b=1")
         node = out
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = parts
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value) if value else value
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set '{p}': '{part}' was already given a value")
+        try:
+            node[leaf] = yaml.safe_load(value) if value else value
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0]
+            raise ConfigError(f"--set '{p}': the value is not valid YAML ({first})") from None
     return out
 
 

@@ -71,7 +71,8 @@ def train(
     A checkpoint is resumed only when its ``run_key`` (the caller's config hash) matches; the
     epoch count is not part of the key, so re-running with more epochs extends a finished run.
     Returns the history: one dict per epoch (train loss, seconds, and the validation metrics
-    on validated epochs)."""
+    on validated epochs); the last also has ``stopped``: ``epochs`` (all ran),
+    ``early_stopping`` (patience ran out) or ``max_minutes`` (cut by the time limit)."""
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
@@ -88,10 +89,13 @@ def train(
     for _ in range(start):  # replay finished epochs' shuffles: resumed == uninterrupted
         batches(g)
     t_start = time.perf_counter() - elapsed
+    stopped = "epochs"  # why training ended: epochs | early_stopping | max_minutes
     for epoch in range(start, cfg.epochs):
         if cfg.patience and stale >= cfg.patience:
+            stopped = "early_stopping"
             break
         if cfg.max_minutes and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+            stopped = "max_minutes"
             break
         t0 = time.perf_counter()
         model.train()
@@ -170,4 +174,6 @@ def train(
             )
     if best_state is not None:
         model.load_state_dict(best_state)
+    if history:  # the last row says why training ended (a time limit must not pass unseen)
+        history[-1]["stopped"] = stopped
     return history

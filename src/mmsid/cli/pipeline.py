@@ -56,6 +56,17 @@ def run_cmd(
         r = run(cfg, resume=resume, overwrite=overwrite, command=command_line())
     except MMSIDError as e:
         _fail(e)
+    cut = [
+        name
+        for task in ("retrieval", "ranking")
+        for name, row in (r.get(task) or {}).items()
+        if "max_minutes" in (row.get("stopped") or [])
+    ]
+    if cut:
+        click.echo(
+            f"warning: cut by the time limit before converging: {', '.join(cut)} (see report.md)",
+            err=True,
+        )
     ran = sum(s["status"] == "ran" for s in r["stages"])
     click.echo(
         f"{len(r['stages'])} stages ({ran} ran, {len(r['stages']) - ran} cached) in "

@@ -235,6 +235,12 @@ def rank_cmd(
             f"{split}: AUC {a['auc']:.4f}  GAUC {a['gauc']:.4f}  LogLoss "
             f"{a['logloss']:.4f}  cold AUC {c['auc']:.4f} ({c['users']} users)"
         )
+    if r.get("stopped") == "max_minutes":
+        click.echo(
+            f"warning: training was cut by the time limit after {r['epochs_run']} epoch(s), "
+            "before it converged (metrics.json: stopped = max_minutes)",
+            err=True,
+        )
     click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")
 
 
@@ -348,5 +354,11 @@ def retrieve_cmd(
         click.echo(
             f"{split}: Recall@5 {a['recall@5']:.4f}  NDCG@5 {a['ndcg@5']:.4f}  "
             f"Recall@10 {a['recall@10']:.4f}  NDCG@10 {a['ndcg@10']:.4f}"
+        )
+    if r.get("stopped") == "max_minutes":
+        click.echo(
+            f"warning: training was cut by the time limit after {r['epochs_run']} epoch(s), "
+            "before it converged (metrics.json: stopped = max_minutes)",
+            err=True,
         )
     click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")

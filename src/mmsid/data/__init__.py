@@ -18,14 +18,20 @@ REGISTRY: dict[str, Callable[..., RecDataset]] = {
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **kwargs) -> RecDataset:
-    """Load a built-in data set by name (see ``REGISTRY``); ``custom`` data uses
-    :func:`mmsid.data.custom.load`."""
+    """Load a built-in data set by name (see ``REGISTRY``), or the user's own data: a
+    ``dataset.yaml`` (or a folder holding one; :func:`mmsid.data.custom.from_spec`)."""
+    from pathlib import Path
+
+    from mmsid.data import custom
+
+    if name not in REGISTRY and (Path(name).suffix in (".yaml", ".yml") or Path(name).is_dir()):
+        return custom.from_spec(name)
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, REGISTRY, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise DataError(
-            f"unknown data set '{name}'; known: {', '.join(REGISTRY)}, or use "
-            f"mmsid.data.custom.load for your own files.{hint}"
+            f"unknown data set '{name}'; known: {', '.join(REGISTRY)}, or your own files: "
+            f"a dataset.yaml or a folder holding one (see the README).{hint}"
         )
     return REGISTRY[name](data_dir, **kwargs)
 

@@ -1,4 +1,15 @@
-"""``custom``: the user's own interactions + item table + embedding files named as modalities."""
+"""``custom``: the user's own interactions + item table + embedding files named as modalities.
+
+From the command line, a data set is a ``dataset.yaml`` (``--dataset my/dataset.yaml``, or the
+folder holding it), paths relative to it::
+
+    name: my-shop                 # optional; default: the folder's name
+    interactions: interactions.csv  # user, item[, timestamp][, rating]
+    items: items.csv              # optional: item[, a text column]
+    text_column: title            # optional: that column, encoded by the text encoder
+    embeddings:                   # optional: modality -> .npy/.parquet, one row per item
+      image: image_vectors.npy
+"""
 
 from __future__ import annotations
 
@@ -13,22 +24,34 @@ from mmsid.errors import DataError
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"{path}: file not found")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".tsv", ".txt"):
+    if path.suffix not in (".parquet", ".csv", ".tsv", ".txt"):
+        raise DataError(
+            f"{path}: unsupported table format '{path.suffix}'; use .parquet, .csv or .tsv"
+        )
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
         return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
-    raise DataError(f"{path}: unsupported table format '{path.suffix}'; use .parquet, .csv or .tsv")
+    except Exception as e:  # pandas / pyarrow raise many types for a damaged or empty file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(
+            f"{path}: unreadable table ({first}); expected a header row and one row per "
+            "record, every row with the header's number of fields"
+        ) from None
 
 
 def _read_embedding(path: Path) -> np.ndarray:
     if not path.exists():
         raise DataError(f"{path}: embedding file not found")
     if path.suffix == ".npy":
-        arr = np.load(path)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"{path}: not a readable .npy array ({e})") from None
     elif path.suffix == ".parquet":
-        arr = pd.read_parquet(path).to_numpy()
+        arr = _read_table(path).to_numpy()
     else:
         raise DataError(
             f"{path}: unsupported embedding format '{path.suffix}'; use .npy or "
@@ -36,6 +59,8 @@ def _read_embedding(path: Path) -> np.ndarray:
         )
     if arr.ndim != 2:
         raise DataError(f"{path}: expected a 2-D array (n_items, d), got shape {arr.shape}")
+    if arr.dtype.kind not in "fiub":
+        raise DataError(f"{path}: holds {arr.dtype} values; embeddings must be numbers")
     return arr.astype(np.float32)
 
 
@@ -123,3 +148,44 @@ def load(
     )
     ds.validate()
     return ds
+
+
+SPEC_KEYS = ("name", "interactions", "items", "text_column", "embeddings")
+
+
+def from_spec(path: str | os.PathLike) -> RecDataset:
+    """Load the data set a ``dataset.yaml`` describes (see the module docstring)."""
+    import yaml
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "dataset.yaml"
+    if not p.is_file():
+        raise DataError(f"{p}: no such file; a custom data set is described by a dataset.yaml")
+    try:
+        spec = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise DataError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(spec, dict):
+        raise DataError(f"{p}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise DataError(f"{p}: unknown key(s) {unknown}; allowed: {', '.join(SPEC_KEYS)}")
+    if not isinstance(spec.get("interactions"), str):
+        raise DataError(f"{p}: 'interactions' (a file name) is required")
+    for key in ("name", "items", "text_column"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise DataError(f"{p}: '{key}' must be a string")
+    emb = spec.get("embeddings") or {}
+    if not isinstance(emb, dict) or not all(isinstance(v, str) for v in emb.values()):
+        raise DataError(f"{p}: 'embeddings' must map modality names to file names")
+    if spec.get("text_column") and not spec.get("items"):
+        raise DataError(f"{p}: 'text_column' needs an 'items' table")
+    base = p.parent
+    return load(
+        base / spec["interactions"],
+        base / spec["items"] if spec.get("items") else None,
+        {str(k): base / v for k, v in emb.items()},
+        name=spec.get("name") or base.resolve().name,
+        text_column=spec.get("text_column"),
+    )

@@ -21,7 +21,7 @@ from mmsid.retrieval.tiger import TIGERConfig
 class Stage:
     name: str  # also its folder under RUN/stages/
     config: dict  # what the stage depends on (hashed with its inputs' keys)
-    run: Any  # callable(folder: Path) -> None
+    run: Any  # callable(folder: Path, progress: bool) -> None: progress bars inside the stage
     inputs: tuple[str, ...] = ()
     task: str | None = None  # "retrieval" | "ranking" for result rows
     row: str | None = None  # the row label in the report (seeds of one row are pooled)
@@ -69,12 +69,12 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     label = {m: method_label(m, cfg, len(names)) for m in cfg.methods}
     stages: list[Stage] = []
 
-    def features(folder: Path) -> None:
+    def features(folder: Path, progress: bool = False) -> None:
         from mmsid.data import load_dataset
         from mmsid.features import build_features
 
         ds = load_dataset(cfg.dataset, cfg.data_dir)
-        f = build_features(ds, modalities=names, progress=False)
+        f = build_features(ds, modalities=names, progress=progress)
         write_json(
             folder / "metrics.json",
             {
@@ -101,9 +101,9 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             protocol=proto,
         )
 
-        def go(folder: Path, kc=kc) -> None:
+        def go(folder: Path, progress: bool = False, kc=kc) -> None:
             kw = dict(kc, protocol=ProtocolConfig(**kc["protocol"]))
-            run_rank(RankConfig(out=str(folder), **kw), progress=False)
+            run_rank(RankConfig(out=str(folder), **kw), progress=progress)
 
         return Stage(name, kc, go, inputs, "ranking", task_row, seed)
 
@@ -139,13 +139,13 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             **({"modalities": names, "center": tk.center} if model == "content-knn" else {}),
         )
 
-        def go(folder: Path, rc=rc) -> None:
+        def go(folder: Path, progress: bool = False, rc=rc) -> None:
             kw = dict(rc, protocol=ProtocolConfig(**rc["protocol"]))
             if "tiger" in kw:
                 kw["tiger"] = TIGERConfig(**kw["tiger"])
             if "parallel" in kw:
                 kw["parallel"] = ParallelSIDConfig(**kw["parallel"])
-            run_retrieve(RetrieveConfig(out=str(folder), **kw), progress=False)
+            run_retrieve(RetrieveConfig(out=str(folder), **kw), progress=progress)
 
         return Stage(name, rc, go, inputs, "retrieval", task_row, seed)
 
@@ -190,9 +190,9 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                 **chosen,
             )
 
-            def run_tok(folder: Path, tcfg=tcfg) -> None:
+            def run_tok(folder: Path, progress: bool = False, tcfg=tcfg) -> None:
                 kw = dict(tcfg, protocol=ProtocolConfig(**tcfg["protocol"]))
-                run_tokenize(TokenizeConfig(out=str(folder), **kw), progress=False)
+                run_tokenize(TokenizeConfig(out=str(folder), **kw), progress=progress)
 
             name = f"{pre}tokenize-{m}"
             stages.append(Stage(name, tcfg, run_tok, ("features",), None, label[m], seed))

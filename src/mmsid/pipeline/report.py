@@ -80,6 +80,7 @@ def collect(
                 np.mean([m.get("train_seconds", m.get("seconds", 0.0)) for m in metrics])
             ),
             "epochs": [m.get("epochs_run") for m in metrics],
+            "stopped": [m.get("stopped") for m in metrics],
         }
     for row, ms in codebooks.items():
         res["codebook"][row] = _codebook(ms)
@@ -278,6 +279,13 @@ def report(res: dict) -> str:
                 + " | ".join(cell(t["all"][o]) for o in others[:2])
                 + " |"
             )
+        cut = [name for name, r in res[task].items() if "max_minutes" in (r.get("stopped") or [])]
+        if cut:
+            lines += [
+                "",
+                f"**Cut by the time limit** (max_minutes; not trained to convergence): "
+                f"{', '.join(cut)}.",
+            ]
         comp = res["comparisons"].get(task) or {}
         if comp.get("vs_reference"):
             lines += [

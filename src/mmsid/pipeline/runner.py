@@ -92,7 +92,7 @@ def run(
             folder.mkdir(parents=True, exist_ok=True)
             write_json(rec_path, {"key": key, "status": "running"})
             t = time.perf_counter()
-            st.run(folder)
+            st.run(folder, progress=progress)  # the stage's own bars, below the run's
             sec = time.perf_counter() - t
             write_json(rec_path, {"key": key, "status": "done", "seconds": sec})
             records[st.name] = {"stage": st.name, "key": key, "status": "ran", "seconds": sec}

@@ -151,6 +151,7 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
         **{s: metrics(getattr(data, s), scores[s], data) for s in SPLITS},
         "history": history,
         "epochs_run": len(history),
+        "stopped": history[-1].get("stopped") if history else None,
         "seconds": time.perf_counter() - t0,
         "parameters": int(sum(p.numel() for p in model.parameters())),
     }

@@ -251,6 +251,7 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         samples={"train": t.n_train, "valid": len(data.valid), "test": len(data.test)},
         history=history,
         epochs_run=len(history),
+        stopped=history[-1].get("stopped") if history else None,
         best_epoch=_best_epoch(history, cfg.select),
         train_seconds=t_train,
         eval_seconds=time.perf_counter() - t1,
