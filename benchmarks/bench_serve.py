@@ -7,8 +7,10 @@ clients; requests per second, p50 / p99 latency, errors.
 The served run is a real one under ``runs/serve-bench/<dataset>/``: an RQ-KMeans tokenize run
 and a parallel-SID retriever trained briefly on its IDs (1 epoch of 4,096 windows: serving cost
 depends on the shapes, d 256 / FFN 512 / 2 layers as benchmarks/configs/retrieval.yaml, not on
-how long it trained). The server is one uvicorn process with one torch thread; the clients
-are asyncio + httpx in this process, so both share this machine's cores (reported). Histories
+how long it trained). The server is one uvicorn process (uvloop + httptools) with one torch
+thread. Reads and recommendations are driven by wrk (Debian package ``wrk``; without it, an
+asyncio + httpx client in this process, whose own cost then caps the figures), writes by the
+httpx client; server and client share this machine's cores. Histories
 are real test histories of the protocol; item ids are drawn with a seed.
 Writes benchmarks/results/serve.{json,md}.
 """
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -91,6 +94,60 @@ async def load(url, make, n: int, concurrency: int, limit_s: float, headers=None
     }
 
 
+def wrk_load(
+    url,
+    requests: list[tuple[str, str, dict | None]],
+    concurrency: int,
+    seconds: float,
+    script: Path,
+) -> dict:
+    """The same scenario through wrk (a C load generator, one thread): the request list is
+    cycled by a generated Lua script. Reads req/s, p50 / p99 and non-2xx counts from its
+    report."""
+    import json as _json
+    import re
+    import subprocess as sp
+
+    def lua(v: str) -> str:
+        return "[==[" + v + "]==]"
+
+    rows = ",\n".join(
+        "{" + ", ".join([lua(m), lua(path), lua(_json.dumps(b)) if b is not None else "nil"]) + "}"
+        for m, path, b in requests
+    )
+    script.write_text(
+        "local reqs = {\n" + rows + "\n}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "local i = 0\n"
+        "request = function()\n"
+        "  i = i + 1\n"
+        "  local r = reqs[(i % #reqs) + 1]\n"
+        "  return wrk.format(r[1], r[2], nil, r[3])\n"
+        "end\n"
+    )
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s", str(script)]
+    out = sp.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([0-9.]+)(us|ms|s)\b", out)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "client": "wrk",
+        "requests": n,
+        "seconds": seconds,
+        "req_per_s": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "errors": (int(bad.group(1)) if bad else 0)
+        + (sum(int(x) for x in sock.groups()) if sock else 0),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="amazon-beauty")
@@ -115,8 +172,6 @@ def main() -> None:
         mods = dict(zip(z["names"].tolist(), z["dims"].tolist()))
 
     # serve a fresh copy: the add-item scenario writes to the store
-    import shutil
-
     serving = RUNS / args.dataset / "serving"
     if serving.exists():
         shutil.rmtree(serving)
@@ -159,12 +214,19 @@ def main() -> None:
         }
         res = {}
         for name, (make, n) in scenarios.items():
-            res[name] = asyncio.run(load(url, make, n, args.concurrency, args.limit_s))
+            if shutil.which("wrk"):  # the server's limit, not a Python client's
+                reqs = [make(i) for i in range(n)]
+                script = RUNS / args.dataset / f"{name}.lua"
+                res[name] = wrk_load(url, reqs, args.concurrency, min(30, args.limit_s), script)
+            else:
+                res[name] = asyncio.run(load(url, make, n, args.concurrency, args.limit_s))
+                res[name]["client"] = "httpx (asyncio, in this process)"
         # writes need the token; one transaction each, serialised by SQLite
         auth = {"Authorization": "Bearer bench"}
         res["add_item"] = asyncio.run(
             load(url, new_item, 2000, args.concurrency, args.limit_s, headers=auth)
         )
+        res["add_item"]["client"] = "httpx (asyncio, in this process)"
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -191,12 +253,13 @@ def main() -> None:
         "",
         f"Command: `{out['command']}` (commit {commit}, seed {args.seed}).",
         "",
-        "| scenario | requests | req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
+        "| scenario | client | requests | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in res.items():
         lines.append(
-            f"| {name} | {r['requests']:,} | {r['req_per_s']:,.0f} | {r['p50_ms']:.1f} | "
+            f"| {name} | {r['client']} | {r['requests']:,} | {r['req_per_s']:,.0f} | "
+            f"{r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['errors']} |"
         )
     write_text(RESULTS / "serve.md", "\n".join(lines) + "\n")
