@@ -12,6 +12,17 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
+def _trained(r: dict, out: str) -> None:
+    """The last lines of a trained stage: a warning when a time limit cut it, what it wrote."""
+    if r.get("stopped") == "max_minutes":
+        click.echo(
+            f"warning: training was cut by the time limit after {r['epochs_run']} epoch(s), "
+            "before it converged (metrics.json: stopped = max_minutes)",
+            err=True,
+        )
+    click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")
+
+
 def protocol_options(f):
     """--cold-fraction and --protocol-seed: the evaluation protocol (mmsid.protocol)."""
     f = click.option(

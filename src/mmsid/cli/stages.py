@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mmsid.cli.base import _fail, _protocol, main, protocol_options
+from mmsid.cli.base import _fail, _protocol, _trained, main, protocol_options
 from mmsid.errors import MMSIDError
 
 
@@ -235,13 +235,7 @@ def rank_cmd(
             f"{split}: AUC {a['auc']:.4f}  GAUC {a['gauc']:.4f}  LogLoss "
             f"{a['logloss']:.4f}  cold AUC {c['auc']:.4f} ({c['users']} users)"
         )
-    if r.get("stopped") == "max_minutes":
-        click.echo(
-            f"warning: training was cut by the time limit after {r['epochs_run']} epoch(s), "
-            "before it converged (metrics.json: stopped = max_minutes)",
-            err=True,
-        )
-    click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")
+    _trained(r, out)
 
 
 @main.command("retrieve")
@@ -355,10 +349,4 @@ def retrieve_cmd(
             f"{split}: Recall@5 {a['recall@5']:.4f}  NDCG@5 {a['ndcg@5']:.4f}  "
             f"Recall@10 {a['recall@10']:.4f}  NDCG@10 {a['ndcg@10']:.4f}"
         )
-    if r.get("stopped") == "max_minutes":
-        click.echo(
-            f"warning: training was cut by the time limit after {r['epochs_run']} epoch(s), "
-            "before it converged (metrics.json: stopped = max_minutes)",
-            err=True,
-        )
-    click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")
+    _trained(r, out)
