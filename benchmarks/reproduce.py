@@ -46,6 +46,7 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("scenarios", "machine", "commit", "command"),
     ),
+    "schema": ("python benchmarks/bench_schema.py", False, ("operations", "commit", "command")),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm amazon-beauty",
