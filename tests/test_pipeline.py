@@ -148,6 +148,21 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     )
     r2b = run(other, progress=False)
     assert [s["status"] for s in r2b["stages"]] == ["cached"] * len(names)
+    # a run folder moved elsewhere is the same run: no stage is recomputed
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.move(out, moved)
+    cfg_moved = resolve_config(
+        "lfm2k-mm",
+        str(moved),
+        cli={"methods": "mmq,mmq+ft", "data_dir": str(real_data_dir), "seeds": "0,1"},
+        sets=TINY,
+    )
+    r2c = run(cfg_moved, progress=False)
+    assert [s["status"] for s in r2c["stages"]] == ["cached"] * len(names)
+    assert r2c["retrieval"] == r1["retrieval"]
+    shutil.move(moved, out)
 
     # a changed retrieval setting re-runs the trained retrievers only; it needs --resume here
     cfg3 = resolve_config(

@@ -26,12 +26,26 @@ class Stage:
     task: str | None = None  # "retrieval" | "ranking" for result rows
     row: str | None = None  # the row label in the report (seeds of one row are pooled)
     seed: int | None = None
+    root: str = ""  # the run folder: paths under it enter the key relative to it
 
     def key(self, keys: dict[str, str]) -> str:
         """Hash of the stage's config and its inputs' keys; the device is left out (a stage
-        finished on one device is reused on another)."""
+        finished on one device is reused on another), and paths inside the run folder count
+        relative to it (a run folder moved or reached through another path is reused)."""
         config = {k: v for k, v in self.config.items() if k != "device"}
+        config = _relative(config, self.root)
         return stable_hash({"config": config, "inputs": [keys[i] for i in self.inputs]})
+
+
+def _relative(obj, root: str):
+    """Strings under ``root`` rewritten as "<run>/..." (recursively)."""
+    if isinstance(obj, dict):
+        return {k: _relative(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_relative(v, root) for v in obj]
+    if root and isinstance(obj, str) and obj.startswith(root.rstrip("/") + "/"):
+        return "<run>/" + obj[len(root.rstrip("/")) + 1 :]
+    return obj
 
 
 def stage_keys(stages: list[Stage]) -> dict[str, str]:
@@ -259,6 +273,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                             rt.epochs,
                         )
                     )
+    for st in stages + later:
+        st.root = str(Path(cfg.out))
     return _by_cost(stages + later)
 
 

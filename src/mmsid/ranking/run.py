@@ -130,8 +130,9 @@ def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
     settings = {
         k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "device", "data_dir")
     }
-    # with the SID tables' content, not only their paths: a table re-made at the same path
-    # must not resume a model trained on the old IDs
+    settings["sids"] = sorted(cfg.sids)  # names; the content is hashed below, not the paths
+    # the SID tables' content, not their paths: a table re-made at the same path must not
+    # resume a model trained on the old IDs, and a run folder moved elsewhere must
     key = stable_hash({**settings, "sid_content": stable_hash(codes)})
     rows, items = training_record(data)
     proto.record(out / "trained_on.npz", rows=rows, items=items)

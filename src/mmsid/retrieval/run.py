@@ -212,10 +212,10 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
     settings = {
         k: v
         for k, v in dataclasses.asdict(cfg).items()
-        if k not in ("out", "device", "data_dir", "epochs", "max_minutes", "patience")
+        if k not in ("out", "device", "data_dir", "epochs", "max_minutes", "patience", "sids")
     }
-    # the SID table's content, not only its path: a table re-made at the same path must not
-    # resume a model trained on the old IDs
+    # the SID table's content, not its path: a table re-made at the same path must not resume
+    # a model trained on the old IDs, and a run folder moved elsewhere must
     key = stable_hash({**settings, "sid_content": t.content_key})
     loop = LoopConfig(
         epochs=cfg.epochs,
