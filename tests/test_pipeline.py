@@ -212,7 +212,10 @@ def test_interrupted_stage_is_rerun(real_data_dir, tmp_path, monkeypatch):
     partial = json.loads((out / "results.json").read_text())
     assert not partial["complete"] and partial["codebook"]["rq-kmeans"]["utilization"]
     assert [s["status"] for s in partial["stages"]] == ["ran", "ran", "pending"]
-    assert "In progress: 2 of 3 stages done" in (out / "report.md").read_text()
+    mid = (out / "report.md").read_text()
+    assert "In progress: 2 of 3 stages done" in mid
+    # no link to a plot that does not exist yet
+    assert "Plots: drawn when every stage is done." in mid and ".png" not in mid
     # refreshed from another shell: the interrupted stage reads as started, nothing runs
     snap = runner.refresh(out)
     assert [s["status"] for s in snap["stages"]] == ["done", "done", "started"]
@@ -227,7 +230,10 @@ def test_interrupted_stage_is_rerun(real_data_dir, tmp_path, monkeypatch):
         "seed0/tokenize-rq-kmeans": "cached",
         "seed0/ranking-din-sid-rq-kmeans": "ran",
     }
-    assert r["complete"] and "In progress" not in (out / "report.md").read_text()
+    final = (out / "report.md").read_text()
+    assert r["complete"] and "In progress" not in final
+    linked = [f for f in ("ranking_auc.png", "coherence_by_level.png") if f"`{f}`" in final]
+    assert linked and all((out / f).exists() for f in linked)
     assert runner.refresh(out)["ranking"] == r["ranking"]
 
 

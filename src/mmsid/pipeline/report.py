@@ -214,7 +214,15 @@ def summary_line(task: str, res: dict) -> str:
     )
 
 
-def report(res: dict) -> str:
+PLOT_NOTES = {
+    "retrieval_vs_item_ids.png": "what SIDs buy over item ids, per slice",
+    "ranking_vs_item_ids.png": "what SIDs buy over item ids, per slice",
+}
+
+
+def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
+    """report.md from ``collect``'s results; ``plots``: the plot files that exist (a report
+    written mid-run links none it does not have)."""
     seeds = res["seeds"]
     p = res.get("protocol") or {}
     lines = [
@@ -307,8 +315,15 @@ def report(res: dict) -> str:
         "metrics; it counts as a win only where its 95% interval excludes 0. "
         "Evaluation runs in fp32.",
         "",
-        "Plots: `retrieval_vs_item_ids.png`, `ranking_vs_item_ids.png` (what SIDs buy over item "
-        "ids, per slice), `retrieval_recall10.png`, `ranking_auc.png`, `coherence_by_level.png`.",
+        (
+            "Plots: "
+            + ", ".join(
+                f"`{f}`" + (f" ({PLOT_NOTES[f]})" if f in PLOT_NOTES else "") for f in plots
+            )
+            + "."
+            if plots
+            else "Plots: drawn when every stage is done."
+        ),
         "",
     ]
     return "\n".join(lines)

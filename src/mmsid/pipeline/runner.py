@@ -150,7 +150,8 @@ def snapshot(
     write_json(out / "results.json", results)
     if final:
         plots(out, results)
-    write_text(out / "report.md", report(results))
+    drawn = [f for f in PLOT_FILES if (out / f).exists()]
+    write_text(out / "report.md", report(results, drawn))
     return results
 
 
