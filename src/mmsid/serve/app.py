@@ -46,7 +46,7 @@ class FindResponse(BaseModel):
 
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")  # no 0 -> False coercion
-    history: list[ItemId] = Field(min_length=1, max_length=1000)
+    history: list[ItemId] = Field(min_length=1, max_length=1000, examples=[["0", "1", "2"]])
     k: int = Field(10, ge=1, le=MAX_K)
     exclude_history: bool = True
 
@@ -78,8 +78,8 @@ class Problem(BaseModel):
 
 class RankRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    history: list[ItemId] = Field(max_length=1000)
-    candidates: list[ItemId] = Field(min_length=1, max_length=MAX_K)
+    history: list[ItemId] = Field(max_length=1000, examples=[["0", "1"]])
+    candidates: list[ItemId] = Field(min_length=1, max_length=MAX_K, examples=[["2", "3"]])
 
 
 class RankScore(BaseModel):
@@ -152,7 +152,9 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
         return service.health()
 
     @app.get("/items/{item}", response_model=SIDResponse, responses={404: {"model": Problem}})
-    async def get_sid(item: Annotated[str, PathParam(min_length=1, max_length=256)]):
+    async def get_sid(
+        item: Annotated[str, PathParam(min_length=1, max_length=256, examples=["0"])],
+    ):
         sid = service.sid(item)
         if sid is None:
             raise HTTPException(404, f"item '{item}' has no SID in version {version}")
