@@ -166,7 +166,10 @@ def test_text_items_through_the_real_encoder(ml100k, tmp_path):
     tok.save(run / "tokenizer.pt")
     RunInputs(["text"], ["text"], [384], [ENCODER_ID]).save(run / "inputs.npz")
     codes = tok.transform(x)
-    seed_store(run, np.arange(len(idx)), codes, item_content_hashes([sub]), cap=64, note="test")
+    seed_store(
+        run, np.arange(len(idx)), codes, item_content_hashes([sub]), codebook_size=4, cap=64,
+        note="test",
+    )  # fmt: skip
     with Assigner(run) as a:
         new = pd.DataFrame({"item": ["n0", "n1"], "text": [sub.raw[3], "A quiet film."]})
         res = a.assign(new)

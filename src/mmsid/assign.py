@@ -31,7 +31,7 @@ import pandas as pd
 
 from mmsid.data.base import Modality
 from mmsid.errors import DataError
-from mmsid.features import embed_modality, item_content_hashes, l2_normalize
+from mmsid.features import embed_modality, item_content_hashes
 from mmsid.io import sha256_file
 from mmsid.store import IDStore
 
@@ -83,15 +83,15 @@ class RunInputs:
             raise DataError(f"{path}: unreadable run inputs ({e}); re-run `mmsid tokenize`") from e
 
     def row(self, blocks: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """{name: (emb (N, d) L2-normalised, zero where absent; mask (N,))} -> (N, sum d)."""
-        out = []
-        for n in self.names:
-            e, m = blocks[n]
-            if n in self.means:
-                e = e.copy()
-                e[m] = l2_normalize(e[m] - self.means[n][None])
-            out.append(e)
-        return np.concatenate(out, axis=1).astype(np.float32)
+        """{name: (emb (N, d) L2-normalised, zero where absent; mask (N,))} -> (N, sum d),
+        built by the tokenize stage's own :func:`~mmsid.tokenize.concat_features`."""
+        from mmsid.features import ItemFeatures
+        from mmsid.tokenize import concat_features
+
+        feats = ItemFeatures(
+            {n: e for n, (e, _) in blocks.items()}, {n: m for n, (_, m) in blocks.items()}
+        )
+        return concat_features(feats, self.names, means=self.means)[0].astype(np.float32)
 
 
 def tokenizer_version(run: str | Path) -> str:
@@ -99,22 +99,26 @@ def tokenizer_version(run: str | Path) -> str:
 
 
 def seed_store(
-    run: Path, item_ids: np.ndarray, codes: np.ndarray, hashes: list[str], *, cap: int, note: str
+    run: Path,
+    item_ids: np.ndarray,
+    codes: np.ndarray,
+    hashes: list[str],
+    *,
+    codebook_size: int,
+    cap: int,
+    note: str,
+    previous: str | Path | None = None,
 ) -> str:
     """Register the run's tokenizer in ``run/ids.sqlite`` and give every catalogue item its SID
-    (one transaction; idempotent when re-run). Returns the version."""
+    (one transaction; idempotent when re-run); ``previous``: a run whose store's versions are
+    imported first (aligned retrains). Returns the version."""
     version = tokenizer_version(run)
     with IDStore(run / STORE) as store:
-        store.add_version(version, int(codes.shape[1]), _codebook_size(run), note=note)
+        if previous is not None:
+            store.import_versions(Path(previous) / STORE)
+        store.add_version(version, int(codes.shape[1]), codebook_size, note=note)
         store.assign(version, [str(i) for i in item_ids], codes, hashes, collision_cap=cap)
     return version
-
-
-def _codebook_size(run: Path) -> int:
-    import yaml
-
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    return int(cfg["codebook_size"])
 
 
 class Assigner:

@@ -106,12 +106,15 @@ def concat_features(
     *,
     center: bool = False,
     fit_items: np.ndarray | None = None,
+    means: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, sum d) concatenation of the named modalities (absent rows are zero) and the mask of
     items that have at least one of them. ``center``: each modality minus its mean over the
     items that have it (among ``fit_items`` when given: the mean is fitted, so cold items must
-    not enter it), re-normalised (absent rows stay zero)."""
-    means = center_means(feats, names, fit_items) if center else {}
+    not enter it), re-normalised (absent rows stay zero). ``means``: centre with these fitted
+    means instead (new items: mmsid.assign)."""
+    if means is None:
+        means = center_means(feats, names, fit_items) if center else {}
     blocks = []
     for n in names:
         e, m = feats.embeddings[n], feats.masks[n]
@@ -143,7 +146,7 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
     feats = build_features(ds, modalities=names, device=device, progress=progress)
     means = center_means(feats, names, warm) if cfg.center else {}
-    x, mask = concat_features(feats, names, center=cfg.center, fit_items=warm)
+    x, mask = concat_features(feats, names, means=means)
     t_feat = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -198,19 +201,15 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         [feats.encoders[n] for n in names],
         means,
     ).save(out / INPUTS)
-    if previous is not None:  # the store keeps the previous versions: old -> new by item
-        from mmsid.assign import STORE
-        from mmsid.store import IDStore
-
-        with IDStore(out / STORE) as store:
-            store.import_versions(Path(cfg.align_to) / STORE)
     seed_store(
         out,
         table.item_ids,
         codes,
         item_content_hashes([ds.modalities[n] for n in names]),
+        codebook_size=cfg.codebook_size,
         cap=cfg.collision_cap or cfg.codebook_size,
         note=f"mmsid tokenize --method {cfg.method} --seed {cfg.seed}",
+        previous=cfg.align_to,  # the store keeps the previous versions: old -> new by item
     )
     if cfg.per_modality:
         from mmsid.ids import save_sid_sets

@@ -47,15 +47,23 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 def _content_key(mod: Modality, encoder_id: str, normalize: bool) -> str:
     h = hashlib.sha256(f"v{CACHE_VERSION}|{encoder_id}|{mod.kind}|norm={normalize}".encode())
-    if mod.kind == "text":
-        for t in mod.raw:
-            h.update(b"\x00" if t is None else t.encode() + b"\x01")
-    elif mod.kind == "image":
-        for p in mod.raw:
-            h.update(b"\x00" if p is None else sha256_file(p).encode())
+    if mod.kind in ("text", "image"):
+        for i in range(len(mod.raw)):
+            h.update(_item_bytes(mod, i))
     else:
         h.update(np.ascontiguousarray(mod.raw, dtype=np.float32).tobytes())
     return h.hexdigest()[:20]
+
+
+def _item_bytes(mod: Modality, i: int) -> bytes:
+    """What item ``i``'s content of ``mod`` is hashed as: the text, the image file's SHA-256,
+    or the float32 vector; a marker where it is absent."""
+    r = mod.raw[i]
+    if mod.kind == "text":
+        return b"\x00" if r is None else str(r).encode() + b"\x01"
+    if mod.kind == "image":
+        return b"\x00" if r is None else sha256_file(r).encode()
+    return np.ascontiguousarray(r, dtype=np.float32).tobytes() if mod.mask[i] else b"\x00"
 
 
 def _encode(mod: Modality, encoders: dict, device: str, progress: bool) -> tuple[np.ndarray, str]:
@@ -118,15 +126,7 @@ def item_content_hashes(mods: list[Modality]) -> list[str]:
     hs = [hashlib.sha256() for _ in range(n)]
     for mod in mods:
         for i, h in enumerate(hs):
-            h.update(mod.name.encode() + b"\x02")
-            if not mod.mask[i]:
-                h.update(b"\x00")
-            elif mod.kind == "text":
-                h.update(str(mod.raw[i]).encode() + b"\x01")
-            elif mod.kind == "image":
-                h.update(sha256_file(mod.raw[i]).encode())
-            else:
-                h.update(np.ascontiguousarray(mod.raw[i], dtype=np.float32).tobytes())
+            h.update(mod.name.encode() + b"\x02" + _item_bytes(mod, i))
     return [h.hexdigest()[:32] for h in hs]
 
 

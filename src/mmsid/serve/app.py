@@ -127,6 +127,21 @@ def _add_request(service: Service) -> type[BaseModel]:
     )
 
 
+def _answer(fn, *args, **kw):
+    """Call the service; its errors become HTTP answers, one mapping for every endpoint:
+    changed content 409, bad input 422, an unknown item 404, no model loaded 409."""
+    try:
+        return fn(*args, **kw)
+    except SIDConflict as e:
+        raise HTTPException(409, str(e)) from None
+    except DataError as e:
+        raise HTTPException(422, str(e)) from None
+    except KeyError as e:  # an unknown item (KeyError's str() would quote the message)
+        raise HTTPException(404, e.args[0]) from None
+    except LookupError as e:  # the retriever / ranker the endpoint needs is not loaded
+        raise HTTPException(409, str(e)) from None
+
+
 def create_app(service: Service, *, token: str | None = None, max_body: int = 1 << 20) -> FastAPI:
     """The FastAPI app over ``service``. ``token``: the bearer token writes need (None: none);
     ``max_body``: request bodies over this many bytes get 413 (FastAPI's own limit)."""
@@ -165,20 +180,12 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
         prefix: Annotated[str, PathParam(max_length=200, pattern=SID_PATTERN)],
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ):
-        try:
-            items, truncated = service.find(prefix, limit)
-        except DataError as e:
-            raise HTTPException(422, str(e)) from None
+        items, truncated = _answer(service.find, prefix, limit)
         return {"prefix": parse_prefix(prefix), "items": items, "truncated": truncated}
 
     def add(req):
         items = [it.model_dump(exclude_none=True) for it in req.items]
-        try:
-            out = service.add(items, replace=req.replace)
-        except SIDConflict as e:
-            raise HTTPException(409, str(e)) from None
-        except DataError as e:
-            raise HTTPException(422, str(e)) from None
+        out = _answer(service.add, items, replace=req.replace)
         return {"version": version, "assigned": out}
 
     add.__annotations__ = {"req": AddRequest}  # a model built at run time, not a name
@@ -205,12 +212,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
         },
     )
     def recommend(req: RecommendRequest):
-        try:
-            out = service.recommend(req.history, req.k, exclude_history=req.exclude_history)
-        except KeyError as e:  # an unknown history item
-            raise HTTPException(404, e.args[0]) from None
-        except LookupError as e:  # no retriever loaded
-            raise HTTPException(409, str(e)) from None
+        out = _answer(service.recommend, req.history, req.k, exclude_history=req.exclude_history)
         return {"items": out}
 
     @app.post(
@@ -223,12 +225,6 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
         },
     )
     def rank(req: RankRequest):
-        try:
-            out = service.rank(req.history, req.candidates)
-        except KeyError as e:  # an unknown item
-            raise HTTPException(404, e.args[0]) from None
-        except LookupError as e:  # no ranker loaded
-            raise HTTPException(409, str(e)) from None
-        return {"scores": out}
+        return {"scores": _answer(service.rank, req.history, req.candidates)}
 
     return app
