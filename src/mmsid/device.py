@@ -30,18 +30,25 @@ def seed_everything(seed: int) -> torch.Generator:
 def start_run(cfg) -> tuple[Path, str]:
     """Open a stage's run folder: create ``cfg.out``, write the resolved config as
     ``config.yaml`` (atomically), seed everything from ``cfg.seed``, resolve ``cfg.device``.
+    Launched by torchrun: join the process group first (mmsid.distributed); rank 0 writes.
 
     Returns (run folder, device string)."""
     import yaml
 
+    from mmsid import distributed
     from mmsid.io import clean_temp, write_text
 
+    device = distributed.init(cfg.device)  # torchrun: join the process group; else a no-op
+    # a stage starts when every rank has finished the one before (so its files exist)
+    distributed.barrier()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_temp(out)  # temporary files of a run that was killed mid-write
-    write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    if distributed.context().main:  # one writer
+        out.mkdir(parents=True, exist_ok=True)
+        clean_temp(out)  # temporary files of a run that was killed mid-write
+        write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    distributed.barrier()
     seed_everything(cfg.seed)
-    return out, str(resolve_device(cfg.device))
+    return out, device
 
 
 def bf16_autocast(device: str, mode: str = "auto"):

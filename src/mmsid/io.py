@@ -28,13 +28,21 @@ TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path's mkstemp
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``. In a
+    multi-process run (mmsid.distributed) only rank 0 writes: other ranks get a scratch path
+    whose content is discarded, so every mmsid file has one writer.
 
     Args:
         path: the final destination.
     Yields:
         A temporary path in the same folder (so the rename is atomic on POSIX).
     """
+    from mmsid import distributed
+
+    if not distributed.context().main:  # a multi-process run has one writer: rank 0
+        with tempfile.TemporaryDirectory(prefix="mmsid-rank-") as scratch:
+            yield Path(scratch) / Path(path).name  # written, then discarded
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

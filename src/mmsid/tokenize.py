@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsid import distributed
 from mmsid.config import check_ranges
 from mmsid.data import load_dataset
 from mmsid.errors import ConfigError, DataError
@@ -67,6 +68,7 @@ class TokenizeConfig:
     # RQ-KMeans warm-starts from its codebooks, every method relabels its codes to agree
     # with the previous run's on the items both hold
     align_to: str | None = None
+    log_steps: bool = False  # rq-vae / mmq: keep every step's loss in the history
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def __post_init__(self) -> None:
@@ -201,16 +203,17 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         [feats.encoders[n] for n in names],
         means,
     ).save(out / INPUTS)
-    seed_store(
-        out,
-        table.item_ids,
-        codes,
-        item_content_hashes([ds.modalities[n] for n in names]),
-        codebook_size=cfg.codebook_size,
-        cap=cfg.collision_cap or cfg.codebook_size,
-        note=f"mmsid tokenize --method {cfg.method} --seed {cfg.seed}",
-        previous=cfg.align_to,  # the store keeps the previous versions: old -> new by item
-    )
+    if distributed.context().main:  # one writer (the store is SQLite, not an atomic file)
+        seed_store(
+            out,
+            table.item_ids,
+            codes,
+            item_content_hashes([ds.modalities[n] for n in names]),
+            codebook_size=cfg.codebook_size,
+            cap=cfg.collision_cap or cfg.codebook_size,
+            note=f"mmsid tokenize --method {cfg.method} --seed {cfg.seed}",
+            previous=cfg.align_to,  # the store keeps the previous versions: old -> new by item
+        )
     if cfg.per_modality:
         from mmsid.ids import save_sid_sets
 
@@ -252,6 +255,8 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
 
         metrics["reconstruction_mse"] = tok.reconstruction_error(torch.as_tensor(x).to(device))
         metrics["history_last"] = tok.history[-1]
+    if cfg.log_steps and cfg.method in ("rq-vae", "mmq"):
+        metrics["history"] = tok.history  # every epoch, with its steps' losses
     write_json(out / "metrics.json", metrics)
     _plots(out, codes, cfg.codebook_size, tok.history if cfg.method in ("rq-vae", "mmq") else None)
     if cfg.method == "mmq":
@@ -350,11 +355,11 @@ def _fit_tokenizer(
     if cfg.method == "psrq":
         return tokenizer_for("psrq", **common, alpha=cfg.alpha).fit(x)
     if cfg.method == "rq-vae":
-        return tokenizer_for("rq-vae", **common, epochs=cfg.epochs).fit(
+        return tokenizer_for("rq-vae", **common, epochs=cfg.epochs, log_steps=cfg.log_steps).fit(
             x, device=device, checkpoint=checkpoint, progress=progress
         )
     if cfg.method == "mmq":
-        return tokenizer_for("mmq", **mmq_settings(cfg, dims)).fit(
+        return tokenizer_for("mmq", **mmq_settings(cfg, dims), log_steps=cfg.log_steps).fit(
             x, device=device, checkpoint=checkpoint, progress=progress
         )
     if cfg.method in ("opq", "pq"):  # levels = m parallel codes

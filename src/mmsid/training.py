@@ -5,6 +5,12 @@ Models follow one contract: ``model.loss(batch) -> scalar``. The caller supplies
 epoch's batches are drawn (``batches(rng) -> list of index arrays``), how a batch is built
 (``make_batch(idx) -> dict of tensors``) and ``evaluate(model) -> dict`` holding the
 ``select`` metric (higher is better).
+
+Launched by torchrun, the loop is data-parallel (mmsid.distributed): every rank draws the same
+global batches and trains on its part of each under DistributedDataParallel; a model whose
+``loss`` averages over something other than the batch's rows (supervised positions) says how
+many it has with ``loss_units(batch)``, so the gradient is the global batch's. ``evaluate``
+must give the same answer on every rank (the retrieval and ranking stages shard and gather).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mmsid import distributed
 from mmsid.device import bf16_autocast
 from mmsid.io import load_torch, save_torch, write_json
 
@@ -39,6 +46,7 @@ class LoopConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     seed: int = 0
+    log_steps: bool = False  # keep every step's loss in the history (distributed checks)
 
 
 def lr_factor(cfg: LoopConfig, step: int, total: int) -> float:
@@ -73,13 +81,18 @@ def train(
     Returns the history: one dict per epoch (train loss, seconds, and the validation metrics
     on validated epochs); the last also has ``stopped``: ``epochs`` (all ran),
     ``early_stopping`` (patience ran out) or ``max_minutes`` (cut by the time limit)."""
-    torch.manual_seed(cfg.seed)
+    ctx = distributed.context()
+    torch.manual_seed(cfg.seed + ctx.rank)  # rank 0 draws what a one-process run draws
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     best, best_state, start, stale, elapsed = -np.inf, None, 0, 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        blob = load_torch(ckpt)
+    # rank 0 reads the checkpoint and sends it to the others (no shared disk needed); it holds
+    # global state only, so it resumes under any number of processes
+    blob = distributed.broadcast(
+        load_torch(ckpt) if ckpt is not None and ckpt.exists() and ctx.main else None
+    )
+    if blob is not None:
         if blob.get("run_key") == run_key and "best" in blob:
             model.load_state_dict(blob["model"])
             opt.load_state_dict(blob["optim"])
@@ -88,44 +101,58 @@ def train(
     g = np.random.default_rng(cfg.seed)
     for _ in range(start):  # replay finished epochs' shuffles: resumed == uninterrupted
         batches(g)
+    step = distributed.wrap(model)  # DDP over ranks; a plain call in one process
+    units = getattr(model, "loss_units", distributed.units)
     t_start = time.perf_counter() - elapsed
     stopped = "epochs"  # why training ended: epochs | early_stopping | max_minutes
     for epoch in range(start, cfg.epochs):
         if cfg.patience and stale >= cfg.patience:
             stopped = "early_stopping"
             break
-        if cfg.max_minutes and time.perf_counter() - t_start > 60 * cfg.max_minutes:
+        # rank 0's clock decides for every rank (ranks that stop apart would wait forever)
+        if cfg.max_minutes and distributed.broadcast(
+            time.perf_counter() - t_start > 60 * cfg.max_minutes
+        ):
             stopped = "max_minutes"
             break
         t0 = time.perf_counter()
         model.train()
         plan = batches(g)
-        total = 0.0
         bar = tqdm(
             plan,
             desc=f"{desc} {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
+            disable=not progress or not ctx.main,
             unit="batch",
             leave=False,
         )
+        steps = []
         for i, idx in enumerate(bar):
             f = lr_factor(cfg, epoch * len(plan) + i, cfg.epochs * len(plan))
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * f
+            batch = make_batch(distributed.shard(idx))  # this rank's part of the global batch
+            scale, _ = distributed.share(units(batch), device)
+            # a rank with an empty part (a short last batch) still steps, with a zero loss
+            fn = model.loss if scale else (lambda _: distributed.zero_loss(model))
             with bf16_autocast(device, cfg.amp):
-                loss = model.loss(make_batch(idx))
+                loss = step(fn, batch) * scale
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            total += float(loss.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+            # the global batch's mean loss: the ranks' scaled losses averaged
+            (value,) = distributed.all_sum([float(loss.detach())], device)
+            steps.append(value / ctx.world)
+            bar.set_postfix(loss=f"{steps[-1]:.4f}", refresh=False)
+        total = sum(steps)
         row = {
             "epoch": epoch + 1,
             "train_loss": total / max(1, len(plan)),
             "seconds": time.perf_counter() - t0,
         }
+        if cfg.log_steps:
+            row["step_losses"] = steps
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             model.eval()
             t1 = time.perf_counter()
@@ -138,7 +165,7 @@ def train(
                 stale += 1
         row["elapsed"] = time.perf_counter() - t_start  # training + validation, across resumes
         history.append(row)
-        if progress:
+        if progress and ctx.main:
             tqdm.write(
                 f"{desc} epoch {epoch + 1}: loss {row['train_loss']:.4f}"
                 + (f", valid {select} {row['valid'][select]:.4f}" if "valid" in row else "")

@@ -48,4 +48,15 @@ def _protocol(cold_fraction: float, protocol_seed: int):
 @click.group()
 @click.version_option(package_name="mmsid")
 def main() -> None:
-    """mmsid: multimodal semantic IDs for recommendation."""
+    """mmsid: multimodal semantic IDs for recommendation.
+
+    Training commands also run data-parallel under torchrun:
+    `torchrun --nproc-per-node N -m mmsid retrieve ...` (see mmsid.distributed)."""
+    import os
+    import sys
+
+    from mmsid import distributed
+
+    click.get_current_context().call_on_close(distributed.shutdown)  # no-op for one process
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 reports; errors still show
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the process's lifetime)

@@ -56,6 +56,8 @@ def run_cmd(
         r = run(cfg, resume=resume, overwrite=overwrite, command=command_line())
     except MMSIDError as e:
         _fail(e)
+    if not r:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     cut = [
         name
         for task in ("retrieval", "ranking")

@@ -72,7 +72,13 @@ from mmsid.errors import MMSIDError
     default=None,
     help="A previous tokenize run: keep its code numbers where the geometry allows.",
 )
+@click.option(
+    "--log-steps",
+    is_flag=True,
+    help="Keep every training step's loss in metrics.json (rq-vae, mmq).",
+)
 def tokenize_cmd(
+    log_steps: bool,
     fit_fraction: float,
     align_to: str | None,
     dataset: str,
@@ -118,6 +124,7 @@ def tokenize_cmd(
             center=center,
             fit_fraction=fit_fraction,
             align_to=align_to,
+            log_steps=log_steps,
             device=device,
             data_dir=data_dir,
         )

@@ -41,9 +41,42 @@ def run(
     ``results.json``. A folder holding a run with a different config is refused unless
     ``resume`` (keep what matches) or ``overwrite`` (start clean). ``results.json`` and
     ``report.md`` are rewritten after every stage that runs, so a long run can be read while
-    it goes (``mmsid report RUN`` refreshes them from another shell)."""
+    it goes (``mmsid report RUN`` refreshes them from another shell). Under torchrun rank 0
+    does all of that and the other ranks run the same stages beside it (mmsid.distributed)."""
+    from mmsid import distributed
+
+    distributed.init(cfg.device)  # under torchrun the training stages are data-parallel
+    if not distributed.context().main:
+        return _follow(cfg, progress)
+    sent: list = []  # whether the other ranks have been told which stages to run
+    try:
+        return _run(cfg, resume, overwrite, progress, command, sent)
+    except BaseException:
+        if not sent:  # a refused folder: the other ranks stop waiting for the plan
+            distributed.broadcast(None)
+        raise
+
+
+def _follow(cfg: PipelineConfig, progress: bool) -> dict:
+    """A rank other than 0 under torchrun: run the stages rank 0 decides to run, in its order
+    (every stage is run by every rank; only rank 0 writes, checks the folder and reports)."""
+    from mmsid import distributed
+
+    todo = distributed.broadcast(None)
+    if todo is None:
+        raise ConfigError("rank 0 stopped before running any stage; see its error")
+    stages = {st.name: st for st in plan(cfg)}
+    for name in todo:
+        st = stages[name]
+        st.run(Path(cfg.out) / "stages" / name, progress=False)
+    return {}
+
+
+def _run(cfg, resume, overwrite, progress, command, sent: list) -> dict:
     import yaml
     from tqdm.auto import tqdm
+
+    from mmsid import distributed
 
     out = Path(cfg.out)
     h = run_hash(cfg)
@@ -73,6 +106,15 @@ def run(
         stages = plan(cfg)
         keys = stage_keys(stages)
         records: dict[str, dict] = {}  # this invocation's finished stages
+        done = {
+            st.name
+            for st in stages
+            if _load(out / "stages" / st.name / "stage.json").get("status") == "done"
+            and _load(out / "stages" / st.name / "stage.json").get("key") == keys[st.name]
+        }
+        # torchrun: the other ranks run the same stages (each trains data-parallel)
+        distributed.broadcast([st.name for st in stages if st.name not in done])
+        sent.append(True)
         t0 = time.perf_counter()
         bar = tqdm(stages, desc="mmsid run", unit="stage", disable=not progress)
         for st in bar:
@@ -81,7 +123,7 @@ def run(
             folder = out / "stages" / st.name
             rec_path = folder / "stage.json"
             rec = _load(rec_path)
-            if rec.get("status") == "done" and rec.get("key") == key:
+            if st.name in done:
                 records[st.name] = {
                     "stage": st.name,
                     "key": key,

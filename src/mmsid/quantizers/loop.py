@@ -6,6 +6,14 @@ restarted; the loop owns the rest: AdamW, seeded shuffles, per-term loss average
 epochs it skips, so an interrupted fit ends with the same weights as an uninterrupted one.
 (Downstream models train through ``mmsid.training``; its validation / early stopping has no
 counterpart here, where the objective is the training loss itself.)
+
+Launched by torchrun the loop is data-parallel (mmsid.distributed): every rank draws the same
+global batches, trains on its part under DistributedDataParallel with its loss weighted by its
+share of rows, and code-usage counts are summed over ranks before a dead-code restart, so the
+codebooks stay identical on every rank and equal to a one-process run's up to summation
+order. Two things do not carry over and are said so: EMA codebooks (refused; their updates
+would need their own reduction), and in-batch negatives (MMQ stage 2), which are the rank's
+own part of the batch.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mmsid import distributed
+from mmsid.errors import ConfigError
 from mmsid.io import load_torch, save_torch
 
 
@@ -57,12 +67,20 @@ def fit_epochs(
         stage: recorded in history and checkpoints; a checkpoint of another stage, another
             config or another item count is ignored.
     """
-    model = tok.module
+    model, ctx = tok.module, distributed.context()
+    if ctx.active:
+        if any(getattr(getattr(m, "cfg", None), "ema", False) for m in model.modules()):
+            raise ConfigError("EMA codebooks train in one process only: set ema=false")
+        if batch_size < ctx.world:
+            raise ConfigError(f"batch_size {batch_size} is smaller than {ctx.world} processes")
     opt = torch.optim.AdamW(param_groups, weight_decay=weight_decay)
     ckpt = Path(checkpoint) if checkpoint else None
     start = 0
-    if ckpt is not None and ckpt.exists():
-        blob = load_torch(ckpt, device)
+    # rank 0 reads and sends (no shared disk needed); the state is global, so any world size
+    blob = distributed.broadcast(
+        load_torch(ckpt) if ckpt is not None and ckpt.exists() and ctx.main else None
+    )
+    if blob is not None:
         if (blob["config_hash"], blob["n_items"], blob.get("stage")) == (
             tok.config_hash(),
             n_items,
@@ -79,12 +97,15 @@ def fit_epochs(
     if start == 0 and init is not None:
         with torch.no_grad():
             init()
+    step = distributed.wrap(model)  # after init: DDP starts every rank from rank 0's weights
     steps = math.ceil(per_epoch / batch_size)
     tag = {"stage": stage} if stage is not None else {}
+    log_steps = getattr(tok.cfg, "log_steps", False)
+    keys: list[str] = []
     bar = tqdm(
         range(start, epochs),
         desc=desc,
-        disable=not progress,
+        disable=not progress or not ctx.main,
         unit="epoch",
         initial=start,
         total=epochs,
@@ -93,19 +114,36 @@ def fit_epochs(
         model.train()
         perm = torch.randperm(n, generator=g)[:per_epoch].to(device)
         sums: dict[str, float] = {}
+        trace = []
         for b in range(steps):
-            losses = step_losses(perm[b * batch_size : (b + 1) * batch_size])
-            loss = sum(losses.values())
+            rows = distributed.shard(perm[b * batch_size : (b + 1) * batch_size])
+            scale, _ = distributed.share(len(rows), device)
+            if scale:
+                losses = step(step_losses, rows)
+                keys = list(losses)
+                loss = sum(losses.values()) * scale
+            else:  # an empty part of a short last batch: zeros, but take part in the step
+                losses = {}
+                loss = step(lambda _: distributed.zero_loss(model), rows)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) / steps
+            # the global batch's mean of each term: the ranks' scaled terms averaged
+            terms = distributed.all_sum(
+                [float(losses[k].detach()) * scale if k in losses else 0.0 for k in keys], device
+            )
+            for k, v in zip(keys, terms, strict=True):
+                sums[k] = sums.get(k, 0.0) + v / ctx.world / steps
+            trace.append(sum(terms) / ctx.world)
         restarted = 0
         if restart is not None:
+            distributed.reduce_buffers(model, "usage")  # the global batch's code counts
             with torch.no_grad():
                 restarted = restart(perm[:4096])
-        tok.history.append({**tag, "epoch": epoch + 1, **sums, "restarted_codes": restarted})
+        row = {**tag, "epoch": epoch + 1, **sums, "restarted_codes": restarted}
+        if log_steps:
+            row["step_losses"] = trace
+        tok.history.append(row)
         bar.set_postfix(rec=f"{sums['reconstruction']:.4f}")
         if ckpt is not None and (
             (epoch + 1) % tok.cfg.checkpoint_every == 0 or epoch + 1 == epochs

@@ -65,6 +65,7 @@ class MMQConfig:
     dead_code_threshold: int = 1
     seed: int = 0
     checkpoint_every: int = 25
+    log_steps: bool = False  # keep every step's loss in the history (distributed checks)
     # stage 2 (behavior-aware fine-tuning)
     finetune_epochs: int = 20
     finetune_lr: float = 1e-5  # experts, gates, codebooks, decoders: small steps keep IDs stable

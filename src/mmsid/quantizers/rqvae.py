@@ -37,6 +37,7 @@ class RQVAEConfig:
     ema: bool = False
     seed: int = 0
     checkpoint_every: int = 25  # epochs between checkpoints when fit(checkpoint=...)
+    log_steps: bool = False  # keep every step's loss in the history (distributed checks)
 
 
 def mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:

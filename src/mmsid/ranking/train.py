@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmsid import distributed
 from mmsid.eval.ranking import auc, gauc, logloss
 from mmsid.ranking.samples import CTRData, CTRSplit
 from mmsid.training import LoopConfig, train
@@ -40,12 +41,15 @@ def batch_of(split: CTRSplit, idx: np.ndarray, device: str) -> dict[str, torch.T
 def predict(
     model: nn.Module, split: CTRSplit, *, device: str, batch_size: int = 8192
 ) -> np.ndarray:
+    """Probabilities for every sample of ``split``; in a multi-process run each rank predicts
+    its contiguous share and every rank gets the gathered whole."""
     model.eval()
-    out = []
-    for s in range(0, len(split.item), batch_size):
-        idx = np.arange(s, min(s + batch_size, len(split.item)))
+    rows = distributed.shard(np.arange(len(split.item)))
+    out = [np.zeros(0, dtype=np.float32)]
+    for s in range(0, len(rows), batch_size):
+        idx = rows[s : s + batch_size]
         out.append(model.predict(batch_of(split, idx, device)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    return distributed.gather_rows(np.concatenate(out))
 
 
 def metrics(

@@ -42,3 +42,17 @@ class CausalEncoder(nn.Module):
         # padding sits after the real items, so a causal row never sees only padding
         x = self.blocks(x, mask=causal, src_key_padding_mask=pad, is_causal=True)
         return self.norm(x)
+
+
+def next_item_pairs(seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, H+1) padded sequences (-1 after the end) -> inputs (B, H), targets (B, H) and the
+    (B, H) mask of supervised positions (an item followed by an item): what the one-pass
+    next-item losses average over."""
+    inp, tgt = seq[:, :-1], seq[:, 1:]
+    return inp, tgt, (tgt >= 0) & (inp >= 0)
+
+
+def next_item_units(batch: dict[str, torch.Tensor]) -> int:
+    """How many positions a one-pass next-item loss averages over (``loss_units`` of SASRec
+    and parallel-sid: data-parallel training weighs each rank's loss by it)."""
+    return int(next_item_pairs(batch["seq"])[2].sum())

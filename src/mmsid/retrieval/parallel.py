@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsid.retrieval.encoder import CausalEncoder
+from mmsid.retrieval.encoder import CausalEncoder, next_item_pairs, next_item_units
 
 
 @dataclass(frozen=True)
@@ -137,13 +137,13 @@ class ParallelSID(nn.Module):
 
     # ---- training --------------------------------------------------------------------------
 
+    loss_units = staticmethod(next_item_units)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        seq = batch["seq"]
-        inp, tgt = seq[:, :-1], seq[:, 1:]  # (B, H)
+        inp, tgt, valid = next_item_pairs(batch["seq"])  # (B, H) each
         keep = int((inp >= 0).sum(1).max())  # batches are bucketed: trim trailing padding
-        inp, tgt = inp[:, :keep], tgt[:, :keep]
+        inp, tgt, valid = inp[:, :keep], tgt[:, :keep], valid[:, :keep]
         h = self.hidden(inp)
-        valid = (tgt >= 0) & (inp >= 0)
         lp = self.log_probs(h[valid])  # (M, m, K)
         target = self.codes[tgt[valid]]  # (M, m)
         return -lp.gather(2, target[..., None]).mean()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmsid import distributed
 from mmsid.config import check_ranges
 from mmsid.errors import ConfigError, DataError
 from mmsid.eval.retrieval import retrieval_metrics, target_rank
@@ -64,6 +65,7 @@ class RetrieveConfig:
     amp: str = "auto"  # bf16 autocast for training only (evaluation is fp32): auto | on | off
     schedule: str = "constant"  # learning rate: constant | cosine (after warmup_steps)
     warmup_steps: int = 0
+    log_steps: bool = False  # keep every step's training loss in the history
     # content-knn: the modalities whose L2-normalised concatenation is the item's content
     # (empty = the data set's tokenizer defaults), centered first if asked
     modalities: list[str] = field(default_factory=list)
@@ -106,20 +108,24 @@ def recommend_all(
     device: str,
     progress: bool = False,
 ) -> np.ndarray:
-    """(M, k) top-k item ids for every row of ``split`` (rows batched by history length)."""
+    """(M, k) top-k item ids for every row of ``split`` (rows batched by history length). In a
+    multi-process run each rank scores every world-th row of that order and every rank gets
+    the gathered whole."""
     from tqdm.auto import tqdm
 
+    ctx = distributed.context()
     model.eval()
     order = np.argsort((split.history >= 0).sum(1), kind="stable")
-    out = np.empty((len(split), k), dtype=np.int64)
+    mine = order[ctx.rank :: ctx.world]  # interleaved: ranks get alike history lengths
+    top = np.empty((len(mine), k), dtype=np.int64)
     for s in tqdm(
-        range(0, len(order), batch_size),
+        range(0, len(mine), batch_size),
         desc="recommend",
-        disable=not progress,
+        disable=not progress or not ctx.main,
         unit="batch",
         leave=False,
     ):
-        idx = order[s : s + batch_size]
+        idx = mine[s : s + batch_size]
         items, _ = model.recommend(
             {
                 "user": torch.from_numpy(split.user[idx]).to(device),
@@ -128,7 +134,9 @@ def recommend_all(
             k,
             beam=beam,
         )
-        out[idx] = items.cpu().numpy()
+        top[s : s + len(idx)] = items.cpu().numpy()
+    out = np.empty((len(split), k), dtype=np.int64)
+    out[distributed.gather_rows(mine)] = distributed.gather_rows(top)
     return out
 
 
@@ -228,6 +236,7 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         schedule=cfg.schedule,
         warmup_steps=cfg.warmup_steps,
         seed=cfg.seed,
+        log_steps=cfg.log_steps,
     )
     history = train(
         model,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsid.retrieval.encoder import CausalEncoder
+from mmsid.retrieval.encoder import CausalEncoder, next_item_pairs, next_item_units
 
 
 @dataclass(frozen=True)
@@ -68,11 +68,11 @@ class SASRec(nn.Module):
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.item.weight[: self.n_items].T  # (..., n_items)
 
+    loss_units = staticmethod(next_item_units)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        seq = batch["seq"]
-        inp, tgt = seq[:, :-1], seq[:, 1:]  # (B, H)
+        inp, tgt, valid = next_item_pairs(batch["seq"])  # (B, H) each
         h = self.hidden(inp)
-        valid = (tgt >= 0) & (inp >= 0)
         h, tgt = h[valid], tgt[valid]  # (M, d), (M,)
         if self.cfg.loss == "ce":
             return F.cross_entropy(self.scores(h).masked_fill(~self.trainable, -1e9), tgt)
