@@ -44,6 +44,23 @@ def test_exact_scoring_equals_reference(chunk):
     assert (net.score_codes(lp) <= 0).all()
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 40, 65536])
+def test_chunked_top_k_equals_top_k_of_all_scores(chunk):
+    """Catalogues larger than a chunk keep a running top-k (memory B x chunk, not B x N)."""
+    net = model(n=300, m=4, K=256, score_chunk=chunk)  # 256^4 code space: no tied items
+    with torch.no_grad():
+        lp = net.log_probs(torch.randn(6, 32))
+        ids, vals = net.top_codes(lp, 10)
+        full = score_reference(net, lp).topk(10, dim=1)
+    assert torch.equal(ids, full.indices)
+    assert torch.allclose(vals, full.values, atol=1e-5)
+    # and through recommend: the same items as ranking every item's score
+    hist = torch.tensor([[1, 2, 3, -1], [4, -1, -1, -1]])
+    with torch.no_grad():
+        rec, _ = net.recommend({"history": hist}, 10)
+        assert torch.equal(rec, net.score(hist).topk(10, dim=1).indices)
+
+
 def test_causal():
     """Changing the item at t+1 never changes the output at t (or before)."""
     net = model()

@@ -18,6 +18,7 @@ from torch import nn
 
 from mmsid.quantizers.loop import fit_epochs, init_rows
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
+from mmsid.quantizers.rows import Rows
 from mmsid.quantizers.tokenizer import Tokenizer
 
 
@@ -98,18 +99,27 @@ class RQVAETokenizer(Tokenizer):
         torch.manual_seed(cfg.seed)
         self._build()
         model = self.module.to(device)
-        x = x.to(device)
+        if isinstance(x, Rows):  # a chunk-at-a-time catalogue: each batch read from the file
+            n = len(x)
+
+            def get(idx: torch.Tensor) -> torch.Tensor:
+                return torch.from_numpy(x.take(idx.cpu().numpy())).to(device)
+        else:
+            x, n = x.to(device), x.shape[0]
+
+            def get(idx: torch.Tensor) -> torch.Tensor:
+                return x[idx]
 
         def init() -> None:  # k-means init of every level on one batch's latents (TIGER)
-            first = x[init_rows(x.shape[0], cfg.batch_size, cfg.codebook_size, cfg.seed).to(device)]
+            first = get(init_rows(n, cfg.batch_size, cfg.codebook_size, cfg.seed).to(device))
             model.rq.init_from_data(model.encoder(first))
 
         def restart(rows: torch.Tensor) -> int:
-            return model.rq.restart_dead_codes(model.encoder(x[rows]))
+            return model.rq.restart_dead_codes(model.encoder(get(rows)))
 
         fit_epochs(
             self,
-            n=x.shape[0],
+            n=n,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
             param_groups=[
@@ -117,8 +127,8 @@ class RQVAETokenizer(Tokenizer):
             ],
             weight_decay=cfg.weight_decay,
             shuffle_seed=cfg.seed,
-            step_losses=lambda idx: model(x[idx])[1],
-            n_items=x.shape[0],
+            step_losses=lambda idx: model(get(idx))[1],
+            n_items=n,
             init=init,
             restart=restart if cfg.dead_code_threshold > 0 else None,
             device=device,
@@ -126,6 +136,10 @@ class RQVAETokenizer(Tokenizer):
             desc="rq-vae",
             progress=progress,
         )
+
+    # a catalogue larger than memory: the same epochs, every batch read from the file (the
+    # same seeded batches as in memory, so the same fit)
+    _fit_rows = _fit
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         model = self.module.to(x.device)

@@ -17,6 +17,7 @@ import torch
 from mmsid import __version__
 from mmsid.errors import DataError, VersionError
 from mmsid.io import load_torch, save_torch, stable_hash
+from mmsid.quantizers.rows import Rows
 
 FORMAT = "mmsid-tokenizer"
 FORMAT_VERSION = 1
@@ -81,7 +82,11 @@ class Tokenizer:
     def config_hash(self) -> str:
         return stable_hash({"method": self.method, **dataclasses.asdict(self.cfg)})
 
-    def fit(self, x: np.ndarray | torch.Tensor, **kw: Any) -> Tokenizer:
+    def fit(self, x: np.ndarray | torch.Tensor | str | Path | Rows, **kw: Any) -> Tokenizer:
+        """Fit on (N, d) features: an array, or a ``.npy`` path / :class:`Rows` for a catalogue
+        larger than memory (read a chunk at a time; tokenizers with ``_fit_rows``)."""
+        if isinstance(x, (str, Path, Rows)):
+            return self._fit_stream(x if isinstance(x, Rows) else Rows(x), **kw)
         t = check_features(x)
         n = t.shape[0]
         if n < self.cfg.codebook_size:
@@ -101,14 +106,46 @@ class Tokenizer:
         self._fit(t, **kw)
         return self
 
-    def transform(self, x: np.ndarray | torch.Tensor, *, device: str = "cpu") -> np.ndarray:
-        """(N, d) features -> (N, L) int64 codes (no collision level; see mmsid.ids)."""
+    def _fit_stream(self, rows: Rows, **kw: Any) -> Tokenizer:
+        if not hasattr(self, "_fit_rows"):
+            raise DataError(
+                f"{self.method} fits in memory: load {rows.path} into an array (tokenizers "
+                "that fit a chunk at a time: rq-kmeans, rq-vae)"
+            )
+        rows.validate()
+        if len(rows) < self.cfg.codebook_size:
+            raise DataError(
+                f"{rows.path}: {len(rows)} items but codebook_size={self.cfg.codebook_size}"
+            )
+        self.input_dim = rows.dim
+        self.code_map = None
+        self._fit_rows(rows, **kw)
+        return self
+
+    def transform(
+        self, x: np.ndarray | torch.Tensor | str | Path | Rows, *, device: str = "cpu"
+    ) -> np.ndarray:
+        """(N, d) features -> (N, L) int64 codes (no collision level; see mmsid.ids). A
+        ``.npy`` path or :class:`Rows` is encoded a chunk at a time."""
         if self.module is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or load()")
-        t = check_features(x, dim=self.input_dim)
         self.module.eval()
-        with torch.no_grad():
-            codes = self._encode(t.to(device)).cpu().numpy()
+        if isinstance(x, (str, Path, Rows)):
+            rows = x if isinstance(x, Rows) else Rows(x)
+            if rows.dim != self.input_dim:
+                raise DataError(
+                    f"{rows.path}: dimension {rows.dim} but the tokenizer was fitted on "
+                    f"dimension {self.input_dim}; use the same features as in fit"
+                )
+            codes = np.empty((len(rows), self.levels), dtype=np.int64)
+            for s, chunk in rows.chunks():
+                t = check_features(chunk, source=f"{rows.path or 'features'} (rows from {s})")
+                with torch.no_grad():
+                    codes[s : s + len(chunk)] = self._encode(t.to(device)).cpu().numpy()
+        else:
+            t = check_features(x, dim=self.input_dim)
+            with torch.no_grad():
+                codes = self._encode(t.to(device)).cpu().numpy()
         if self.code_map is not None:
             codes = np.take_along_axis(self.code_map.T, codes, axis=0)  # (N, L)
         return codes

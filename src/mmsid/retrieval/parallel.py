@@ -162,18 +162,44 @@ class ParallelSID(nn.Module):
             out[:, s : s + self.cfg.score_chunk] = flat[:, idx].view(B, -1, self.m).mean(-1)
         return out
 
-    @torch.no_grad()
-    def score(self, history: torch.Tensor) -> torch.Tensor:
-        """(B, H) histories -> (B, N) scores of every catalogue item (mean log-prob)."""
+    def last_log_probs(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, H) histories -> (B, m, K) code log-probabilities of each user's next item."""
         n = (history >= 0).sum(1)  # (B,)
         h = self.hidden(history[:, : int(n.max())])
         last = h[torch.arange(len(n), device=h.device), n - 1]  # (B, d)
-        return self.score_codes(self.log_probs(last))
+        return self.log_probs(last)
+
+    @torch.no_grad()
+    def score(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, H) histories -> (B, N) scores of every catalogue item (mean log-prob)."""
+        return self.score_codes(self.last_log_probs(history))
+
+    def top_codes(self, lp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, m, K) log-probabilities -> the top ``k`` catalogue items (B, k) and their scores,
+        as ``score_codes(lp).topk(k)`` but chunk by chunk, keeping a running top-k: memory
+        B x chunk, never B x N, so a catalogue of millions of items fits. A catalogue of one
+        chunk takes the plain path (the same tie order as ``topk`` over all items)."""
+        N, chunk = len(self.codes), self.cfg.score_chunk
+        if N <= chunk:
+            top = self.score_codes(lp).topk(k, dim=1)
+            return top.indices, top.values
+        B = lp.shape[0]
+        flat = lp.reshape(B, self.m * self.K)  # (B, m K)
+        offs = torch.arange(self.m, device=lp.device) * self.K  # (m,)
+        best_v = lp.new_empty(B, 0)
+        best_i = torch.empty(B, 0, dtype=torch.long, device=lp.device)
+        for s in range(0, N, chunk):
+            idx = (self.codes[s : s + chunk] + offs).reshape(-1)  # (n m,)
+            sc = flat[:, idx].view(B, -1, self.m).mean(-1)  # (B, n)
+            v, i = sc.topk(min(k, sc.shape[1]), dim=1)
+            cand_v, cand_i = torch.cat([best_v, v], 1), torch.cat([best_i, i + s], 1)
+            top = cand_v.topk(min(k, cand_v.shape[1]), dim=1)  # earlier chunks first on ties
+            best_v, best_i = top.values, cand_i.gather(1, top.indices)
+        return best_i, best_v
 
     @torch.no_grad()
     def recommend(self, batch: dict[str, torch.Tensor], k: int, **_) -> tuple[torch.Tensor, ...]:
-        top = self.score(batch["history"]).topk(k, dim=1)
-        return top.indices, top.values  # (B, k) each
+        return self.top_codes(self.last_log_probs(batch["history"]), k)  # (B, k) each
 
 
 def score_reference(model: ParallelSID, lp: torch.Tensor) -> torch.Tensor:
