@@ -111,3 +111,28 @@ def test_transform_from_a_file_refuses_another_dimension(tmp_path):
     np.save(tmp_path / "wide.npy", _x(300, 7))
     with pytest.raises(DataError, match="dimension 7 but the tokenizer was fitted on"):
         tok.transform(tmp_path / "wide.npy")
+
+
+def test_mmq_from_a_file_is_the_in_memory_fit_and_finetune(tmp_path):
+    """Stage 1 and behavior fine-tuning read each seeded batch from the file: the same model."""
+    x = _x(300, 11)
+    np.save(tmp_path / "x.npy", x)
+    kw = dict(
+        modality_dims=(6, 5),
+        codebook_size=8,
+        latent_dim=4,
+        hidden=(16,),
+        epochs=2,
+        finetune_epochs=1,
+        batch_size=64,
+        finetune_batch_size=32,
+    )
+    pairs = np.random.default_rng(0).integers(300, size=(100, 2))
+    mem = tokenizer_for("mmq", **kw).fit(x, progress=False)
+    disk = tokenizer_for("mmq", **kw).fit(tmp_path / "x.npy", progress=False)
+    a = mem.finetune(x, pairs, progress=False)
+    b = disk.finetune(tmp_path / "x.npy", pairs, progress=False)
+    assert a == b
+    for k, v in mem.module.state_dict().items():
+        assert torch.equal(v, disk.module.state_dict()[k]), k
+    assert np.array_equal(mem.transform(x), disk.transform(tmp_path / "x.npy"))

@@ -1,9 +1,9 @@
 """Multi-process training on PyTorch's own engine: torch.distributed, launched by torchrun.
 
     torchrun --nproc-per-node 2 -m mmsid retrieve --dataset ml100k-mm --model sasrec ...
-    # two machines (run on each, node-rank 0 and 1):
-    torchrun --nnodes 2 --node-rank R --nproc-per-node 2 \\
-        --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m mmsid retrieve ...
+    # two machines (the same command on each; the c10d rendezvous numbers the nodes):
+    torchrun --nnodes 2 --nproc-per-node 2 \\
+        --rdzv-backend c10d --rdzv-endpoint HOST:29500 --rdzv-id job1 -m mmsid retrieve ...
 
 A plain ``python -m mmsid`` / ``mmsid`` run is one process and none of this is active.
 

@@ -40,6 +40,7 @@ from torch import nn
 
 from mmsid.quantizers.loop import fit_epochs, init_rows
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
+from mmsid.quantizers.rows import Rows, batch_reader
 from mmsid.quantizers.rqvae import mlp
 from mmsid.quantizers.tokenizer import Tokenizer
 
@@ -257,7 +258,6 @@ class MMQTokenizer(Tokenizer):
         torch.manual_seed(cfg.seed)
         self._build()
         self.module.to(device)
-        x = x.to(device)
         self._loop(
             x,
             stage=1,
@@ -283,8 +283,10 @@ class MMQTokenizer(Tokenizer):
         pairs: torch.Tensor | None = None,
     ) -> None:
         """Stage 1 iterates over items; stage 2 over behavior pairs (P, 2), with soft indexing
-        and the contrastive loss added (mmsid.quantizers.loop owns the epochs)."""
+        and the contrastive loss added (mmsid.quantizers.loop owns the epochs). ``x``: a
+        tensor, or :class:`Rows` read a batch at a time."""
         cfg, model = self.cfg, self.module
+        n_items, get = batch_reader(x, device)
         head = [p for p in model.behavior.parameters()]
         body = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in head)]
         groups = [{"params": body, "lr": lr}]
@@ -292,21 +294,21 @@ class MMQTokenizer(Tokenizer):
             groups.append({"params": head, "lr": cfg.head_lr})
 
         def init() -> None:  # k-means init of every expert's codebooks on one batch's latents
-            first = x[init_rows(x.shape[0], batch_size, cfg.codebook_size, cfg.seed).to(device)]
+            first = get(init_rows(n_items, batch_size, cfg.codebook_size, cfg.seed).to(device))
             for q, z in model.quantizers_and_latents(first):
                 q.init_from_data(z)
 
         def restart(rows: torch.Tensor) -> int:
-            return sum(q.restart_dead_codes(z) for q, z in model.quantizers_and_latents(x[rows]))
+            return sum(q.restart_dead_codes(z) for q, z in model.quantizers_and_latents(get(rows)))
 
         def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
             if stage == 1:
-                return model(x[idx])["losses"]
-            return self._stage2_losses(x, pairs[idx])
+                return model(get(idx))["losses"]
+            return self._stage2_losses(get, pairs[idx])
 
         fit_epochs(
             self,
-            n=x.shape[0] if stage == 1 else pairs.shape[0],
+            n=n_items if stage == 1 else pairs.shape[0],
             per_epoch=None if stage == 1 else cfg.finetune_pairs_per_epoch,
             epochs=epochs,
             batch_size=batch_size,
@@ -314,7 +316,7 @@ class MMQTokenizer(Tokenizer):
             weight_decay=cfg.weight_decay,
             shuffle_seed=cfg.seed + stage,
             step_losses=step,
-            n_items=x.shape[0],
+            n_items=n_items,
             init=init if stage == 1 else None,
             restart=restart if stage == 1 and cfg.dead_code_threshold > 0 else None,
             stage=stage,
@@ -325,16 +327,16 @@ class MMQTokenizer(Tokenizer):
         )
 
     # ---- stage 2 --------------------------------------------------------------------------
-    def _stage2_losses(self, x: torch.Tensor, pair: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _stage2_losses(self, get, pair: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction + quantization losses on the batch's items, plus a symmetric in-batch
         InfoNCE between items that follow each other in training sequences; soft indexing
         carries its gradient into experts and codebooks."""
         cfg, model = self.cfg, self.module
         B = pair.shape[0]
-        out = model(x[pair.reshape(-1)], tau=cfg.tau)  # (2B, ...)
+        out = model(get(pair.reshape(-1)), tau=cfg.tau)  # (2B, ...)
         e = F.normalize(model.behavior(out["q"]), dim=-1).view(B, 2, -1)
         logits = e[:, 0] @ e[:, 1].T / cfg.behavior_temperature  # (B, B)
-        target = torch.arange(B, device=x.device)
+        target = torch.arange(B, device=logits.device)
         nce = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         return {**out["losses"], "behavior": cfg.behavior_weight * nce}
 
@@ -353,7 +355,10 @@ class MMQTokenizer(Tokenizer):
 
         if self.module is None:
             raise RuntimeError("fit stage 1 before fine-tuning")
-        t = check_features(x, dim=self.input_dim).to(device)
+        if isinstance(x, (str, Path, Rows)):  # a catalogue read a batch at a time
+            t = x if isinstance(x, Rows) else Rows(x)
+        else:
+            t = check_features(x, dim=self.input_dim).to(device)
         before = self.transform(t, device=device)
         p = torch.as_tensor(np.asarray(pairs), dtype=torch.long, device=device)
         if p.ndim != 2 or p.shape[1] != 2 or len(p) == 0:
@@ -377,6 +382,9 @@ class MMQTokenizer(Tokenizer):
             "code_changed_share_by_position": (before != after).mean(0).tolist(),
             "pairs": int(len(p)),
         }
+
+    # a catalogue larger than memory: stage 1 reads each seeded batch from the file
+    _fit_rows = _fit
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.module.to(x.device).encode(x)

@@ -16,7 +16,7 @@ rows are always handed out as float32.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,22 @@ class Rows:
                 f"{source}: features have zero variance (every item identical); check the "
                 "modality columns / encoder output"
             )
+
+
+def batch_reader(x, device) -> tuple[int, Callable]:
+    """(row count, ``get(idx) -> (B, d) float32 tensor on device``) for a training loop over
+    an in-memory tensor (moved to ``device`` once) or :class:`Rows` (each batch read from the
+    file: the same seeded batches, so the same fit)."""
+    import torch
+
+    if isinstance(x, Rows):
+
+        def get(idx):
+            return torch.from_numpy(x.take(idx.cpu().numpy())).to(device)
+
+        return len(x), get
+    x = x.to(device)
+    return x.shape[0], x.__getitem__
 
 
 def write_npy(path: str | Path, shape: tuple[int, int], dtype, chunks: Iterable[np.ndarray]):

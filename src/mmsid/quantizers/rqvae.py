@@ -18,7 +18,7 @@ from torch import nn
 
 from mmsid.quantizers.loop import fit_epochs, init_rows
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
-from mmsid.quantizers.rows import Rows
+from mmsid.quantizers.rows import batch_reader
 from mmsid.quantizers.tokenizer import Tokenizer
 
 
@@ -99,16 +99,7 @@ class RQVAETokenizer(Tokenizer):
         torch.manual_seed(cfg.seed)
         self._build()
         model = self.module.to(device)
-        if isinstance(x, Rows):  # a chunk-at-a-time catalogue: each batch read from the file
-            n = len(x)
-
-            def get(idx: torch.Tensor) -> torch.Tensor:
-                return torch.from_numpy(x.take(idx.cpu().numpy())).to(device)
-        else:
-            x, n = x.to(device), x.shape[0]
-
-            def get(idx: torch.Tensor) -> torch.Tensor:
-                return x[idx]
+        n, get = batch_reader(x, device)  # a Rows catalogue: each batch read from the file
 
         def init() -> None:  # k-means init of every level on one batch's latents (TIGER)
             first = get(init_rows(n, cfg.batch_size, cfg.codebook_size, cfg.seed).to(device))
