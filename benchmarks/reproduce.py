@@ -47,6 +47,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         ("scenarios", "machine", "commit", "command"),
     ),
     "schema": ("python benchmarks/bench_schema.py", False, ("operations", "commit", "command")),
+    "distributed": (
+        "python benchmarks/bench_distributed.py",
+        False,
+        ("wall_seconds", "machine", "torch", "commit", "command"),
+    ),
+    "scale": ("python benchmarks/bench_scale.py", False, ("machine", "commit", "command")),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm amazon-beauty",
