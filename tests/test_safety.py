@@ -273,3 +273,28 @@ def test_a_run_cut_by_the_time_limit_says_so(real_data_dir, tmp_path):
     r = CliRunner().invoke(main, [*common, "--epochs", "1", "--out", str(tmp_path / "full")])
     assert json.loads((tmp_path / "full" / "metrics.json").read_text())["stopped"] == "epochs"
     assert "time limit" not in r.output
+
+
+def test_a_stage_turns_on_deterministic_algorithms(tmp_path):
+    """Reproducible from a seed with any thread count: every stage's start_run switches torch
+    to its deterministic kernels (2-thread RQ-VAE fits differed run to run without them)."""
+    import dataclasses
+
+    import torch
+
+    from mmsid.device import start_run
+
+    @dataclasses.dataclass
+    class Cfg:
+        out: str
+        seed: int = 0
+        device: str = "cpu"
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        start_run(Cfg(out=str(tmp_path / "run")))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=True)
