@@ -106,11 +106,11 @@ def _run(cfg, resume, overwrite, progress, command, sent: list) -> dict:
         stages = plan(cfg)
         keys = stage_keys(stages)
         records: dict[str, dict] = {}  # this invocation's finished stages
+        prior = {st.name: _load(out / "stages" / st.name / "stage.json") for st in stages}
         done = {
-            st.name
-            for st in stages
-            if _load(out / "stages" / st.name / "stage.json").get("status") == "done"
-            and _load(out / "stages" / st.name / "stage.json").get("key") == keys[st.name]
+            name
+            for name, rec in prior.items()
+            if rec.get("status") == "done" and rec.get("key") == keys[name]
         }
         # torchrun: the other ranks run the same stages (each trains data-parallel)
         distributed.broadcast([st.name for st in stages if st.name not in done])
@@ -122,13 +122,12 @@ def _run(cfg, resume, overwrite, progress, command, sent: list) -> dict:
             key = keys[st.name]
             folder = out / "stages" / st.name
             rec_path = folder / "stage.json"
-            rec = _load(rec_path)
             if st.name in done:
                 records[st.name] = {
                     "stage": st.name,
                     "key": key,
                     "status": "cached",
-                    "seconds": rec.get("seconds", 0.0),
+                    "seconds": prior[st.name].get("seconds", 0.0),
                 }
                 continue
             folder.mkdir(parents=True, exist_ok=True)

@@ -150,16 +150,22 @@ class ParallelSID(nn.Module):
 
     # ---- scoring ---------------------------------------------------------------------------
 
-    def score_codes(self, lp: torch.Tensor) -> torch.Tensor:
-        """(B, m, K) log-probabilities -> (B, N) mean code log-probability of every catalogue
-        item: one gather-sum per item chunk (memory B x chunk x m)."""
+    def chunk_scores(self, lp: torch.Tensor):
+        """(B, m, K) log-probabilities -> (start, (B, n) scores) per chunk of ``score_chunk``
+        catalogue items: the mean code log-probability by one gather-sum (memory B x n x m)."""
         B = lp.shape[0]
         flat = lp.reshape(B, self.m * self.K)  # (B, m K)
         offs = torch.arange(self.m, device=lp.device) * self.K  # (m,)
-        out = torch.empty(B, len(self.codes), dtype=lp.dtype, device=lp.device)
         for s in range(0, len(self.codes), self.cfg.score_chunk):
             idx = (self.codes[s : s + self.cfg.score_chunk] + offs).reshape(-1)  # (n m,)
-            out[:, s : s + self.cfg.score_chunk] = flat[:, idx].view(B, -1, self.m).mean(-1)
+            yield s, flat[:, idx].view(B, -1, self.m).mean(-1)
+
+    def score_codes(self, lp: torch.Tensor) -> torch.Tensor:
+        """(B, m, K) log-probabilities -> (B, N) mean code log-probability of every catalogue
+        item."""
+        out = torch.empty(lp.shape[0], len(self.codes), dtype=lp.dtype, device=lp.device)
+        for s, sc in self.chunk_scores(lp):
+            out[:, s : s + sc.shape[1]] = sc
         return out
 
     def last_log_probs(self, history: torch.Tensor) -> torch.Tensor:
@@ -183,14 +189,9 @@ class ParallelSID(nn.Module):
         if N <= chunk:
             top = self.score_codes(lp).topk(k, dim=1)
             return top.indices, top.values
-        B = lp.shape[0]
-        flat = lp.reshape(B, self.m * self.K)  # (B, m K)
-        offs = torch.arange(self.m, device=lp.device) * self.K  # (m,)
-        best_v = lp.new_empty(B, 0)
-        best_i = torch.empty(B, 0, dtype=torch.long, device=lp.device)
-        for s in range(0, N, chunk):
-            idx = (self.codes[s : s + chunk] + offs).reshape(-1)  # (n m,)
-            sc = flat[:, idx].view(B, -1, self.m).mean(-1)  # (B, n)
+        best_v = lp.new_empty(lp.shape[0], 0)
+        best_i = torch.empty(lp.shape[0], 0, dtype=torch.long, device=lp.device)
+        for s, sc in self.chunk_scores(lp):  # (B, n) each
             v, i = sc.topk(min(k, sc.shape[1]), dim=1)
             cand_v, cand_i = torch.cat([best_v, v], 1), torch.cat([best_i, i + s], 1)
             top = cand_v.topk(min(k, cand_v.shape[1]), dim=1)  # earlier chunks first on ties

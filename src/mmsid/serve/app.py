@@ -202,14 +202,17 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
         },
     )(add)
 
+    # what /recommend and /rank answer besides 200 (and the 422 FastAPI documents itself)
+    SCORING_ERRORS = {
+        400: {"model": Problem, "description": "the body is not JSON"},
+        404: {"model": Problem},
+        409: {"model": Problem},
+    }
+
     @app.post(
         "/recommend",
         response_model=RecommendResponse,
-        responses={
-            400: {"model": Problem, "description": "the body is not JSON"},
-            404: {"model": Problem},
-            409: {"model": Problem},
-        },
+        responses=SCORING_ERRORS,
     )
     def recommend(req: RecommendRequest):
         out = _answer(service.recommend, req.history, req.k, exclude_history=req.exclude_history)
@@ -218,11 +221,7 @@ def create_app(service: Service, *, token: str | None = None, max_body: int = 1 
     @app.post(
         "/rank",
         response_model=RankResponse,
-        responses={
-            400: {"model": Problem, "description": "the body is not JSON"},
-            404: {"model": Problem},
-            409: {"model": Problem},
-        },
+        responses=SCORING_ERRORS,
     )
     def rank(req: RankRequest):
         return {"scores": _answer(service.rank, req.history, req.candidates)}

@@ -86,14 +86,9 @@ class Service:
 
     def _load_ranker(self, folder: Path, device: str) -> None:
         """A `mmsid rank --model din-sid` run trained on this run's IDs (one SID set)."""
-        from mmsid.io import load_torch
         from mmsid.ranking.din import DIN
 
-        f = folder / "model.pt"
-        if not f.is_file():
-            raise DataError(f"{folder}: no model.pt; train it with `mmsid rank`")
-        saved = load_torch(f)
-        cfg = saved["config"]
+        f, saved, cfg = _saved_model(folder, "mmsid rank")
         if cfg.get("model") != "din-sid" or len(cfg.get("sids") or {}) != 1:
             raise DataError(
                 f"{f}: a {cfg.get('model')} model over {len(cfg.get('sids') or {})} SID set(s); "
@@ -126,14 +121,9 @@ class Service:
         self.ranker.set_catalogue({self._rank_set: codes})
 
     def _load_retriever(self, folder: Path, device: str) -> None:
-        from mmsid.io import load_torch
         from mmsid.retrieval.parallel import ParallelSID, ParallelSIDConfig
 
-        f = folder / "model.pt"
-        if not f.is_file():
-            raise DataError(f"{folder}: no model.pt; train it with `mmsid retrieve`")
-        saved = load_torch(f)
-        cfg = saved["config"]
+        f, saved, cfg = _saved_model(folder, "mmsid retrieve")
         if cfg.get("model") != "parallel-sid":
             raise DataError(
                 f"{f}: a {cfg.get('model')} model; recommending over the store's catalogue "
@@ -263,3 +253,15 @@ class Service:
             }
             p = self.ranker.predict(batch).float().cpu().tolist()
         return [{"item": c, "score": float(v)} for c, v in zip(candidates, p)]
+
+
+def _saved_model(folder: Path, command: str) -> tuple[Path, dict, dict]:
+    """(path, saved blob, its config) of a trained run's ``model.pt``; a clear error if the
+    folder has none."""
+    from mmsid.io import load_torch
+
+    f = folder / "model.pt"
+    if not f.is_file():
+        raise DataError(f"{folder}: no model.pt; train it with `{command}`")
+    saved = load_torch(f)
+    return f, saved, saved["config"]
