@@ -288,3 +288,23 @@ def test_plan_runs_inputs_first_and_one_row_at_a_time_over_seeds():
     assert max(names.index(f"seed{s}/ranking-mcca-psrq") for s in range(3)) < min(
         i for i, n in enumerate(names) if "retrieval-parallel-sid" in n
     )
+
+
+def test_eta_comes_from_measured_stages_of_the_same_kind():
+    """The run's ETA prices each pending stage at what its kind (the same stage of another
+    seed) took, and says how many stages have no measured kind yet."""
+    from mmsid.pipeline.plan import Stage
+    from mmsid.pipeline.runner import eta_text, remaining_seconds
+
+    def st(name):
+        return Stage(name, {}, None)
+
+    timed = {"features": 1.0, "seed0/tokenize-rq-vae": 100.0, "seed1/tokenize-rq-vae": 140.0}
+    timed["seed0/retrieval-sasrec"] = None  # started, not finished: no measurement
+    todo = [st("seed2/tokenize-rq-vae"), st("seed0/retrieval-sasrec"), st("seed1/ranking-din")]
+    assert remaining_seconds(todo, timed) == (120.0, 2)
+    assert remaining_seconds([], timed) == (0.0, 0)
+    assert eta_text(120.0, 2) == "left ~2 min + 2 stages not yet timed"
+    assert eta_text(30.0, 0) == "left ~30 s"
+    assert eta_text(0.0, 1) == "1 stage not yet timed"
+    assert eta_text(0.0, 0) == "left ~0 s"

@@ -298,3 +298,60 @@ def test_a_stage_turns_on_deterministic_algorithms(tmp_path):
         assert torch.is_deterministic_algorithms_warn_only_enabled()
     finally:
         torch.use_deterministic_algorithms(before, warn_only=True)
+
+
+def test_kill_9_mid_run_loses_nothing_and_a_second_run_is_kept_out(real_data_dir, tmp_path):
+    """A real `mmsid run` process: while it works, a second run into its folder is refused
+    (naming the holder) and changes nothing; killed with SIGKILL mid-stage, the next run keeps
+    every finished stage (their files still match their SHA-256 record), redoes the killed one,
+    and leaves no temporary file and no lock behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mmsid import artefacts
+    from mmsid.errors import ConfigError
+    from mmsid.io import TEMP
+    from mmsid.pipeline import run
+    from mmsid.pipeline.runner import LOCK
+
+    out = tmp_path / "run"
+    sets = {"methods": "rq-vae", "seeds": "0,1", "tokenizer.epochs": "12"}
+    cfg = _tiny_run(out, real_data_dir, **sets)
+    cmd = [sys.executable, "-m", "mmsid", "run", "--dataset", "lfm2k-mm"]
+    cmd += ["--data-dir", str(real_data_dir), "--out", str(out)]
+    for over in ["tasks=retrieval", "tokenizer.codebook_size=16", "retrieval.models="]:
+        cmd += ["--set", over]
+    for over in ["retrieval.sasrec=false", "retrieval.content_knn=false"]:
+        cmd += ["--set", over]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    log = (tmp_path / "stderr.txt").open("w")  # not a pipe: progress bars would fill it
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    seed0 = out / "stages" / "seed0" / "tokenize-rq-vae"
+    seed1 = out / "stages" / "seed1" / "tokenize-rq-vae"
+    try:
+        deadline = time.time() + 300
+        while not (seed1 / "checkpoints" / "tokenizer.pt").exists():  # seed 1 is training
+            assert p.poll() is None, (tmp_path / "stderr.txt").read_text()
+            assert time.time() < deadline, "the run never reached seed 1"
+            time.sleep(0.05)
+        before = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()}
+        with pytest.raises(ConfigError, match=f"in use by mmsid process {p.pid}"):
+            run(cfg, overwrite=True, progress=False)
+        assert all(f.stat().st_mtime_ns == t for f, t in before.items() if f.exists())
+        assert (out / LOCK).exists()
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        log.close()
+    assert artefacts.check(seed0) == []  # finished before the kill: intact
+    r = run(cfg, progress=False)
+    status = {s["stage"]: s["status"] for s in r["stages"]}
+    assert status["seed0/tokenize-rq-vae"] == "cached" and status["seed1/tokenize-rq-vae"] == "ran"
+    assert r["complete"] and not (out / LOCK).exists()
+    assert not [f for f in out.rglob("*") if TEMP.match(f.name)]
+    for rec in out.rglob(artefacts.RECORD):
+        assert artefacts.check(rec.parent) == [], rec

@@ -68,6 +68,9 @@ class RunInputs:
 
     @classmethod
     def load(cls, path: str | Path) -> RunInputs:
+        from mmsid.artefacts import check_file
+
+        check_file(path)  # the bytes the tokenize run recorded
         try:
             with np.load(path, allow_pickle=False) as z:
                 names = [str(n) for n in z["names"]]

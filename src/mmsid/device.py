@@ -47,6 +47,7 @@ def start_run(cfg) -> tuple[Path, str]:
     import yaml
 
     from mmsid import distributed
+    from mmsid.artefacts import reopen
     from mmsid.io import clean_temp, write_text
 
     device = distributed.init(cfg.device)  # torchrun: join the process group; else a no-op
@@ -55,6 +56,7 @@ def start_run(cfg) -> tuple[Path, str]:
     out = Path(cfg.out)
     if distributed.context().main:  # one writer
         out.mkdir(parents=True, exist_ok=True)
+        reopen(out)  # a finished run's folder: drop damaged files and the seal (artefacts)
         clean_temp(out)  # temporary files of a run that was killed mid-write
         write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     distributed.barrier()

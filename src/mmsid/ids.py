@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmsid.artefacts import check_file
 from mmsid.errors import DataError
 from mmsid.io import atomic_path
 
@@ -109,6 +110,7 @@ class SIDTable:
         path = Path(path)
         if not path.exists():
             raise DataError(f"{path}: SID table not found; create it with `mmsid tokenize`")
+        check_file(path)
         table = pq.read_table(path)
         meta = table.schema.metadata or {}
         df = table.to_pandas()
@@ -170,6 +172,7 @@ def load_sid_sets(path: str | Path) -> dict[str, SIDTable]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: SID table not found; create it with `mmsid tokenize`")
+    check_file(path)
     meta = pq.read_schema(path).metadata or {}
     if b"mmsid.sets" not in meta:
         return {"joint": SIDTable.load(path)}

@@ -161,8 +161,10 @@ def load_torch(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
     import torch
 
+    from mmsid.artefacts import check_file
     from mmsid.errors import DataError
 
+    check_file(path)  # a file a finished stage recorded must still have its bytes
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as e:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mmsid import distributed
+from mmsid.artefacts import sealing
 from mmsid.config import check_ranges
 from mmsid.data import load_dataset
 from mmsid.errors import ConfigError, DataError
@@ -129,6 +130,7 @@ def concat_features(
     return x, mask
 
 
+@sealing
 def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     from mmsid.assign import INPUTS, RunInputs, seed_store
     from mmsid.device import start_run

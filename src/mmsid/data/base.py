@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -167,3 +168,39 @@ def check_finite(arr: np.ndarray, *, source: str) -> None:
             f"{source}: row {row} holds NaN or inf; replace or drop that item's embedding "
             f"(mmsid masks missing content, so leave the row out of the file's items instead)"
         )
+
+
+_last_read: list[Path] = []  # the last file a built-in loader began to read
+
+
+def reading(path):
+    """Mark ``path`` as the file being read and interpreted, for :func:`guarded`'s message
+    (processing that follows is attributed to it too, until the next file is read); returns
+    ``path`` so it wraps a reading call: ``pd.read_csv(reading(path))``."""
+    _last_read[:] = [Path(path)]
+    return path
+
+
+def guarded(load):
+    """Decorate a built-in loader: an exception that is not a DataError (a parser error, a
+    failed conversion, a truncated array: the file is not what the data set publishes) becomes
+    a DataError naming the file it came from (the last one marked with :func:`reading`) and
+    the fix."""
+
+    @functools.wraps(load)
+    def wrapper(*args, **kwargs):
+        _last_read.clear()
+        try:
+            return load(*args, **kwargs)
+        except DataError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, EOFError, OSError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            where = str(_last_read[0]) if _last_read else "a file of the data set"
+            raise DataError(
+                f"{where}: not in the format of the published data set ({type(e).__name__}: "
+                f"{first}); it is damaged, cut short or another version. Restore the published "
+                "file (its SHA-256 is in mmsid/data/manifest.json)"
+            ) from e
+
+    return wrapper

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from mmsid.data.base import Modality, RecDataset, finalize_interactions
+from mmsid.data.base import Modality, RecDataset, finalize_interactions, guarded, reading
 from mmsid.data.download import resolve_data_dir
 from mmsid.errors import DataError
 
@@ -16,6 +16,7 @@ NAME = "amazon-beauty"
 REQUIRED = ["sequential_data.txt", "items.jsonl"]
 
 
+@guarded
 def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     """Load amazon-beauty.
 
@@ -33,7 +34,7 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     folder = resolve_data_dir(NAME, REQUIRED, data_dir)
     path = folder / "sequential_data.txt"
     users, items, pos = [], [], []
-    with open(path) as f:
+    with open(reading(path)) as f:
         for lineno, line in enumerate(f, start=1):
             parts = line.split()
             if not parts:
@@ -50,9 +51,11 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
             items.extend(seq)
             pos.extend(range(len(seq)))
 
+    if not items:
+        raise DataError(f"{path}: holds no interactions; each line is 'user item item ...'")
     item_path = folder / "items.jsonl"
     rows = []
-    with open(item_path) as f:
+    with open(reading(item_path)) as f:
         for lineno, line in enumerate(f, start=1):
             rec = json.loads(line)
             if "item_id" not in rec or "title" not in rec:

@@ -10,6 +10,10 @@ Every file of every built-in data set is listed in ``manifest.json`` with its SH
    filled by :func:`download` from the public sources, each file checked against its SHA-256.
 
 Offline, or for a file without a public direct URL, the error says which files to place where.
+Either way, the files a loader reads are checked against the manifest's SHA-256 before it
+reads them (once per file version in a process): a damaged, cut-short or other-version file is
+refused with a message naming it, rather than loaded as different data. ``MMSID_DATA_VERIFY=0``
+turns the check off (for a deliberately changed copy; its errors then come from the parsers).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from mmsid.io import atomic_path, sha256_file
 
 ENV_DATA_DIR = "MMSID_DATA_DIR"
 ENV_CACHE_DIR = "MMSID_CACHE_DIR"
+ENV_VERIFY = "MMSID_DATA_VERIFY"
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ def resolve_data_dir(
                 f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}. Place them "
                 f"there, or unset {ENV_DATA_DIR} to download them into {cache_dir()}"
             )
+        verify(name, folder, required, fix="restore the published file")
         return folder
     folder = cache_dir() / "datasets" / name
     if _missing(folder, required) and download_missing:
@@ -159,7 +165,36 @@ def resolve_data_dir(
     missing = _missing(folder, required)
     if missing:
         raise DataError(_offline_message(name, folder, missing))
+    verify(name, folder, required, fix="delete it and run again to download it anew")
     return folder
+
+
+_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> SHA-256
+
+
+def verify(name: str, folder: Path, files: list[str], *, fix: str) -> None:
+    """Check ``files`` of data set ``name`` in ``folder`` against the manifest's SHA-256
+    (skipped when ``MMSID_DATA_VERIFY=0``); a file the manifest does not list is not checked."""
+    if os.environ.get(ENV_VERIFY, "1") == "0":
+        return
+    wanted = manifest().get(name, {})
+    for rel in files:
+        meta = wanted.get(rel)
+        if meta is None:
+            continue
+        path = folder / rel
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _verified:
+            _verified[key] = sha256_file(path)
+        if _verified[key] != meta["sha256"]:
+            raise DataError(
+                f"{path}: not the published file of data set '{name}' ({st.st_size} bytes, "
+                f"expected {meta['size']}; SHA-256 {_verified[key][:12]}..., expected "
+                f"{meta['sha256'][:12]}... from mmsid/data/manifest.json): it is damaged, cut "
+                f"short or another version. Fix: {fix}; or, for a copy you changed on "
+                f"purpose, set {ENV_VERIFY}=0"
+            )
 
 
 def _offline_message(name: str, folder: Path, missing: list[str]) -> str:

@@ -7,8 +7,16 @@ import os
 import numpy as np
 import pandas as pd
 
-from mmsid.data.base import Modality, RecDataset, check_finite, check_numeric, finalize_interactions
-from mmsid.data.download import resolve_data_dir
+from mmsid.data.base import (
+    Modality,
+    RecDataset,
+    check_finite,
+    check_numeric,
+    finalize_interactions,
+    guarded,
+    reading,
+)
+from mmsid.data.download import resolve_data_dir, verify
 from mmsid.errors import DataError
 
 NAME = "lfm2k-mm"
@@ -28,6 +36,7 @@ EMBEDDINGS = {
 }
 
 
+@guarded
 def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     """Load lfm2k-mm.
 
@@ -38,10 +47,10 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     """
     folder = resolve_data_dir(NAME, REQUIRED, data_dir)
     path = folder / "lfm2k.inter"
-    df = pd.read_csv(path, sep="\t", dtype=str)
+    df = pd.read_csv(reading(path), sep="\t", dtype=str)
     check_numeric(df, ["userID", "itemID", "rating", "x_label"], source=str(path))
     og_path = folder / "lfm2k_og_ids.inter"
-    og = pd.read_csv(og_path, sep="\t", dtype=str)
+    og = pd.read_csv(reading(og_path), sep="\t", dtype=str)
     check_numeric(og, ["userID", "itemID"], source=str(og_path))
     if len(og) != len(df):
         raise DataError(
@@ -70,7 +79,7 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     inter = finalize_interactions(inter, source=str(path), dedupe_on=("user", "item"))
 
     text_path = folder / "lfm2k_text.tsv"
-    text = pd.read_csv(text_path, sep="\t", dtype={"artistID": "Int64", "text": str})
+    text = pd.read_csv(reading(text_path), sep="\t", dtype={"artistID": "Int64", "text": str})
     tags = text.dropna().drop_duplicates("artistID").set_index("artistID")["text"]
     texts = [
         ("Artist tags: " + tags[a].replace(",", ", ")) if pd.notna(a) and a in tags.index else None
@@ -78,13 +87,14 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     ]
     names = {}
     if (folder / "artists.dat").exists():
-        art = pd.read_csv(folder / "artists.dat", sep="\t", dtype=str)
+        verify(NAME, folder, ["artists.dat"], fix="restore the published file")
+        art = pd.read_csv(reading(folder / "artists.dat"), sep="\t", dtype=str)
         names = dict(zip(art["id"].astype(int), art["name"]))
 
     modalities = {"text": Modality("text", "text", texts, source=str(text_path))}
     for mod, fname in EMBEDDINGS.items():
         fpath = folder / fname
-        arr = np.load(fpath).astype(np.float32)
+        arr = np.load(reading(fpath)).astype(np.float32)
         if arr.ndim != 2 or arr.shape[0] != n_items:
             raise DataError(
                 f"{fpath}: shape {arr.shape}, expected ({n_items}, d) — one row per "

@@ -7,7 +7,14 @@ import os
 import numpy as np
 import pandas as pd
 
-from mmsid.data.base import Modality, RecDataset, check_numeric, finalize_interactions
+from mmsid.data.base import (
+    Modality,
+    RecDataset,
+    check_numeric,
+    finalize_interactions,
+    guarded,
+    reading,
+)
 from mmsid.data.download import resolve_data_dir
 from mmsid.errors import DataError
 
@@ -36,6 +43,7 @@ GENRES = [
 ]
 
 
+@guarded
 def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = True) -> RecDataset:
     """Load ml100k-mm.
 
@@ -47,7 +55,7 @@ def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = 
     folder = resolve_data_dir(NAME, REQUIRED, data_dir)
     path = folder / "u.data"
     ratings = pd.read_csv(
-        path,
+        reading(path),
         sep="\t",
         header=None,
         names=["user_raw", "item_raw", "rating", "timestamp"],
@@ -56,7 +64,7 @@ def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = 
     check_numeric(ratings, ["user_raw", "item_raw", "rating", "timestamp"], source=str(path))
 
     item_path = folder / "u.item"
-    items = pd.read_csv(item_path, sep="|", header=None, encoding="latin-1", dtype=str)
+    items = pd.read_csv(reading(item_path), sep="|", header=None, encoding="latin-1", dtype=str)
     if items.shape[1] != 5 + len(GENRES):
         raise DataError(
             f"{item_path}: expected {5 + len(GENRES)} '|'-separated columns, "
@@ -91,7 +99,7 @@ def load(data_dir: str | os.PathLike | None = None, *, require_overview: bool = 
 
     # TMDB enrichment: a few MovieLens ids appear twice; keep the first row with an overview.
     tmdb_path = folder / "items_tmdb.csv"
-    tmdb = pd.read_csv(tmdb_path)
+    tmdb = pd.read_csv(reading(tmdb_path))
     for col in ("movie_id", "overview"):
         if col not in tmdb.columns:
             raise DataError(

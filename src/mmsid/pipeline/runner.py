@@ -1,8 +1,10 @@
 """Running a plan: the folder guard, cached and resumed stages, a report after every stage.
 
-Each stage leaves a record (``stage.json``: its key, status, seconds). A stage whose record is
-``done`` under the current key is skipped; one interrupted mid-way resumes from its own
-checkpoint (tokenizers, retrieval and ranking all checkpoint).
+Each stage leaves a record: ``stage.json`` (its key, status, seconds) and ``files.json`` (the
+SHA-256 of every file it wrote, mmsid.artefacts). A stage whose record is ``done`` under the
+current key, whose files still match and whose inputs are reused too, is skipped; one
+interrupted mid-way resumes from its own checkpoint (tokenizers, retrieval and ranking all
+checkpoint).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from mmsid import artefacts
+from mmsid.artefacts import RECORD
 from mmsid.config import load_yaml, merge
 from mmsid.errors import ConfigError
 from mmsid.io import clean_temp, write_json, write_text
@@ -107,18 +111,24 @@ def _run(cfg, resume, overwrite, progress, command, sent: list) -> dict:
         keys = stage_keys(stages)
         records: dict[str, dict] = {}  # this invocation's finished stages
         prior = {st.name: _load(out / "stages" / st.name / "stage.json") for st in stages}
-        done = {
-            name
-            for name, rec in prior.items()
-            if rec.get("status") == "done" and rec.get("key") == keys[name]
-        }
+        done = _reusable(out, stages, prior, keys)
         # torchrun: the other ranks run the same stages (each trains data-parallel)
         distributed.broadcast([st.name for st in stages if st.name not in done])
         sent.append(True)
         t0 = time.perf_counter()
-        bar = tqdm(stages, desc="mmsid run", unit="stage", disable=not progress)
-        for st in bar:
-            bar.set_postfix_str(st.name)
+        # the bar's own ETA counts stages, which differ in cost by 1000x; the postfix gives
+        # one from the measured time of each kind of stage (see remaining_seconds)
+        bar = tqdm(
+            stages,
+            desc="mmsid run",
+            unit="stage",
+            disable=not progress,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} stages [{elapsed}{postfix}]",
+        )
+        for i, st in enumerate(bar):
+            timed = {**{n: r.get("seconds") for n, r in prior.items()}, **_seconds(records)}
+            todo = [s for s in stages[i:] if s.name not in done]
+            bar.set_postfix_str(f"{st.name}; {eta_text(*remaining_seconds(todo, timed))}")
             key = keys[st.name]
             folder = out / "stages" / st.name
             rec_path = folder / "stage.json"
@@ -131,15 +141,73 @@ def _run(cfg, resume, overwrite, progress, command, sent: list) -> dict:
                 }
                 continue
             folder.mkdir(parents=True, exist_ok=True)
+            artefacts.reopen(folder)  # files damaged since a finished run are not resumed from
             write_json(rec_path, {"key": key, "status": "running"})
             t = time.perf_counter()
             st.run(folder, progress=progress)  # the stage's own bars, below the run's
             sec = time.perf_counter() - t
-            write_json(rec_path, {"key": key, "status": "done", "seconds": sec})
+            if artefacts.record(folder) is None:  # stages that are not `mmsid <stage>` runs
+                artefacts.seal(folder)
+            write_json(rec_path, {"key": key, "status": "done", "seconds": sec, "files": RECORD})
             records[st.name] = {"stage": st.name, "key": key, "status": "ran", "seconds": sec}
             if len(records) < len(stages):  # the report so far (the last one is written below)
                 snapshot(cfg, out, stages, records, command, time.perf_counter() - t0, final=False)
         return snapshot(cfg, out, stages, records, command, time.perf_counter() - t0, final=True)
+
+
+def _seconds(records: dict[str, dict]) -> dict[str, float]:
+    return {n: r["seconds"] for n, r in records.items() if r["status"] == "ran"}
+
+
+def remaining_seconds(todo: list[Stage], timed: dict[str, float | None]) -> tuple[float, int]:
+    """Estimated seconds for the stages ``todo``: each costs what the stages of its kind (its
+    name without the seed folder: ``tokenize-rq-vae`` of every seed) took on average, from
+    ``timed`` (stage name -> seconds; this run's and the folder's earlier records). Returns
+    (seconds of the stages that have a measured kind, number of stages that have none)."""
+    by_kind: dict[str, list[float]] = {}
+    for name, sec in timed.items():
+        if sec:
+            by_kind.setdefault(name.split("/")[-1], []).append(float(sec))
+    total, untimed = 0.0, 0
+    for st in todo:
+        seen = by_kind.get(st.name.split("/")[-1])
+        if seen:
+            total += sum(seen) / len(seen)
+        else:
+            untimed += 1
+    return total, untimed
+
+
+def eta_text(seconds: float, untimed: int) -> str:
+    """ "left ~12 min" / "left ~12 min + 3 stages not yet timed"."""
+    text = f"left ~{seconds / 60:.0f} min" if seconds >= 60 else f"left ~{seconds:.0f} s"
+    rest = f"{untimed} stage{'s' * (untimed > 1)} not yet timed"
+    if not untimed:
+        return text
+    return f"{text} + {rest}" if seconds else rest
+
+
+def _reusable(out: Path, stages: list[Stage], prior: dict, keys: dict) -> set[str]:
+    """Stages finished under their current key whose files still match their SHA-256 record
+    (mmsid.artefacts), and whose inputs are reusable too: a stage whose file was damaged runs
+    again, and so does every stage that read it."""
+    done: set[str] = set()
+    for st in stages:  # inputs come before their consumers
+        rec = prior[st.name]
+        if rec.get("status") != "done" or rec.get("key") != keys[st.name]:
+            continue
+        if any(i not in done for i in st.inputs):
+            print(f"mmsid: {st.name}: an input stage runs again; so does this one", file=sys.stderr)
+            continue
+        problems = artefacts.check(out / "stages" / st.name)
+        if problems is None:
+            problems = [f"{RECORD}: missing or unreadable, so its files cannot be checked"]
+        if problems:
+            for line in problems:
+                print(f"mmsid: {st.name}/{line}; the stage runs again", file=sys.stderr)
+            continue
+        done.add(st.name)
+    return done
 
 
 def snapshot(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsid.artefacts import sealing
 from mmsid.config import check_ranges
 from mmsid.errors import ConfigError
 from mmsid.ids import load_sid_sets, table_codes
@@ -67,6 +68,7 @@ def load_sets(name: str, path: str | Path, n_items: int) -> dict[str, tuple[np.n
     return {n: table_codes(t, path, n_items) for n, t in sets.items()}
 
 
+@sealing
 def run_rank(cfg: RankConfig, *, progress: bool = True) -> dict:
     import torch
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mmsid import distributed
+from mmsid.artefacts import sealing
 from mmsid.config import check_ranges
 from mmsid.errors import ConfigError, DataError
 from mmsid.eval.retrieval import retrieval_metrics, target_rank
@@ -192,6 +193,7 @@ def _check_data(cfg: RetrieveConfig, data: RetrievalData) -> None:
             )
 
 
+@sealing
 def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
     from mmsid.device import start_run
 
