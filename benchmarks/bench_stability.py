@@ -3,13 +3,21 @@ month), then retrained on 100%, naively or with ``--align-to`` (warm start + rel
 mmsid.align). Reports the share of the first fit's items whose codes changed, and what the
 alignment costs in quantization quality (residual MSE, code use, collisions, coherence).
 
-    python benchmarks/bench_stability.py [--datasets amazon-beauty lfm2k-mm] [--seeds 0 1 2]
+    python benchmarks/bench_stability.py [--cells amazon-beauty:rq-kmeans lfm2k-mm:rq-vae ...]
+    python benchmarks/bench_stability.py --retrieval [--datasets amazon-beauty] [--seeds 0 1 2]
 
-Every fit is an ``mmsid tokenize`` run (RQ-KMeans, 3 x 256) under ``runs/stability/`` (re-running
-reuses finished ones); seed ``s`` fits last month's tokenizer on its seeded 90% and both
-retrains with seed ``s``. Writes benchmarks/results/stability.{json,md}. Retrieval quality of
-the aligned IDs is not measured here: relabelling is a bijection per level, so only the warm
-start can change which items share codes; its effect shows in the quantization figures.
+Every fit is an ``mmsid tokenize`` run (3 levels x 256 codes; RQ-VAE and MMQ 100 epochs) under
+``runs/stability/`` (re-running reuses finished ones); seed ``s`` fits last month's tokenizer
+on its seeded 90% and both retrains with seed ``s``. The default cells: RQ-KMeans on
+amazon-beauty and lfm2k-mm, RQ-VAE, MMQ and OPQ on lfm2k-mm (the trained tokenizers on the
+smaller set, for CPU time). Writes benchmarks/results/stability.{json,md}.
+
+``--retrieval``: what the alignment costs in retrieval quality. For each seed, one
+parallel-SID retriever on the naive retrain's RQ-KMeans IDs and one on the aligned retrain's
+(same seed, same settings, a CPU-sized model: width 128, 2 layers, early stopping on
+validation Recall@10, at most 30 epochs); test Recall/NDCG@10 as mean ± 95% CI over
+seeds, and a paired bootstrap over the same test users (seeds pooled). Writes
+benchmarks/results/alignment_cost.{json,md}.
 """
 
 from __future__ import annotations
@@ -32,11 +40,24 @@ RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "stability"
 
 
-def tokenize(dataset: str, name: str, seed: int, **kw) -> Path:
-    out = RUNS / dataset / f"seed{seed}" / name
+DEFAULT_CELLS = [
+    "amazon-beauty:rq-kmeans",
+    "lfm2k-mm:rq-kmeans",
+    "lfm2k-mm:rq-vae",
+    "lfm2k-mm:mmq",
+    "lfm2k-mm:opq",
+]
+EPOCHS = 100  # RQ-VAE and MMQ
+
+
+def tokenize(dataset: str, method: str, name: str, seed: int, **kw) -> Path:
+    folder = RUNS / dataset if method == "rq-kmeans" else RUNS / f"{dataset}-{method}"
+    out = folder / f"seed{seed}" / name
     if not (out / "metrics.json").exists():
         run_tokenize(
-            TokenizeConfig(dataset=dataset, method="rq-kmeans", seed=seed, out=str(out), **kw),
+            TokenizeConfig(
+                dataset=dataset, method=method, seed=seed, out=str(out), epochs=EPOCHS, **kw
+            ),
             progress=False,
         )
     return out
@@ -48,20 +69,26 @@ def quality(run: Path) -> dict:
         "utilization_min": min(m["utilization"]),
         "collision_rate": m["collision_rate"],
         "coherence_last_level": m["coherence"]["prefix"][-1],
-        "residual_mse_last_level": _residual_mse(run),
+        "reconstruction": _reconstruction(run),
     }
 
 
-def _residual_mse(run: Path) -> float:
+def _reconstruction(run: Path) -> float:
+    """The tokenizer's own fit error: RQ-KMeans the residual MSE after the last level, OPQ
+    the squared reconstruction error, RQ-VAE and MMQ the last epoch's reconstruction loss."""
     from mmsid.quantizers import Tokenizer
 
-    return float(Tokenizer.load(run / "tokenizer.pt").history[-1]["residual_mse"])
+    h = Tokenizer.load(run / "tokenizer.pt").history[-1]
+    for key in ("residual_mse", "reconstruction_sq_error", "reconstruction"):
+        if key in h:
+            return float(h[key])
+    raise KeyError(f"{run}: no reconstruction figure in {sorted(h)}")
 
 
-def one(dataset: str, seed: int) -> dict:
-    last = tokenize(dataset, "last-month-90pct", seed, fit_fraction=0.9)
-    naive = tokenize(dataset, "retrain-naive", seed)
-    aligned = tokenize(dataset, "retrain-aligned", seed, align_to=str(last))
+def one(dataset: str, method: str, seed: int) -> dict:
+    last = tokenize(dataset, method, "last-month-90pct", seed, fit_fraction=0.9)
+    naive = tokenize(dataset, method, "retrain-naive", seed)
+    aligned = tokenize(dataset, method, "retrain-aligned", seed, align_to=str(last))
     old = SIDTable.load(last / "sids.parquet")
     with np.load(last / "trained_on.npz") as z:
         fitted = np.unique(z["items"])  # the items last month's tokenizer was fitted on
@@ -76,6 +103,7 @@ def one(dataset: str, seed: int) -> dict:
         }
     a = json.loads((aligned / "metrics.json").read_text())["alignment"]
     out["aligned"]["relabel_only"] = a["changed_without_relabel"]
+    out["aligned"]["warm_start"] = a["warm_start"]
     return out
 
 
@@ -85,38 +113,46 @@ def f(c: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", nargs="+", default=["amazon-beauty", "lfm2k-mm"])
+    ap.add_argument("--cells", nargs="+", default=DEFAULT_CELLS, help="DATASET:METHOD ...")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--retrieval", action="store_true", help="the retrieval cost instead")
+    ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"], help="with --retrieval")
     args = ap.parse_args()
     from mmsid.pipeline.runner import git_commit
 
     commit = git_commit()
     if commit is None or commit.endswith("+dirty"):
         sys.exit(f"commit {commit}: run from a clean checkout so the figures can be regenerated")
+    command = "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    if args.retrieval:
+        retrieval_cost(args.datasets, args.seeds, command, commit)
+        return
     res: dict = {
-        "command": "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command,
         "commit": commit,
         "seeds": args.seeds,
-        "tokenizer": "rq-kmeans, 3 levels x 256 codes",
-        "datasets": {},
+        "tokenizers": f"3 levels x 256 codes; rq-vae and mmq {EPOCHS} epochs",
+        "cells": {},
     }
     lines = [
         "# Stable IDs across retrains",
         "",
-        "Last month's RQ-KMeans (3 x 256) is fitted on a seeded 90% of the warm items; this",
-        "month's on all of them, naively or with `--align-to` (warm start from last month's",
-        "codebooks + per-level Hungarian relabelling on the shared items). Figures: share of",
-        "last month's *fitted* items whose codes changed, mean ± 95% CI over seeds.",
+        "Last month's tokenizer (3 x 256) is fitted on a seeded 90% of the warm items; this",
+        "month's on all of them, naively or with `--align-to` (warm start from last month's fit:",
+        "RQ-KMeans and OPQ from its codebooks (and rotation), RQ-VAE and MMQ from its weights;",
+        "then per-level Hungarian relabelling on the shared items). Figures: share of last",
+        "month's *fitted* items whose codes changed, mean ± 95% CI over seeds.",
         "",
-        f"Command: `{res['command']}` (commit {commit}, seeds {args.seeds}).",
+        f"Command: `{command}` (commit {commit}, seeds {args.seeds}).",
         "",
-        "| data set | retrain | codes changed (any level) | level 1 | level 2 | level 3 "
-        "| full SID changed | min code use | collision rate | residual MSE | coherence L3 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| data set | tokenizer | retrain | codes changed (any level) | level 1 | level 2 "
+        "| level 3 | full SID changed | min code use | collision rate | fit error | coherence L3 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for ds in args.datasets:
-        runs = [one(ds, s) for s in args.seeds]
-        res["datasets"][ds] = {"per_seed": runs}
+    for cell in args.cells:
+        ds, method = cell.split(":")
+        runs = [one(ds, method, s) for s in args.seeds]
+        res["cells"][cell] = {"per_seed": runs}
         for name in ("naive", "aligned"):
             rows = [r[name] for r in runs]
             agg = {
@@ -131,36 +167,145 @@ def main() -> None:
                     for k in (
                         "utilization_min",
                         "collision_rate",
-                        "residual_mse_last_level",
+                        "reconstruction",
                         "coherence_last_level",
                     )
                 },
             }
-            res["datasets"][ds][name] = agg
-
+            res["cells"][cell][name] = agg
             lines.append(
-                f"| {ds} | {name} | {f(agg['changed_any'])} | "
+                f"| {ds} | {method} | {name} | {f(agg['changed_any'])} | "
                 + " | ".join(f(c) for c in agg["changed_by_level"])
                 + f" | {f(agg['changed_full_sid'])} | {agg['utilization_min']['mean']:.3f} | "
                 f"{agg['collision_rate']['mean']:.3f} | "
-                f"{agg['residual_mse_last_level']['mean']:.4f} | "
+                f"{agg['reconstruction']['mean']:.4f} | "
                 f"{agg['coherence_last_level']['mean']:.3f} |"
             )
         relabel = mean_ci([r["aligned"]["relabel_only"]["any_level"] for r in runs])
-        res["datasets"][ds]["aligned_before_relabel"] = relabel
+        res["cells"][cell]["aligned_before_relabel"] = relabel
         lines.append(
-            f"| {ds} | aligned, warm start only (no relabelling; all shared items) | "
+            f"| {ds} | {method} | aligned, warm start only (no relabelling; all shared items) | "
             f"{f(relabel)} | | | | | | | | |"
         )
     lines += [
         "",
         "Quality columns are means over seeds: the lowest per-level code utilization, the share",
-        "of items sharing all three codes with another, the mean squared residual after level 3",
-        "(lower is better), mean cosine of items sharing all three codes.",
+        "of items sharing all three codes with another, the tokenizer's own fit error (RQ-KMeans:",
+        "residual MSE after level 3; OPQ: squared reconstruction error; RQ-VAE and MMQ: the last",
+        "epoch's reconstruction loss; lower is better, comparable within a tokenizer only), mean",
+        "cosine of items sharing all three codes.",
     ]
     write_json(RESULTS / "stability.json", res)
     write_text(RESULTS / "stability.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+EPOCHS_RETRIEVAL = 30  # at most; early stopping on validation Recall@10 (no time limit:
+# a run is reproducible from its seed)
+RETRIEVER = {"d_model": 128, "n_heads": 4, "n_layers": 2, "d_ff": 256}
+RETRIEVER.update(dropout=0.2, temperature=0.07)
+
+
+def retrieve(dataset: str, tok_run: Path, seed: int) -> Path:
+    from mmsid.retrieval.parallel import ParallelSIDConfig
+    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+
+    out = tok_run.parent / f"retrieve-{tok_run.name}"
+    if not (out / "metrics.json").exists():
+        run_retrieve(
+            RetrieveConfig(
+                dataset=dataset,
+                model="parallel-sid",
+                sids=str(tok_run / "sids.parquet"),
+                out=str(out),
+                epochs=EPOCHS_RETRIEVAL,
+                patience=5,
+                seed=seed,
+                parallel=ParallelSIDConfig(**RETRIEVER),
+            ),
+            progress=False,
+        )
+    return out
+
+
+def retrieval_cost(datasets: list[str], seeds: list[int], command: str, commit: str) -> None:
+    from mmsid.eval.stats import paired_users, per_user
+
+    res: dict = {"command": command, "commit": commit, "seeds": seeds, "datasets": {}}
+    res["retriever"] = {"model": "parallel-sid", **RETRIEVER}
+    res["retriever"].update(epochs=EPOCHS_RETRIEVAL, patience=5)
+    lines = [
+        "# What aligned IDs cost in retrieval quality",
+        "",
+        "Per seed: RQ-KMeans (3 x 256) retrained on the whole catalogue naively or with",
+        "`--align-to` last month's 90% fit (as in `stability.md`), then one parallel-SID",
+        "retriever on each run's IDs with the same seed and settings (width 128, 2 layers, FFN",
+        "256, dropout 0.2, temperature 0.07; early stopping on validation Recall@10, patience 5,",
+        f"at most {EPOCHS_RETRIEVAL} epochs). Test figures, mean ± 95% CI over seeds; the paired",
+        "difference (aligned - naive) is a bootstrap over the same test users, seeds pooled.",
+        "",
+        f"Command: `{command}` (commit {commit}, seeds {seeds}).",
+        "",
+        "| data set | IDs | Recall@10 | NDCG@10 | cold items: Recall@10 | epochs run (per seed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    paired_lines = []
+    for ds in datasets:
+        per: dict = {"naive": [], "aligned": []}
+        for seed in seeds:
+            last = tokenize(ds, "rq-kmeans", "last-month-90pct", seed, fit_fraction=0.9)
+            runs = {
+                "naive": tokenize(ds, "rq-kmeans", "retrain-naive", seed),
+                "aligned": tokenize(ds, "rq-kmeans", "retrain-aligned", seed, align_to=str(last)),
+            }
+            for name, tok_run in runs.items():
+                r = retrieve(ds, tok_run, seed)
+                m = json.loads((r / "metrics.json").read_text())
+                with np.load(r / "ranks.npz") as z:
+                    rank = z["test_rank"]
+                per[name].append(
+                    {
+                        "recall@10": m["test"]["all"]["recall@10"],
+                        "ndcg@10": m["test"]["all"]["ndcg@10"],
+                        "cold_recall@10": m["test"]["cold"]["recall@10"],
+                        "cold_users": m["test"]["cold"]["n"],
+                        "epochs_run": m["epochs_run"],
+                        "stopped": m.get("stopped"),
+                        "rank": rank,
+                    }
+                )
+        res["datasets"][ds] = {}
+        for name, rows in per.items():
+            agg = {
+                k: mean_ci([r[k] for r in rows]) for k in ("recall@10", "ndcg@10", "cold_recall@10")
+            }
+            agg["cold_users"] = rows[0]["cold_users"]
+            agg["epochs_run"] = [r["epochs_run"] for r in rows]
+            agg["stopped"] = [r["stopped"] for r in rows]
+            res["datasets"][ds][name] = agg
+            lines.append(
+                f"| {ds} | {name} | {g(agg['recall@10'])} | {g(agg['ndcg@10'])} | "
+                f"{g(agg['cold_recall@10'])} ({agg['cold_users']} users) | "
+                f"{', '.join(map(str, agg['epochs_run']))} |"
+            )
+        for metric in ("recall@10", "ndcg@10"):
+            a = np.stack([per_user(r["rank"], metric) for r in per["aligned"]])
+            b = np.stack([per_user(r["rank"], metric) for r in per["naive"]])
+            d = paired_users(a, b, names=("aligned", "naive"))
+            res["datasets"][ds][f"paired_{metric}"] = d
+            verdict = f"{d['win']} wins" if d["win"] else "within noise"
+            paired_lines.append(
+                f"- {ds}, {metric}: aligned - naive = {d['diff']:+.4f} "
+                f"[{d['lo']:+.4f}, {d['hi']:+.4f}] over {a.shape[1]} test users: {verdict}"
+            )
+    lines += ["", "Paired comparison (95% bootstrap interval):", "", *paired_lines]
+    write_json(RESULTS / "alignment_cost.json", res)
+    write_text(RESULTS / "alignment_cost.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def g(c: dict) -> str:
+    return f"{c['mean']:.4f} ± {(c['ci'] or 0.0):.4f}"
 
 
 if __name__ == "__main__":

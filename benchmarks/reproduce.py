@@ -41,6 +41,11 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "alignment_cost": (
+        "python benchmarks/bench_stability.py --retrieval",
+        False,
+        ("commit", "command"),
+    ),
     "serve": (
         "python benchmarks/bench_serve.py",
         False,

@@ -95,3 +95,57 @@ def test_retrain_on_grown_catalogue_keeps_ids_on_real_data(real_data_dir, tmp_pa
     with pytest.raises(ConfigError, match="no tokenizer.pt"):
         tok("bad2", align_to=str(tmp_path / "nowhere"))
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
+
+
+@pytest.mark.parametrize("method", ["rq-vae", "mmq", "opq"])
+def test_trained_tokenizers_warm_start_from_the_previous_fit(real_data_dir, tmp_path, method):
+    """RQ-VAE, MMQ and OPQ retrained with --align-to start from the previous fit: on real
+    lfm2k-mm (last month: 90% of the items) they keep more of last month's first-level codes
+    than a naive retrain; OPQ (a warm-started k-means) keeps most whole IDs, the learned
+    tokenizers far fewer (their latents move as training continues; stability.md)."""
+    from mmsid.ids import SIDTable
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    def tok(name, **kw):
+        cfg = TokenizeConfig(
+            dataset="lfm2k-mm",
+            method=method,
+            out=str(tmp_path / name),
+            data_dir=str(real_data_dir),
+            codebook_size=64,
+            epochs=8,
+            # OPQ on the text features alone (384-d: its rotation is a d x d SVD per round)
+            modalities=["text_minilm"] if method == "opq" else [],
+            **kw,
+        )
+        return run_tokenize(cfg, progress=False)
+
+    tok("last", fit_fraction=0.9)
+    tok("naive")
+    m = tok("aligned", align_to=str(tmp_path / "last"))
+    assert m["alignment"]["warm_start"] is True
+    old, naive, aligned = (
+        SIDTable.load(tmp_path / n / "sids.parquet").codes for n in ("last", "naive", "aligned")
+    )
+    c_naive, c_aligned = changed(old, naive), changed(old, aligned)
+    assert c_naive["any_level"] > 0.95  # a fresh fit renumbers nearly every ID
+    assert c_aligned["by_level"][0] < c_naive["by_level"][0] - 0.15
+    if method == "opq":
+        assert c_aligned["any_level"] < 0.5
+
+
+def test_a_warm_start_of_other_shapes_is_refused():
+    from mmsid.errors import DataError
+    from mmsid.quantizers import tokenizer_for
+
+    x = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+    prev = tokenizer_for("rq-vae", levels=2, codebook_size=8, epochs=1).fit(x, progress=False)
+    other = tokenizer_for("rq-vae", levels=2, codebook_size=16, epochs=1)
+    with pytest.raises(DataError, match="warm start: the previous rq-vae has other shapes"):
+        other.fit(x, progress=False, warm_start=prev)
+    with pytest.raises(DataError, match="a fitted opq tokenizer is needed, got rq-vae"):
+        tokenizer_for("opq", levels=2, codebook_size=8).fit(x, warm_start=prev)
+    # the same shapes: the fit starts from the previous weights
+    again = tokenizer_for("rq-vae", levels=2, codebook_size=8, epochs=1, lr=1e-9)
+    again.fit(x, progress=False, warm_start=prev)
+    np.testing.assert_array_equal(again.transform(x), prev.transform(x))

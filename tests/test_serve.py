@@ -387,3 +387,56 @@ def test_real_uvicorn_process(runs, tmp_path, lfm2k):
 
     with Assigner(tmp_path / "tok") as a:
         assert a.store.sid(a.version, "live-1") is not None
+
+
+def test_rank_serves_mcca_and_scores_new_items(runs, real_data_dir, tmp_path, lfm2k):
+    """An MCCA ranker over the run's IDs behind /rank: trained items get the model's own
+    scores; an item added after training with item j's content scores as j with j's id
+    embedding zeroed (its SID embeddings from the store's codes)."""
+    import copy
+    import shutil
+
+    from mmsid.ids import SIDTable
+    from mmsid.io import load_torch
+    from mmsid.ranking.mcca import MCCA
+    from mmsid.ranking.run import RankConfig, run_rank
+    from mmsid.serve import Service, create_app
+
+    tok = runs[0]
+    run_rank(
+        RankConfig(
+            dataset="lfm2k-mm",
+            model="mcca",
+            sids={"joint": str(tok / "sids.parquet")},
+            out=str(tmp_path / "mcca"),
+            data_dir=str(real_data_dir),
+            epochs=1,
+        ),
+        progress=False,
+    )
+    shutil.copytree(tok, tmp_path / "tok")
+    svc = Service(tmp_path / "tok", ranker=tmp_path / "mcca")
+    try:
+        client = TestClient(create_app(svc, token=TOKEN))
+        t = SIDTable.load(tok / "sids.parquet")
+        ref = MCCA(len(t.item_ids), {"joint": t.codes}, joint="joint", codebook_size=256)
+        ref.load_state_dict(load_torch(tmp_path / "mcca" / "model.pt")["state"])
+        ref.eval()
+        hist, cands = ["10", "20", "30"], ["40", "50", "60"]
+        got = client.post("/rank", json={"history": hist, "candidates": cands}).json()["scores"]
+        row = torch.full((3, svc.rank_history), -1, dtype=torch.long)
+        row[:, :3] = torch.tensor([10, 20, 30])
+        want = ref.predict({"history": row, "item": torch.tensor([40, 50, 60])}).tolist()
+        assert [g["score"] for g in got] == pytest.approx(want, abs=1e-6)
+        body = {"items": [{"item": "late", "embeddings": _vectors(svc, [50], lfm2k)[0]}]}
+        assert client.post("/items", json=body, headers=AUTH).status_code == 200
+        late = client.post("/rank", json={"history": hist, "candidates": ["late"]}).json()
+        blank = copy.deepcopy(ref)
+        with torch.no_grad():
+            blank.item.weight[50].zero_()
+        want = blank.predict({"history": row[:1], "item": torch.tensor([50])}).item()
+        assert late["scores"][0]["score"] == pytest.approx(want, abs=1e-6)
+        trained = ref.predict({"history": row[:1], "item": torch.tensor([50])}).item()
+        assert want != pytest.approx(trained, abs=1e-9)  # the id embedding mattered
+    finally:
+        svc.assigner.close()

@@ -66,8 +66,9 @@ class TokenizeConfig:
     # items would): e.g. 0.9 to simulate the catalogue of an earlier month
     fit_fraction: float = 1.0
     # stable IDs across retrains (mmsid.align): a previous tokenize run of this data set;
-    # RQ-KMeans warm-starts from its codebooks, every method relabels its codes to agree
-    # with the previous run's on the items both hold
+    # RQ-KMeans, RQ-VAE, MMQ and (O)PQ warm-start from its fit (codebooks, weights,
+    # rotation), every method relabels its codes to agree with the previous run's on the
+    # items both hold
     align_to: str | None = None
     log_steps: bool = False  # rq-vae / mmq: keep every step's loss in the history
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
@@ -130,6 +131,10 @@ def concat_features(
     return x, mask
 
 
+# methods whose fit can start from a previous fit (--align-to); the others only relabel
+WARM_STARTS = ("rq-kmeans", "rq-vae", "mmq", "opq", "pq")
+
+
 @sealing
 def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     from mmsid.assign import INPUTS, RunInputs, seed_store
@@ -168,7 +173,7 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         items=np.concatenate([warm, pairs.ravel()]) if cfg.finetune else warm,
     )
     x_fit = x[warm]
-    warm_start = previous[0] if previous and cfg.method == "rq-kmeans" else None
+    warm_start = previous[0] if previous and cfg.method in WARM_STARTS else None
     tok = _fit_tokenizer(
         cfg, x_fit, device, out / "checkpoints" / "tokenizer.pt", progress, dims, warm_start
     )
@@ -308,13 +313,18 @@ def _previous_run(cfg: TokenizeConfig):
         if not (prev / f).is_file():
             raise ConfigError(f"--align-to {prev}: no {f}; give a folder `mmsid tokenize` wrote")
     tok, table = Tokenizer.load(prev / "tokenizer.pt"), SIDTable.load(prev / "sids.parquet")
+    levels = cfg.levels  # MMQ: the SID length its expert layout gives (on the same modalities)
+    if cfg.method == "mmq" and tok.method == "mmq":
+        from mmsid.quantizers import tokenizer_for
+
+        levels = tokenizer_for("mmq", **mmq_settings(cfg, tuple(tok.cfg.modality_dims))).levels
     if tok.method != cfg.method or (tok.levels, tok.codebook_size) != (
-        cfg.levels,
+        levels,
         cfg.codebook_size,
     ):
         raise ConfigError(
             f"--align-to {prev}: a {tok.method} tokenizer of {tok.levels} x {tok.codebook_size} "
-            f"codes; aligning needs the same method and shape ({cfg.method}, {cfg.levels} x "
+            f"codes; aligning needs the same method and shape ({cfg.method}, {levels} x "
             f"{cfg.codebook_size})"
         )
     return tok, table
@@ -356,16 +366,18 @@ def _fit_tokenizer(
         return tokenizer_for("rq-kmeans", **common).fit(x, warm_start=warm_start)
     if cfg.method == "psrq":
         return tokenizer_for("psrq", **common, alpha=cfg.alpha).fit(x)
+    trained = {"device": device, "checkpoint": checkpoint, "progress": progress}
     if cfg.method == "rq-vae":
         return tokenizer_for("rq-vae", **common, epochs=cfg.epochs, log_steps=cfg.log_steps).fit(
-            x, device=device, checkpoint=checkpoint, progress=progress
+            x, **trained, warm_start=warm_start
         )
     if cfg.method == "mmq":
         return tokenizer_for("mmq", **mmq_settings(cfg, dims), log_steps=cfg.log_steps).fit(
-            x, device=device, checkpoint=checkpoint, progress=progress
+            x, **trained, warm_start=warm_start
         )
     if cfg.method in ("opq", "pq"):  # levels = m parallel codes
-        return tokenizer_for("opq", **common, rotate=cfg.method == "opq").fit(x)
+        rotate = cfg.method == "opq"
+        return tokenizer_for("opq", **common, rotate=rotate).fit(x, warm_start=warm_start)
     raise ConfigError(
         f"unknown tokenizer method '{cfg.method}'; choose one of {', '.join(METHODS)}"
     )

@@ -253,13 +253,19 @@ class MMQTokenizer(Tokenizer):
         device: str = "cpu",
         checkpoint: str | Path | None = None,
         progress: bool = True,
+        warm_start: Tokenizer | None = None,
     ) -> None:
+        """``warm_start``: a fitted MMQ of the same layout whose weights (experts, gates,
+        codebooks, decoders; fine-tuned or not) replace the k-means init of stage 1 (stable
+        IDs across retrains, mmsid.align)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self._build()
+        state = self._warm_state(warm_start)
         self.module.to(device)
         self._loop(
             x,
+            state=state,
             stage=1,
             epochs=cfg.epochs,
             lr=cfg.lr,
@@ -281,6 +287,7 @@ class MMQTokenizer(Tokenizer):
         checkpoint,
         progress,
         pairs: torch.Tensor | None = None,
+        state: dict | None = None,
     ) -> None:
         """Stage 1 iterates over items; stage 2 over behavior pairs (P, 2), with soft indexing
         and the contrastive loss added (mmsid.quantizers.loop owns the epochs). ``x``: a
@@ -294,6 +301,9 @@ class MMQTokenizer(Tokenizer):
             groups.append({"params": head, "lr": cfg.head_lr})
 
         def init() -> None:  # k-means init of every expert's codebooks on one batch's latents
+            if state is not None:  # or the previous fit's weights (a warm start)
+                model.load_state_dict(state)
+                return
             first = get(init_rows(n_items, batch_size, cfg.codebook_size, cfg.seed).to(device))
             for q, z in model.quantizers_and_latents(first):
                 q.init_from_data(z)

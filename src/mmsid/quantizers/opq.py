@@ -88,20 +88,36 @@ class OPQTokenizer(Tokenizer):
             raise ConfigError(f"opq: codebook_size {K} must be a power of 2 (faiss stores bits)")
         self.module = ProductCodes(self.input_dim, self.cfg.levels, K)
 
-    def _fit(self, x: torch.Tensor, **_: object) -> None:
+    def _fit(self, x: torch.Tensor, *, warm_start: Tokenizer | None = None, **_: object) -> None:
+        """``warm_start``: a fitted (O)PQ of the same shapes whose rotation and codebooks start
+        this fit (stable IDs across retrains, mmsid.align). faiss's OPQ takes no initial
+        rotation or codebooks, so a warm start always runs the torch fit (the same
+        alternation: k-means per subspace, then the orthogonal Procrustes rotation)."""
         self._build()
         if self.cfg.backend not in ("torch", "faiss"):
             raise ConfigError(f"opq: backend '{self.cfg.backend}' is not torch or faiss")
-        rot, books = (self._fit_faiss if self.cfg.backend == "faiss" else self._fit_torch)(x)
+        state = self._warm_state(warm_start)
+        if state is not None:
+            rot, books = self._fit_torch(x, init=(state["rotation"], state["codebooks"]))
+        elif self.cfg.backend == "faiss":
+            rot, books = self._fit_faiss(x)
+        else:
+            rot, books = self._fit_torch(x)
         self.module.rotation.copy_(rot)
         self.module.codebooks.copy_(books)
         err = float(((self.reconstruct(x) - x) ** 2).sum(1).mean())
         self.history = [{"reconstruction_sq_error": err}]
 
-    def _fit_torch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fit_torch(
+        self, x: torch.Tensor, init: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``init``: (rotation (d_out, d_in), codebooks (m, K, d_sub)) to start from."""
         m, K = self.cfg.levels, self.cfg.codebook_size
         d_out, d_in = self.module.rotation.shape
         rot = torch.eye(d_out, d_in)  # (d_out, d_in): zero rows pad d_in up to m * d_sub
+        books = None
+        if init is not None:
+            rot, books = init[0].clone(), init[1].clone()
 
         def fit_books(y: torch.Tensor, iters: int, init: torch.Tensor | None) -> torch.Tensor:
             ys = y.view(len(y), m, -1)  # (N, m, d_sub)
@@ -116,7 +132,6 @@ class OPQTokenizer(Tokenizer):
                 ]
             )  # (m, K, d_sub)
 
-        books = None
         if self.cfg.rotate:
             for _ in range(self.cfg.opq_iters):
                 y = x @ rot.T  # (N, d_out)

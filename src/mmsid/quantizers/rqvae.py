@@ -94,14 +94,22 @@ class RQVAETokenizer(Tokenizer):
         device: str = "cpu",
         checkpoint: str | Path | None = None,
         progress: bool = True,
+        warm_start: Tokenizer | None = None,
     ) -> None:
+        """``warm_start``: a fitted RQ-VAE of the same shapes whose weights (encoder, decoder,
+        codebooks) replace the k-means init, so the new fit continues the previous one
+        (stable IDs across retrains, mmsid.align); the epochs then fine-tune it."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self._build()
+        state = self._warm_state(warm_start)
         model = self.module.to(device)
         n, get = batch_reader(x, device)  # a Rows catalogue: each batch read from the file
 
         def init() -> None:  # k-means init of every level on one batch's latents (TIGER)
+            if state is not None:
+                model.load_state_dict(state)
+                return
             first = get(init_rows(n, cfg.batch_size, cfg.codebook_size, cfg.seed).to(device))
             model.rq.init_from_data(model.encoder(first))
 

@@ -153,6 +153,29 @@ class Tokenizer:
     def _fit(self, x: torch.Tensor, **kw: Any) -> None:
         raise NotImplementedError
 
+    def _warm_state(self, warm_start: Tokenizer | None) -> dict[str, torch.Tensor] | None:
+        """The weights of ``warm_start`` (a fitted tokenizer of the same method and shapes)
+        to start this fit from, or None: stable IDs across retrains (mmsid.align), where the
+        new fit grows out of the previous one so that code j stays near code j. Call after
+        ``_build``."""
+        if warm_start is None:
+            return None
+        if warm_start.method != self.method or warm_start.module is None:
+            raise DataError(
+                f"warm start: a fitted {self.method} tokenizer is needed, got "
+                f"{warm_start.method}{'' if warm_start.module is not None else ' (not fitted)'}"
+            )
+        mine, theirs = self.module.state_dict(), warm_start.module.state_dict()
+        diff = [k for k in {*mine, *theirs} if k not in mine or k not in theirs] or [
+            k for k in mine if mine[k].shape != theirs[k].shape
+        ]
+        if diff:
+            raise DataError(
+                f"warm start: the previous {self.method} has other shapes ({sorted(diff)[0]}); "
+                "retrain with the previous run's settings and features, or drop --align-to"
+            )
+        return {k: v.detach().clone() for k, v in theirs.items()}
+
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

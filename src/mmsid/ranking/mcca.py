@@ -50,6 +50,7 @@ class MCCA(nn.Module):
         if joint not in sids:
             raise ValueError(f"MCCA needs the modal-joint SID set '{joint}' among {list(sids)}")
         self.n_items, self.joint = n_items, joint
+        self.pad = n_items  # the padding index (the catalogue's size after set_catalogue)
         self.names = list(sids)
         self.sid = nn.ModuleDict(
             {k: SIDEmbedding(v, codebook_size, cfg.dim) for k, v in sids.items()}
@@ -72,20 +73,37 @@ class MCCA(nn.Module):
         self.att_id = TargetAttention(d, d, hidden=cfg.attention_hidden, mode="concat")
         self.out = mlp([(len(self.names) + 3) * d, *cfg.mlp_hidden, 1])
 
+    def set_catalogue(self, codes: dict[str, np.ndarray]) -> None:
+        """Score a catalogue grown after training ({set: (N', L) codes}, the first ``n_items``
+        rows the trained items'): an added item has no id embedding (the zero padding row, as
+        in DIN.set_catalogue) and its SID embeddings from its codes."""
+        if set(codes) != set(self.sid):
+            raise ValueError(f"codes for SID sets {sorted(self.sid)}, got {sorted(codes)}")
+        sizes = {len(c) for c in codes.values()}
+        if len(sizes) != 1 or min(sizes) < self.n_items:
+            raise ValueError(f"every set needs the same N >= {self.n_items} rows")
+        for k, s in self.sid.items():
+            s.set_codes(codes[k])
+        self.pad = sizes.pop()
+
+    def _ids(self, items: torch.Tensor) -> torch.Tensor:
+        """(...) -> (..., d) id embeddings; items added after training and padding: zero."""
+        return self.item(items.clamp(max=self.n_items))
+
     def forward(self, batch: dict[str, torch.Tensor], *, return_weights: bool = False):
         hist = batch["history"]  # (B, H)
         mask = hist >= 0
-        h_items = torch.where(mask, hist, self.n_items)  # padding row
+        h_items = torch.where(mask, hist, self.pad)  # padding row
         m = mask.float()
         target = batch["item"]  # (B,)
         e_o = self.sid[self.joint](target)  # (B, d) joint-SID embedding of the target
-        e_r = self.item(target)  # (B, d)
+        e_r = self._ids(target)  # (B, d)
         pooled, weights = [], {}
         for z in self.names:
             h_z, w = self.att[z](self.sid[z](h_items), e_o, m)  # (B, d), (B, H)
             pooled.append(h_z)
             weights[z] = w
-        h_r, w = self.att_id(self.item(h_items), e_r, m)
+        h_r, w = self.att_id(self._ids(h_items), e_r, m)
         weights["id"] = w
         logit = self.out(torch.cat([*pooled, h_r, e_r, e_o], dim=-1)).squeeze(-1)  # (B,)
         return (logit, weights) if return_weights else logit

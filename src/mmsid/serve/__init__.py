@@ -12,8 +12,8 @@ Endpoints (OpenAPI schema at ``/openapi.json``, pages at ``/docs``):
 * ``POST /items``: assign SIDs to new items (:class:`mmsid.assign.Assigner`), all or none;
   with a token configured it needs ``Authorization: Bearer <token>``.
 * ``POST /recommend``: a history of item ids -> the top-k items.
-* ``POST /rank``: a history and candidate items -> click probabilities from a ``din-sid``
-  ranker trained on the run's IDs (an item added later: no id embedding, its SID's).
+* ``POST /rank``: a history and candidate items -> click probabilities from a ``din-sid`` or
+  ``mcca`` ranker trained on the run's IDs (an item added later: no id embedding, its SID's).
 
 Bad input gets a 4xx whose ``detail`` names the field; a request body over ``max_body`` bytes
 gets 413 before it is parsed. The service holds one store connection behind a lock (requests

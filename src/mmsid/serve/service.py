@@ -1,5 +1,5 @@
 """What the endpoints call, usable without HTTP: the store's catalogue in memory, new-item
-assignment, a parallel-SID retriever and a din-sid ranker over the catalogue as it grows."""
+assignment, a parallel-SID retriever and a din-sid or mcca ranker over the catalogue as it grows."""
 
 from __future__ import annotations
 
@@ -85,14 +85,18 @@ class Service:
         return np.asarray(t.item_ids)
 
     def _load_ranker(self, folder: Path, device: str) -> None:
-        """A `mmsid rank --model din-sid` run trained on this run's IDs (one SID set)."""
+        """A `mmsid rank --model din-sid|mcca` run trained on this run's IDs (one SID set:
+        the store assigns new items one SID, so a ranker reading per-modality sets could not
+        score them)."""
         from mmsid.ranking.din import DIN
+        from mmsid.ranking.mcca import MCCA
 
         f, saved, cfg = _saved_model(folder, "mmsid rank")
-        if cfg.get("model") != "din-sid" or len(cfg.get("sids") or {}) != 1:
+        if cfg.get("model") not in ("din-sid", "mcca") or len(cfg.get("sids") or {}) != 1:
             raise DataError(
                 f"{f}: a {cfg.get('model')} model over {len(cfg.get('sids') or {})} SID set(s); "
-                "ranking items added after training needs din-sid over this run's one SID table"
+                "ranking items added after training needs din-sid or mcca over this run's one "
+                "SID table (`--sids joint=RUN/sids.parquet`)"
             )
         ((name, path),) = cfg["sids"].items()
         ids = self._check_trained_ids(folder, path)
@@ -103,7 +107,10 @@ class Service:
         self._rank_set = name
         K = self.assigner.tok.codebook_size
         codes = np.zeros((n, self.codes.shape[1]), dtype=np.int64)
-        model = DIN(n, sids={name: codes}, codebook_size=K)
+        if cfg["model"] == "din-sid":
+            model = DIN(n, sids={name: codes}, codebook_size=K)
+        else:
+            model = MCCA(n, {name: codes}, joint=name, codebook_size=K)
         model.load_state_dict(saved["state"])
         self.ranker = model.to(device).eval()
         self.rank_history = int(cfg["protocol"]["max_history"])
@@ -234,7 +241,7 @@ class Service:
         ]
 
     def rank(self, history: list[str], candidates: list[str]) -> list[dict]:
-        """Click probabilities of ``candidates`` after ``history`` (din-sid ranker), in the
+        """Click probabilities of ``candidates`` after ``history`` (din-sid or mcca), in the
         candidates' order; items added after training are scored by their SIDs."""
         if self.ranker is None:
             raise LookupError("no ranker loaded: start the service with --ranker")
