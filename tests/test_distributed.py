@@ -189,3 +189,45 @@ def test_ema_codebooks_are_refused_in_a_process_group(monkeypatch):
     tok = tokenizer_for("rq-vae", levels=2, codebook_size=16, epochs=1, ema=True)
     with pytest.raises(ConfigError, match="EMA"):  # before any step or collective call
         tok.fit(_tok_data(), progress=False)
+
+
+class _ByHistory(nn.Module):
+    """A retriever whose top-k is a function of each row's history (sum of item ids)."""
+
+    def recommend(self, batch, k, *, beam):
+        h = batch["history"]
+        base = (h.clamp(min=0).sum(1) + batch["user"])[:, None]  # (B, 1)
+        items = base * 10 + torch.arange(k)  # (B, k)
+        return items, -items.float()
+
+
+def _split(n: int = 53):
+    from mmsid.retrieval.data import NextItemSplit
+
+    g = np.random.default_rng(2)
+    hist = g.integers(0, 50, size=(n, 6))
+    for i in range(n):  # varied lengths, -1 padded at the end
+        hist[i, g.integers(1, 7) :] = -1
+    return NextItemSplit(np.arange(n), hist, np.zeros(n, dtype=np.int64))
+
+
+def _recommend_worker(rank: int, world: int, port: int, out: str) -> None:
+    from mmsid.retrieval.run import recommend_all
+
+    _join(rank, world, port)
+    top = recommend_all(_ByHistory(), _split(), 4, beam=1, batch_size=5, device="cpu")
+    np.save(Path(out) / f"top{rank}.npy", top)
+    distributed.shutdown()
+
+
+def test_evaluation_is_sharded_and_every_rank_gets_the_whole(tmp_path):
+    """recommend_all in 2 processes: each scores every other row (by history length), and both
+    get all rows, in the split's order, equal to one process's result."""
+    from mmsid.retrieval.run import recommend_all
+
+    one = recommend_all(_ByHistory(), _split(), 4, beam=1, batch_size=5, device="cpu")
+    _spawn(_recommend_worker, str(tmp_path))
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(tmp_path / f"top{rank}.npy"), one)
+    s = _split()
+    np.testing.assert_array_equal(one[:, 0], (s.history.clip(0).sum(1) + s.user) * 10)

@@ -137,7 +137,8 @@ def recommend_all(
         )
         top[s : s + len(idx)] = items.cpu().numpy()
     out = np.empty((len(split), k), dtype=np.int64)
-    out[distributed.gather_rows(mine)] = distributed.gather_rows(top)
+    rows = distributed.gather_rows(np.concatenate([mine[:, None], top], axis=1))  # one gather
+    out[rows[:, 0]] = rows[:, 1:]
     return out
 
 
