@@ -107,6 +107,12 @@ def one(dataset: str, method: str, seed: int) -> dict:
     return out
 
 
+def num(c: dict, digits: int) -> str:
+    """A mean over seeds, or "n/a" where no seed has the figure (coherence of full SIDs when
+    no two items share one)."""
+    return "n/a" if c["mean"] is None else f"{c['mean']:.{digits}f}"
+
+
 def f(c: dict) -> str:
     return f"{c['mean'] * 100:.1f}% ± {(c['ci'] or 0.0) * 100:.1f}"
 
@@ -176,10 +182,9 @@ def main() -> None:
             lines.append(
                 f"| {ds} | {method} | {name} | {f(agg['changed_any'])} | "
                 + " | ".join(f(c) for c in agg["changed_by_level"])
-                + f" | {f(agg['changed_full_sid'])} | {agg['utilization_min']['mean']:.3f} | "
-                f"{agg['collision_rate']['mean']:.3f} | "
-                f"{agg['reconstruction']['mean']:.4f} | "
-                f"{agg['coherence_last_level']['mean']:.3f} |"
+                + f" | {f(agg['changed_full_sid'])} | {num(agg['utilization_min'], 3)} | "
+                f"{num(agg['collision_rate'], 3)} | {num(agg['reconstruction'], 4)} | "
+                f"{num(agg['coherence_last_level'], 3)} |"
             )
         relabel = mean_ci([r["aligned"]["relabel_only"]["any_level"] for r in runs])
         res["cells"][cell]["aligned_before_relabel"] = relabel
@@ -193,7 +198,7 @@ def main() -> None:
         "of items sharing all three codes with another, the tokenizer's own fit error (RQ-KMeans:",
         "residual MSE after level 3; OPQ: squared reconstruction error; RQ-VAE and MMQ: the last",
         "epoch's reconstruction loss; lower is better, comparable within a tokenizer only), mean",
-        "cosine of items sharing all three codes.",
+        "cosine of items sharing all three codes (n/a: no two items share all three).",
     ]
     write_json(RESULTS / "stability.json", res)
     write_text(RESULTS / "stability.md", "\n".join(lines) + "\n")
