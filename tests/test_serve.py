@@ -211,7 +211,6 @@ def test_changed_content_is_a_409_unless_replace(client, service, lfm2k):
 def test_rank_matches_the_trained_ranker_and_scores_new_items(client, service, runs, lfm2k):
     """Trained items: the served scores are the rank stage's model's own. An item added after
     training with item j's content: the model's score of j with j's id embedding zeroed."""
-    import copy
 
     from mmsid.ids import SIDTable
     from mmsid.io import load_torch
@@ -221,21 +220,7 @@ def test_rank_matches_the_trained_ranker_and_scores_new_items(client, service, r
     ref = DIN(len(t.item_ids), sids={"joint": t.codes}, codebook_size=256)
     ref.load_state_dict(load_torch(runs[2] / "model.pt")["state"])
     ref.eval()
-    hist, cands = ["10", "20", "30"], ["40", "50", "60"]
-    got = client.post("/rank", json={"history": hist, "candidates": cands}).json()["scores"]
-    H = service.rank_history
-    row = torch.full((3, H), -1, dtype=torch.long)
-    row[:, :3] = torch.tensor([10, 20, 30])
-    want = ref.predict({"history": row, "item": torch.tensor([40, 50, 60])}).tolist()
-    assert [g["score"] for g in got] == pytest.approx(want, abs=1e-6)
-    body = {"items": [{"item": "late", "embeddings": _vectors(service, [50], lfm2k)[0]}]}
-    assert client.post("/items", json=body, headers=AUTH).status_code == 200
-    late = client.post("/rank", json={"history": hist, "candidates": ["late"]}).json()
-    blank = copy.deepcopy(ref)
-    with torch.no_grad():
-        blank.item.weight[50].zero_()
-    want = blank.predict({"history": row[:1], "item": torch.tensor([50])}).item()
-    assert late["scores"][0]["score"] == pytest.approx(want, abs=1e-6)
+    _served_scores_are_the_models(client, service, ref, lfm2k)
     r = client.post("/rank", json={"history": ["late"], "candidates": ["nope"]})
     assert r.status_code == 404 and "nope" in r.json()["detail"]
     assert client.post("/rank", json={"history": [], "candidates": []}).status_code == 422
@@ -393,7 +378,6 @@ def test_rank_serves_mcca_and_scores_new_items(runs, real_data_dir, tmp_path, lf
     """An MCCA ranker over the run's IDs behind /rank: trained items get the model's own
     scores; an item added after training with item j's content scores as j with j's id
     embedding zeroed (its SID embeddings from the store's codes)."""
-    import copy
     import shutil
 
     from mmsid.ids import SIDTable
@@ -422,21 +406,29 @@ def test_rank_serves_mcca_and_scores_new_items(runs, real_data_dir, tmp_path, lf
         ref = MCCA(len(t.item_ids), {"joint": t.codes}, joint="joint", codebook_size=256)
         ref.load_state_dict(load_torch(tmp_path / "mcca" / "model.pt")["state"])
         ref.eval()
-        hist, cands = ["10", "20", "30"], ["40", "50", "60"]
-        got = client.post("/rank", json={"history": hist, "candidates": cands}).json()["scores"]
-        row = torch.full((3, svc.rank_history), -1, dtype=torch.long)
-        row[:, :3] = torch.tensor([10, 20, 30])
-        want = ref.predict({"history": row, "item": torch.tensor([40, 50, 60])}).tolist()
-        assert [g["score"] for g in got] == pytest.approx(want, abs=1e-6)
-        body = {"items": [{"item": "late", "embeddings": _vectors(svc, [50], lfm2k)[0]}]}
-        assert client.post("/items", json=body, headers=AUTH).status_code == 200
-        late = client.post("/rank", json={"history": hist, "candidates": ["late"]}).json()
-        blank = copy.deepcopy(ref)
-        with torch.no_grad():
-            blank.item.weight[50].zero_()
-        want = blank.predict({"history": row[:1], "item": torch.tensor([50])}).item()
-        assert late["scores"][0]["score"] == pytest.approx(want, abs=1e-6)
-        trained = ref.predict({"history": row[:1], "item": torch.tensor([50])}).item()
-        assert want != pytest.approx(trained, abs=1e-9)  # the id embedding mattered
+        _served_scores_are_the_models(client, svc, ref, lfm2k)
     finally:
         svc.assigner.close()
+
+
+def _served_scores_are_the_models(client, service, ref, lfm2k) -> None:
+    """/rank gives the trained model ``ref``'s own scores; an item added after training with
+    item 50's content scores as 50 with 50's id embedding zeroed (and that embedding mattered)."""
+    import copy
+
+    hist, cands = ["10", "20", "30"], ["40", "50", "60"]
+    got = client.post("/rank", json={"history": hist, "candidates": cands}).json()["scores"]
+    row = torch.full((3, service.rank_history), -1, dtype=torch.long)
+    row[:, :3] = torch.tensor([10, 20, 30])
+    want = ref.predict({"history": row, "item": torch.tensor([40, 50, 60])}).tolist()
+    assert [g["score"] for g in got] == pytest.approx(want, abs=1e-6)
+    body = {"items": [{"item": "late", "embeddings": _vectors(service, [50], lfm2k)[0]}]}
+    assert client.post("/items", json=body, headers=AUTH).status_code == 200
+    late = client.post("/rank", json={"history": hist, "candidates": ["late"]}).json()
+    blank = copy.deepcopy(ref)
+    with torch.no_grad():
+        blank.item.weight[50].zero_()
+    one = {"history": row[:1], "item": torch.tensor([50])}
+    want = blank.predict(one).item()
+    assert late["scores"][0]["score"] == pytest.approx(want, abs=1e-6)
+    assert want != pytest.approx(ref.predict(one).item(), abs=1e-9)

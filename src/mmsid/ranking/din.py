@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmsid.ranking.layers import SIDEmbedding, TargetAttention, mlp
+from mmsid.ranking.layers import SIDEmbedding, TargetAttention, grow_catalogue, mlp
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,7 @@ class DIN(nn.Module):
         """Score a catalogue grown after training ({set: (N', L) codes}, the first ``n_items``
         rows the trained items'): an added item has no id embedding (the zero padding row,
         as an item never seen) and its SID embeddings from its codes."""
-        if set(codes) != set(self.sid):
-            raise ValueError(f"codes for SID sets {sorted(self.sid)}, got {sorted(codes)}")
-        sizes = {len(c) for c in codes.values()}
-        if len(sizes) != 1 or min(sizes) < self.n_items:
-            raise ValueError(f"every set needs the same N >= {self.n_items} rows")
-        for k, s in self.sid.items():
-            s.set_codes(codes[k])
-        self.pad = sizes.pop()
+        self.pad = grow_catalogue(self.sid, self.n_items, codes)
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
         """(...) item indices (``self.pad`` = padding) -> (..., d)."""

@@ -56,6 +56,20 @@ class SIDEmbedding(nn.Module):
         return sum(t(c[..., j]) for j, t in enumerate(self.tables))
 
 
+def grow_catalogue(sid: nn.ModuleDict, n_items: int, codes: dict[str, np.ndarray]) -> int:
+    """Point every SIDEmbedding of ``sid`` at a catalogue grown after training ({set: (N', L)
+    codes}, the first ``n_items`` rows the trained items'); returns N', the new padding index.
+    The rankers' ``set_catalogue`` (an added item has no id embedding, only its SID's)."""
+    if set(codes) != set(sid):
+        raise ValueError(f"codes for SID sets {sorted(sid)}, got {sorted(codes)}")
+    sizes = {len(c) for c in codes.values()}
+    if len(sizes) != 1 or min(sizes) < n_items:
+        raise ValueError(f"every set needs the same N >= {n_items} rows")
+    for k, s in sid.items():
+        s.set_codes(codes[k])
+    return sizes.pop()
+
+
 class TargetAttention(nn.Module):
     """DIN activation unit: weight_j = a(features of history item j and the target), no softmax
     (DIN keeps the intensity of interest); padded positions get weight 0.

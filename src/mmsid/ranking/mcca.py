@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mmsid.ranking.layers import SIDEmbedding, TargetAttention, mlp
+from mmsid.ranking.layers import SIDEmbedding, TargetAttention, grow_catalogue, mlp
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,7 @@ class MCCA(nn.Module):
         """Score a catalogue grown after training ({set: (N', L) codes}, the first ``n_items``
         rows the trained items'): an added item has no id embedding (the zero padding row, as
         in DIN.set_catalogue) and its SID embeddings from its codes."""
-        if set(codes) != set(self.sid):
-            raise ValueError(f"codes for SID sets {sorted(self.sid)}, got {sorted(codes)}")
-        sizes = {len(c) for c in codes.values()}
-        if len(sizes) != 1 or min(sizes) < self.n_items:
-            raise ValueError(f"every set needs the same N >= {self.n_items} rows")
-        for k, s in self.sid.items():
-            s.set_codes(codes[k])
-        self.pad = sizes.pop()
+        self.pad = grow_catalogue(self.sid, self.n_items, codes)
 
     def _ids(self, items: torch.Tensor) -> torch.Tensor:
         """(...) -> (..., d) id embeddings; items added after training and padding: zero."""
