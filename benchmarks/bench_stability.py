@@ -16,8 +16,10 @@ smaller set, for CPU time). Writes benchmarks/results/stability.{json,md}.
 parallel-SID retriever on the naive retrain's RQ-KMeans IDs and one on the aligned retrain's
 (same seed, same settings, a CPU-sized model: width 128, 2 layers, early stopping on
 validation Recall@10, at most 30 epochs); test Recall/NDCG@10 as mean ± 95% CI over
-seeds, and a paired bootstrap over the same test users (seeds pooled). Writes
-benchmarks/results/alignment_cost.{json,md}.
+seeds, and a paired bootstrap over the same test users (seeds pooled); content-kNN and
+popularity on the same protocol for reference (the cold column: test users whose next item is
+one of the protocol's cold items, which got their IDs from ``transform`` after the fit).
+Writes benchmarks/results/alignment_cost.{json,md}.
 """
 
 from __future__ import annotations
@@ -233,6 +235,17 @@ def retrieve(dataset: str, tok_run: Path, seed: int) -> Path:
     return out
 
 
+def baseline(dataset: str, model: str) -> dict:
+    """A deterministic reference on the same protocol: popularity, or content-kNN (the cold
+    items' only other way in: nearest warm items by content)."""
+    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+
+    out = RUNS / dataset / f"retrieve-{model}"
+    if not (out / "metrics.json").exists():
+        run_retrieve(RetrieveConfig(dataset=dataset, model=model, out=str(out)), progress=False)
+    return json.loads((out / "metrics.json").read_text())["test"]
+
+
 def retrieval_cost(datasets: list[str], seeds: list[int], command: str, commit: str) -> None:
     from mmsid.eval.stats import paired_users, per_user
 
@@ -248,6 +261,8 @@ def retrieval_cost(datasets: list[str], seeds: list[int], command: str, commit: 
         "256, dropout 0.2, temperature 0.07; early stopping on validation Recall@10, patience 5,",
         f"at most {EPOCHS_RETRIEVAL} epochs). Test figures, mean ± 95% CI over seeds; the paired",
         "difference (aligned - naive) is a bootstrap over the same test users, seeds pooled.",
+        "Cold items: test users whose next item is one of the protocol's cold items (in no",
+        "training input; its SID from `transform`, as an item added after the fit).",
         "",
         f"Command: `{command}` (commit {commit}, seeds {seeds}).",
         "",
@@ -292,6 +307,13 @@ def retrieval_cost(datasets: list[str], seeds: list[int], command: str, commit: 
                 f"| {ds} | {name} | {g(agg['recall@10'])} | {g(agg['ndcg@10'])} | "
                 f"{g(agg['cold_recall@10'])} ({agg['cold_users']} users) | "
                 f"{', '.join(map(str, agg['epochs_run']))} |"
+            )
+        for model in ("content-knn", "popularity"):
+            t = baseline(ds, model)
+            res["datasets"][ds][model] = t
+            lines.append(
+                f"| {ds} | {model} (deterministic, for reference) | {t['all']['recall@10']:.4f} | "
+                f"{t['all']['ndcg@10']:.4f} | {t['cold']['recall@10']:.4f} | |"
             )
         for metric in ("recall@10", "ndcg@10"):
             a = np.stack([per_user(r["rank"], metric) for r in per["aligned"]])
