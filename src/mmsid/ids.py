@@ -172,10 +172,10 @@ def load_sid_sets(path: str | Path) -> dict[str, SIDTable]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: SID table not found; create it with `mmsid tokenize`")
-    check_file(path)
     meta = pq.read_schema(path).metadata or {}
     if b"mmsid.sets" not in meta:
-        return {"joint": SIDTable.load(path)}
+        return {"joint": SIDTable.load(path)}  # which checks the file's recorded bytes
+    check_file(path)
     df = pq.read_table(path).to_pandas()
     out = {}
     for n, m in json.loads(meta[b"mmsid.sets"]).items():

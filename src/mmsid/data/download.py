@@ -135,6 +135,7 @@ def resolve_data_dir(
     data_dir: str | os.PathLike | None = None,
     *,
     download_missing: bool = True,
+    optional: tuple[str, ...] = (),
 ) -> Path:
     """Return the folder that holds data set ``name`` with every file in ``required``.
 
@@ -157,7 +158,8 @@ def resolve_data_dir(
                 f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}. Place them "
                 f"there, or unset {ENV_DATA_DIR} to download them into {cache_dir()}"
             )
-        verify(name, folder, required, fix="restore the published file")
+        present = [*required, *_present(folder, optional)]
+        verify(name, folder, present, fix="restore the published file")
         return folder
     folder = cache_dir() / "datasets" / name
     if _missing(folder, required) and download_missing:
@@ -165,11 +167,29 @@ def resolve_data_dir(
     missing = _missing(folder, required)
     if missing:
         raise DataError(_offline_message(name, folder, missing))
-    verify(name, folder, required, fix="delete it and run again to download it anew")
+    verify(
+        name,
+        folder,
+        [*required, *_present(folder, optional)],
+        fix="delete it and run again to download it anew",
+    )
     return folder
 
 
-_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> SHA-256
+def _present(folder: Path, optional: tuple[str, ...]) -> list[str]:
+    return [r for r in optional if (folder / r).exists()]
+
+
+_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> SHA-256
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of ``path``, computed once per file version in a process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = sha256_file(path)
+    return _digests[key]
 
 
 def verify(name: str, folder: Path, files: list[str], *, fix: str) -> None:
@@ -183,16 +203,13 @@ def verify(name: str, folder: Path, files: list[str], *, fix: str) -> None:
         if meta is None:
             continue
         path = folder / rel
-        st = path.stat()
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _verified:
-            _verified[key] = sha256_file(path)
-        if _verified[key] != meta["sha256"]:
+        got = _digest(path)
+        if got != meta["sha256"]:
             raise DataError(
-                f"{path}: not the published file of data set '{name}' ({st.st_size} bytes, "
-                f"expected {meta['size']}; SHA-256 {_verified[key][:12]}..., expected "
-                f"{meta['sha256'][:12]}... from mmsid/data/manifest.json): it is damaged, cut "
-                f"short or another version. Fix: {fix}; or, for a copy you changed on "
+                f"{path}: not the published file of data set '{name}' "
+                f"({path.stat().st_size} bytes, expected {meta['size']}; SHA-256 {got[:12]}..., "
+                f"expected {meta['sha256'][:12]}... from mmsid/data/manifest.json): it is "
+                f"damaged, cut short or another version. Fix: {fix}; or, for a copy you changed on "
                 f"purpose, set {ENV_VERIFY}=0"
             )
 
@@ -240,7 +257,7 @@ def download(name: str, folder: Path | None = None) -> Path:
     todo = {
         rel
         for rel, meta in wanted.items()
-        if not (folder / rel).exists() or sha256_file(folder / rel) != meta["sha256"]
+        if not (folder / rel).exists() or _digest(folder / rel) != meta["sha256"]
     }
     if not todo:
         return folder

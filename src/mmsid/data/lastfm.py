@@ -16,7 +16,7 @@ from mmsid.data.base import (
     guarded,
     reading,
 )
-from mmsid.data.download import resolve_data_dir, verify
+from mmsid.data.download import resolve_data_dir
 from mmsid.errors import DataError
 
 NAME = "lfm2k-mm"
@@ -28,6 +28,7 @@ REQUIRED = [
     "vggish.npy",
     "whisper.npy",
 ]
+OPTIONAL = ("artists.dat",)  # artist names for the item table, when present
 SPLITS = {0: "train", 1: "valid", 2: "test"}
 EMBEDDINGS = {
     "text_minilm": "all-MiniLM-L6-v2.npy",
@@ -45,7 +46,7 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     MiniLM like every text), ``text_minilm`` (the shipped MiniLM features), ``audio_vggish``,
     ``audio_whisper``.
     """
-    folder = resolve_data_dir(NAME, REQUIRED, data_dir)
+    folder = resolve_data_dir(NAME, REQUIRED, data_dir, optional=OPTIONAL)
     path = folder / "lfm2k.inter"
     df = pd.read_csv(reading(path), sep="\t", dtype=str)
     check_numeric(df, ["userID", "itemID", "rating", "x_label"], source=str(path))
@@ -87,7 +88,6 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     ]
     names = {}
     if (folder / "artists.dat").exists():
-        verify(NAME, folder, ["artists.dat"], fix="restore the published file")
         art = pd.read_csv(reading(folder / "artists.dat"), sep="\t", dtype=str)
         names = dict(zip(art["id"].astype(int), art["name"]))
 

@@ -83,15 +83,15 @@ class RQKMeansTokenizer(Tokenizer):
         ]
 
     def _warm(self, warm_start: Tokenizer | None) -> torch.Tensor | None:
-        if warm_start is None:
+        """The previous fit's codebooks (L, K, d) to start each level's k-means from."""
+        state = self._warm_state(warm_start)  # same method and shapes, or DataError
+        if state is None:
             return None
-        init = warm_start.module.codebooks.data
-        if init.shape != self.module.codebooks.shape or self.cfg.backend != "torch":
+        if self.cfg.backend != "torch":
             raise DataError(
-                f"warm start: codebooks {tuple(init.shape)} (torch backend only) cannot "
-                f"start a fit of {tuple(self.module.codebooks.shape)}"
+                "warm start: RQ-KMeans starts from given codebooks on the torch backend only"
             )
-        return init
+        return state["codebooks"]
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.module.to(x.device).encode(x)

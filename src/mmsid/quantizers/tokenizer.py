@@ -166,9 +166,7 @@ class Tokenizer:
                 f"{warm_start.method}{'' if warm_start.module is not None else ' (not fitted)'}"
             )
         mine, theirs = self.module.state_dict(), warm_start.module.state_dict()
-        diff = [k for k in {*mine, *theirs} if k not in mine or k not in theirs] or [
-            k for k in mine if mine[k].shape != theirs[k].shape
-        ]
+        diff = set(mine) ^ set(theirs) or {k for k in mine if mine[k].shape != theirs[k].shape}
         if diff:
             raise DataError(
                 f"warm start: the previous {self.method} has other shapes ({sorted(diff)[0]}); "
