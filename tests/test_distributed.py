@@ -5,6 +5,7 @@ benchmarks/bench_distributed.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from pathlib import Path
@@ -231,3 +232,82 @@ def test_evaluation_is_sharded_and_every_rank_gets_the_whole(tmp_path):
         np.testing.assert_array_equal(np.load(tmp_path / f"top{rank}.npy"), one)
     s = _split()
     np.testing.assert_array_equal(one[:, 0], (s.history.clip(0).sum(1) + s.user) * 10)
+
+
+def _sequence_model(which: str):
+    """A small TIGER or MCCA over synthetic data, its batch maker, and the row count: the two
+    trained components of issue 19 beyond SASRec and the tokenizers."""
+    import itertools
+
+    g = np.random.default_rng(4)
+    n_items, n_rows, H = 40, 91, 6  # the last batch (27) splits 14 + 13: scaled shares
+    hist = g.integers(0, n_items, size=(n_rows, H))
+    for i in range(n_rows):  # varied lengths, -1 padded at the end: shards differ in length
+        hist[i, g.integers(1, H + 1) :] = -1
+    data = {
+        "user": torch.from_numpy(g.integers(0, 30, n_rows)),
+        "history": torch.from_numpy(hist),
+        "target": torch.from_numpy(g.integers(0, n_items, n_rows)),
+        "item": torch.from_numpy(g.integers(0, n_items, n_rows)),
+        "label": torch.from_numpy(g.integers(0, 2, n_rows).astype(np.float32)),
+    }
+    torch.manual_seed(0)
+    if which == "tiger":
+        from mmsid.retrieval.tiger import TIGER, TIGERConfig
+
+        sids = np.array(list(itertools.product(range(4), range(4), range(3)))[:n_items])
+        cfg = TIGERConfig(
+            d_model=16, n_heads=2, d_head=8, d_ff=32, enc_layers=1, dec_layers=1, dropout=0.0
+        )
+        model = TIGER(sids, [4, 4, 3], dataclasses.replace(cfg, max_history=H))
+        keys = ("user", "history", "target")
+    else:
+        from mmsid.ranking.mcca import MCCA, MCCAConfig
+
+        codes = {s: g.integers(0, 8, size=(n_items, 3)) for s in ("joint", "text")}
+        model = MCCA(n_items, codes, joint="joint", codebook_size=8, cfg=MCCAConfig(dim=8))
+        keys = ("user", "history", "item", "label")
+    return model, (lambda idx: {k: data[k][torch.as_tensor(idx)] for k in keys}), n_rows
+
+
+def _fit_model(which: str) -> tuple[list[dict], dict]:
+    model, make_batch, n = _sequence_model(which)
+
+    def batches(rng):
+        perm = rng.permutation(n)
+        return [perm[i : i + BATCH] for i in range(0, n, BATCH)]
+
+    hist = train(
+        model,
+        LoopConfig(epochs=2, lr=0.01, log_steps=True, seed=3),
+        batches=batches,
+        make_batch=make_batch,
+        evaluate=lambda m: {"neg_loss": -float(m.loss(make_batch(np.arange(n))).detach())},
+        select="neg_loss",
+        progress=False,
+    )
+    return hist, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _model_worker(rank: int, world: int, port: int, out: str, which: str) -> None:
+    _join(rank, world, port)
+    hist, state = _fit_model(which)
+    world_seen = distributed.context().world  # the group was joined: the ranks split batches
+    torch.save({"hist": hist, "state": state, "world": world_seen}, Path(out) / f"{which}{rank}.pt")
+    distributed.shutdown()
+
+
+@pytest.mark.parametrize("which", ["tiger", "mcca"])
+def test_tiger_and_mcca_train_in_two_processes_as_in_one(tmp_path, which):
+    """TIGER (encoder-decoder; each rank's shard drops its own all-padding history slots) and
+    MCCA under a 2-process group: the global batch's per-step losses and the final weights
+    equal one process's, and both ranks hold the same weights."""
+    _spawn(_model_worker, str(tmp_path), which)
+    r0, r1 = (torch.load(tmp_path / f"{which}{r}.pt") for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    ref_hist, ref_state = _fit_model(which)
+    assert len(_steps(ref_hist)) == 2 * 3  # 91 rows in batches of 32, 2 epochs
+    np.testing.assert_allclose(_steps(r0["hist"]), _steps(ref_hist), rtol=1e-5, atol=1e-6)
+    for k in ref_state:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+        torch.testing.assert_close(r0["state"][k], ref_state[k], rtol=1e-4, atol=1e-5)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmsid.quantizers.mmq import MMQ, MMQConfig, MMQTokenizer, sid_length
+from mmsid.quantizers.mmq import MMQ, MMQConfig, sid_length
+from mmsid.quantizers.mmq_tokenizer import MMQTokenizer
 from mmsid.quantizers.rqvae import RQVAE, RQVAEConfig
 
 SMALL = dict(codebook_size=8, latent_dim=4, hidden=(16,), dead_code_threshold=0)
@@ -111,7 +112,7 @@ def test_tokenizer_fit_finetune_save_load(tmp_path):
     x = torch.cat([a, b], 1).numpy()
     tok = MMQTokenizer(MMQConfig(modality_dims=(6, 5), epochs=3, finetune_epochs=2, **SMALL))
     tok.fit(x, progress=False)
-    assert tok.levels == 3 and tok.transform(x).shape == (200, 3)
+    assert tok.levels == 6 and tok.transform(x).shape == (200, 6)
     pairs = np.stack([np.arange(199), np.arange(1, 200)], 1)
     report = tok.finetune(x, pairs, progress=False)
     assert 0.0 <= report["sid_changed_share"] <= 1.0 and report["pairs"] == 199
@@ -122,23 +123,92 @@ def test_tokenizer_fit_finetune_save_load(tmp_path):
     assert np.array_equal(again.transform(x), tok.transform(x))
 
 
-def test_one_modality_default_layout_is_as_long_as_the_other_tokenizers():
-    """A text-only catalogue: the shared expert takes the missing levels (2 + 1 codes, the
-    same SID length as RQ-VAE's 3), and both stages run on it; layouts of 2 or 3 modalities
-    are unchanged (M + 1 one-level codes)."""
+def test_default_layout_routes_two_experts_per_group_and_ablations_keep_their_length():
+    """Default: 2 shared + 2 specific experts per modality, one level each; the SID holds
+    every expert's codes (6 for two modalities, 4 for one); shared-only keeps the full
+    model's length, one-expert is the M + 1 layout; both stages run on one modality."""
     from mmsid.tokenize import TokenizeConfig, mmq_settings
 
-    cfg = TokenizeConfig(dataset="x", method="mmq", levels=3, epochs=3, finetune_epochs=1)
+    cfg = TokenizeConfig(dataset="x", method="mmq", epochs=3, finetune_epochs=1)
+    for dims, n in (((6,), 4), ((6, 5), 6), ((6, 5, 4), 8)):
+        assert sid_length(MMQConfig(**mmq_settings(cfg, dims))) == n
+    longer = TokenizeConfig(dataset="x", method="mmq", expert_levels=2)
+    assert sid_length(MMQConfig(**mmq_settings(longer, (6, 5)))) == 12
+
+    def layout(ablation, dims=(6, 5)):
+        s = mmq_settings(TokenizeConfig(dataset="x", ablation=ablation), dims)
+        return s["n_shared"], s["n_specific"], sid_length(MMQConfig(**s))
+
+    assert layout("shared-only") == (6, 0, 6)
+    assert layout("specific-only") == (0, 2, 4)
+    assert layout("one-expert") == (1, 1, 3)
     one = mmq_settings(cfg, (6,))
-    assert one["shared_levels"] == 2 and sid_length(MMQConfig(**one)) == 3
-    for dims in ((6, 5), (6, 5, 4)):
-        s = mmq_settings(cfg, dims)
-        assert s["shared_levels"] == 1 and sid_length(MMQConfig(**s)) == len(dims) + 1
-    shared_only = mmq_settings(TokenizeConfig(dataset="x", ablation="shared-only"), (6,))
-    assert sid_length(MMQConfig(**shared_only)) == 3
     x = two_modalities(n=200)[0].numpy()
     tok = MMQTokenizer(MMQConfig(**{**one, **SMALL}))
     tok.fit(x, progress=False)
-    assert tok.transform(x).shape == (200, 3)
+    assert tok.transform(x).shape == (200, 4)
     pairs = np.stack([np.arange(199), np.arange(1, 200)], 1)
     assert tok.finetune(x, pairs, progress=False)["pairs"] == 199
+
+
+def test_gate_terms_balance_batches_and_sharpen_items():
+    """balance is 0 for even use and n - 1 for one expert; entropy is 1 for uniform gates and
+    0 for one-hot ones; items without the group's input do not count."""
+    from mmsid.quantizers.mmq import gate_balance, gate_entropy
+
+    on = torch.ones(4)
+    uniform = torch.full((4, 2), 0.5)
+    onehot_even = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    collapsed = torch.tensor([[1.0, 0.0]] * 4)
+    assert float(gate_balance(uniform, on)) == pytest.approx(0.0)
+    assert float(gate_balance(onehot_even, on)) == pytest.approx(0.0)
+    assert float(gate_balance(collapsed, on)) == pytest.approx(1.0)
+    assert float(gate_entropy(uniform, on)) == pytest.approx(1.0)
+    assert float(gate_entropy(onehot_even, on)) == pytest.approx(0.0, abs=1e-6)
+    half = torch.tensor([1.0, 1.0, 0.0, 0.0])  # the uniform rows are absent
+    mixed = torch.cat([collapsed[:2], uniform[:2]])
+    assert float(gate_entropy(mixed, half)) == pytest.approx(0.0, abs=1e-6)
+    assert float(gate_balance(mixed, half)) == pytest.approx(1.0)
+
+
+def test_gate_terms_route_items_and_the_report_names_every_expert():
+    """With the sharpness and balance terms on, a fit routes items (mean gate entropy well
+    below 1) while using both experts of each group; the diagnostics list every expert with
+    its SID positions, gate mass and code utilization."""
+    a, b = two_modalities(n=256)
+    x = torch.cat([a, b], 1).numpy()
+    kw = dict(modality_dims=(6, 5), epochs=30, batch_size=64, lr=1e-2, **SMALL)
+    routed = MMQTokenizer(MMQConfig(gate_balance=0.5, gate_sharpness=1.0, **kw))
+    routed.fit(x, progress=False)
+    flat = MMQTokenizer(MMQConfig(gate_balance=0.0, gate_sharpness=0.0, **kw))
+    flat.fit(x, progress=False)
+    d, f = routed.diagnostics(x, ["a", "b"]), flat.diagnostics(x, ["a", "b"])
+    assert set(d["gates"]) == {"shared", "a", "b"}
+    for g in d["gates"]:
+        assert d["gates"][g]["entropy"] < f["gates"][g]["entropy"]
+        assert d["gates"][g]["entropy"] < 0.5
+        assert min(d["gates"][g]["mass"]) > 0.3  # both experts keep a share of the items
+    positions = [e["positions"] for e in d["experts"]]
+    assert positions == [[i, i + 1] for i in range(6)]
+    assert [e["group"] for e in d["experts"]] == ["shared"] * 2 + ["a"] * 2 + ["b"] * 2
+    assert all(0 < e["utilization"][0] <= 1 for e in d["experts"])
+
+
+def test_control_twin_fine_tunes_without_the_behavior_term():
+    """The control starts from the same stage-1 weights, and its behavior head gets no
+    gradient from the contrastive loss; with the same pairs and shuffles the two differ only
+    through that term."""
+    a, b = two_modalities(n=200)
+    x = torch.cat([a, b], 1).numpy()
+    tok = MMQTokenizer(MMQConfig(modality_dims=(6, 5), epochs=3, finetune_epochs=2, **SMALL))
+    tok.fit(x, progress=False)
+    twin = tok.control()
+    assert twin.cfg.behavior_weight == 0.0 and tok.cfg.behavior_weight == 1.0
+    assert np.array_equal(twin.transform(x), tok.transform(x))
+    pairs = np.stack([np.arange(199), np.arange(1, 200)], 1)
+    tok.finetune(x, pairs, progress=False)
+    twin.finetune(x, pairs, progress=False)
+    assert twin.history[-1]["behavior"] == 0.0 and tok.history[-1]["behavior"] > 0.0
+    a0 = dict(twin.module.named_parameters())["shared.0.0.weight"]
+    a1 = dict(tok.module.named_parameters())["shared.0.0.weight"]
+    assert not torch.equal(a0, a1)  # the behavior term moved the fine-tuned experts

@@ -52,6 +52,43 @@ def test_unknown_keys_name_the_closest(tmp_path):
         resolve_config("ml100k-mm", "x", sets=["protocol.cold_fraction=1.5"])
 
 
+def test_plan_of_mmq_ablations_and_equal_length_ids():
+    """mmq-<ablation> methods are stage-1 fits of their own with the ablation set; mmq, mmq+ft
+    and its control share one stage and read its three SID files; tokenizer.levels 0 makes the
+    residual tokenizers as long as MMQ's SID (6 codes on text + image), named so."""
+    from mmsid.pipeline.plan import plan
+
+    cfg = resolve_config(
+        "ml100k-mm",
+        "runs/x",
+        cli={
+            "methods": "rq-kmeans,psrq,mmq,mmq+ft,mmq+ft-control,mmq-no-orth,mmq-one-expert",
+            "tasks": "ranking",
+        },
+        sets=["tokenizer.levels=0", "ranking.mcca=false"],
+    )
+    stages = {st.name: st for st in plan(cfg)}
+    tok = {n.split("tokenize-")[1]: st for n, st in stages.items() if "/tokenize-" in n}
+    assert set(tok) == {"rq-kmeans", "psrq", "mmq+ft", "mmq-no-orth", "mmq-one-expert"}
+    assert tok["rq-kmeans"].config["levels"] == tok["psrq"].config["levels"] == 6
+    assert "ablation" not in tok["rq-kmeans"].config  # MMQ settings stay out of others' keys
+    assert tok["mmq-no-orth"].config["ablation"] == "no-orth"
+    assert tok["mmq-one-expert"].config["finetune"] is None
+    assert tok["mmq+ft"].config["finetune_control"] is True
+    reads = {
+        st.row: st.config["sids"]["joint"]
+        for st in stages.values()
+        if st.name.startswith("seed0/ranking-din-sid")
+    }
+    files = {row.split("(")[0].removeprefix("din + "): p.split("/")[-1] for row, p in reads.items()}
+    assert files["mmq"] == "sids_stage1.parquet"
+    assert files["mmq+ft"] == "sids.parquet"
+    assert files["mmq+ft-control"] == "sids_control.parquet"
+    rows = set(reads)
+    assert "din + rq-kmeans(L=6) SID" in rows and "din + psrq(alpha=0.25, L=6) SID" in rows
+    assert "din + mmq-one-expert(1 shared + 1 specific/modality) SID" in rows
+
+
 TINY = [
     "tokenizer.codebook_size=32",
     "tokenizer.epochs=2",
@@ -86,19 +123,32 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     cfg = resolve_config(
         "lfm2k-mm",
         str(out),
-        cli={"methods": "mmq,mmq+ft", "data_dir": str(real_data_dir), "seeds": "0,1"},
+        cli={
+            "methods": "mmq,mmq+ft,mmq+ft-control",
+            "data_dir": str(real_data_dir),
+            "seeds": "0,1",
+        },
         sets=TINY,
     )
     r1 = run(cfg, progress=False)
     assert {s["status"] for s in r1["stages"]} == {"ran"}
     names = [s["stage"] for s in r1["stages"]]
-    # mmq and mmq+ft share one tokenizer run (stage-1 IDs are written before fine-tuning)
+    # mmq, mmq+ft and its control share one tokenizer run (stage-1 IDs are written before
+    # fine-tuning, the control's beside the fine-tuned ones)
     assert "seed0/tokenize-mmq" not in names and "seed1/tokenize-mmq+ft" in names
+    assert not any("tokenize-mmq+ft-control" in n for n in names)
+    ctl = out / "stages" / "seed0" / "tokenize-mmq+ft"
+    assert {"sids.parquet", "sids_stage1.parquet", "sids_control.parquet"} <= {
+        f.name for f in ctl.iterdir()
+    }
     report = (out / "report.md").read_text()
-    mmq = "mmq(1 shared + 1 specific/modality)"
+    mmq = "mmq(2 shared + 2 specific/modality)"
+    assert "experts (mean over seeds)" in report and "its control (behavior weight 0" in report
     for model in (
         f"tiger + {mmq}",
         "tiger + mmq+ft(",
+        "parallel-sid + mmq+ft-control(",
+        "din + mmq+ft-control(",
         f"parallel-sid + {mmq}",
         "sasrec (item ids)",
         "din (item ids)",
@@ -139,7 +189,7 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
         "lfm2k-mm",
         str(out),
         cli={
-            "methods": "mmq,mmq+ft",
+            "methods": "mmq,mmq+ft,mmq+ft-control",
             "data_dir": str(real_data_dir),
             "device": "meta",
             "seeds": "0,1",
@@ -156,7 +206,11 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     cfg_moved = resolve_config(
         "lfm2k-mm",
         str(moved),
-        cli={"methods": "mmq,mmq+ft", "data_dir": str(real_data_dir), "seeds": "0,1"},
+        cli={
+            "methods": "mmq,mmq+ft,mmq+ft-control",
+            "data_dir": str(real_data_dir),
+            "seeds": "0,1",
+        },
         sets=TINY,
     )
     r2c = run(cfg_moved, progress=False)
@@ -168,7 +222,11 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     cfg3 = resolve_config(
         "lfm2k-mm",
         str(out),
-        cli={"methods": "mmq,mmq+ft", "data_dir": str(real_data_dir), "seeds": "0,1"},
+        cli={
+            "methods": "mmq,mmq+ft,mmq+ft-control",
+            "data_dir": str(real_data_dir),
+            "seeds": "0,1",
+        },
         sets=[*TINY, "retrieval.beam=25"],
     )
     with pytest.raises(ConfigError, match="holds another run"):

@@ -80,7 +80,7 @@ def test_resume_after_interruption_equals_uninterrupted(method, tmp_path, monkey
     """Both trained tokenizers go through mmsid.quantizers.loop: kill after the epoch-3
     checkpoint, re-run, and the codes equal an uninterrupted fit."""
     import mmsid.quantizers.loop as mod
-    from mmsid.quantizers.mmq import MMQTokenizer
+    from mmsid.quantizers.mmq_tokenizer import MMQTokenizer
 
     make = (
         (lambda **kw: RQVAETokenizer(_small_cfg(**kw)))

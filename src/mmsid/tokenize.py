@@ -8,7 +8,8 @@ fine-tuning reads the protocol's training transitions only. ``trained_on.npz`` r
 Writes a run folder: ``config.yaml``, ``sids.parquet``, ``tokenizer.pt``, ``metrics.json``,
 ``inputs.npz`` and ``ids.sqlite`` (what new items need for their IDs: mmsid.assign),
 ``code_usage.png`` (and ``loss_curve.png`` for trained tokenizers), ``checkpoints/``; MMQ adds
-``gate_usage.png`` and, with behavior fine-tuning, ``sids_stage1.parquet`` (the IDs before it).
+``gate_usage.png`` and, with behavior fine-tuning, ``sids_stage1.parquet`` (the IDs before it)
+and ``sids_control.parquet`` (fine-tuned with behavior weight 0: mmsid.tokenize_mmq).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mmsid.features import ItemFeatures, build_features, l2_normalize
 from mmsid.ids import SIDTable
 from mmsid.io import write_json
 from mmsid.protocol import ProtocolConfig, load_protocol
+from mmsid.tokenize_mmq import finetune_with_control, gate_plot, mmq_settings
 
 # Baseline input per data set: the concatenation of these L2-normalised modalities.
 # lfm2k-mm: the shipped MiniLM tag features stand for text (same encoder as ours).
@@ -55,13 +57,22 @@ class TokenizeConfig:
     per_modality: bool = False  # also fit one tokenizer per modality -> sid_sets.parquet
     # MMQ only
     finetune: str | None = None  # "behavior": stage 2 on training-split transitions
-    ablation: str = "none"  # none | no-orth | shared-only | specific-only
+    ablation: str = "none"  # tokenize_mmq.ABLATIONS
     finetune_epochs: int = 20
     lambda_orth: float = 0.1
-    # subtract each modality's mean over the items that have it, then L2-normalise again.
-    # Off by default (the papers feed the encoders' normalised output as is); lfm2k-mm's audio
-    # embeddings point almost the same way (random-pair cosine ~0.97), which centering undoes.
-    center: bool = False
+    n_shared: int = 2  # experts over all modalities
+    n_specific: int = 2  # experts per modality
+    expert_levels: int = 1  # residual levels of each expert's quantizer (ID length)
+    gate_balance: float = 0.1  # MMQConfig.gate_balance
+    gate_sharpness: float = 0.1
+    finetune_control: bool = True  # stage 2 again with behavior weight 0 (sids_control.parquet)
+    # subtract each modality's mean over the fitted items that have it, then L2-normalise
+    # again. On by default: lfm2k-mm's audio embeddings point almost the same way (random-pair
+    # cosine ~0.97), which left MMQ's two audio_vggish experts using 38% of their codes after
+    # stage 1 and 2-3% after fine-tuning; centred, every expert uses >= 98% (MMQ, 100 epochs,
+    # seed 0; amazon-beauty 100%), and RQ-KMeans / RQ-VAE keep or raise their use (RQ-VAE's
+    # deepest level .95 -> .98). The papers feed the encoders' output as is: --no-center.
+    center: bool = True
     # fit on this seeded share of the warm items (the rest get IDs from transform, as new
     # items would): e.g. 0.9 to simulate the catalogue of an earlier month
     fit_fraction: float = 1.0
@@ -82,6 +93,11 @@ class TokenizeConfig:
             alpha=(0.0, None),
             finetune_epochs=(1, None),
             lambda_orth=(0.0, None),
+            n_shared=(0, None),
+            n_specific=(0, None),
+            expert_levels=(1, None),
+            gate_balance=(0.0, None),
+            gate_sharpness=(0.0, None),
             fit_fraction=(1e-6, 1.0),
         )
         if self.collision_cap is not None:
@@ -179,21 +195,24 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     )
     extra: dict = {"fitted_items": int(len(warm)), "cold_items": int(len(proto.cold_items))}
     if cfg.method == "mmq":
-        extra["stage1"] = tok.diagnostics(x)
+        extra["stage1"] = tok.diagnostics(x, names)
         if cfg.finetune == "behavior":
-            # the stage-1 IDs too, so one run gives both rows of the comparison
-            s1 = tok.transform(x, device=device)
-            _table(cfg, tok, s1, ds.items["item"].to_numpy()).save(out / "sids_stage1.parquet")
             warm_row = np.full(proto.n_items, -1, dtype=np.int64)
             warm_row[warm] = np.arange(len(warm))
-            extra["stage2"] = tok.finetune(
+            # item ids -> rows of x_fit (every pair item is warm); writes the stage-1 and the
+            # control's IDs too, so one run gives every row of the comparison
+            extra["stage2"] = finetune_with_control(
+                cfg,
+                tok,
+                x,
                 x_fit,
-                warm_row[pairs],  # item ids -> rows of x_fit (every pair item is warm)
-                device=device,
-                checkpoint=out / "checkpoints" / "stage2.pt",
-                progress=progress,
+                warm_row[pairs],
+                out,
+                lambda t, c: _table(cfg, t, c, ds.items["item"].to_numpy()),
+                device,
+                progress,
+                names,
             )
-            extra["stage2"].update(tok.diagnostics(x))
     if previous is not None:
         extra["alignment"] = _align(tok, previous, x, ds.items["item"].to_numpy(), device)
         extra["alignment"]["warm_start"] = warm_start is not None
@@ -267,41 +286,11 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
     write_json(out / "metrics.json", metrics)
     _plots(out, codes, cfg.codebook_size, tok.history if cfg.method in ("rq-vae", "mmq") else None)
     if cfg.method == "mmq":
-        _gate_plot(out, extra, names)
+        gate_plot(out, extra)
     return metrics
 
 
 METHODS = ("rq-kmeans", "rq-vae", "psrq", "mmq", "opq", "pq")
-ABLATIONS = ("none", "no-orth", "shared-only", "specific-only")
-
-
-def mmq_settings(cfg: TokenizeConfig, dims: tuple[int, ...]) -> dict:
-    """MMQ config fields from the stage config. Default layout: one shared and one specific
-    expert per modality, one level each (M + 1 codes: 3 for text + image, as RQ-VAE's L = 3).
-    With fewer than ``levels - 1`` modalities (one modality: a text-only catalogue) the shared
-    expert's quantizer gets the missing levels (``levels - M``), so the SID is as long as the
-    other tokenizers' (3 codes, not 2: two codes left 71% of amazon-beauty's items colliding).
-    MMQ is defined for several modalities; this single-modality reading is ours.
-    Ablations keep one code per expert: shared-only uses as many shared experts as the full
-    model has codes (same SID length); specific-only drops the shared expert (M codes)."""
-    if cfg.ablation not in ABLATIONS:
-        raise ConfigError(f"unknown MMQ ablation '{cfg.ablation}'; choose one of {ABLATIONS}")
-    M = len(dims)
-    out = {
-        "modality_dims": tuple(dims),
-        "codebook_size": cfg.codebook_size,
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "finetune_epochs": cfg.finetune_epochs,
-        "lambda_orth": 0.0 if cfg.ablation == "no-orth" else cfg.lambda_orth,
-        "shared_levels": max(1, cfg.levels - M),
-    }
-    if cfg.ablation == "shared-only":
-        n_codes = out["shared_levels"] + M  # as long as the full model's SID
-        out.update(n_shared=n_codes, shared_levels=1, n_specific=0, lambda_orth=0.0)
-    elif cfg.ablation == "specific-only":
-        out.update(n_shared=0, shared_levels=1, n_specific=1, lambda_orth=0.0)
-    return out
 
 
 def _previous_run(cfg: TokenizeConfig):
@@ -429,29 +418,3 @@ def _plots(out: Path, codes: np.ndarray, K: int, history: list[dict] | None) -> 
         ax.legend()
         fig.tight_layout()
         save_png(fig, out / "loss_curve.png")
-
-
-def _gate_plot(out: Path, extra: dict, names: list[str]) -> None:
-    """Mean gate weight per expert and group, after stage 1 (and stage 2 when run); groups
-    are labelled with the modality names (MMQ numbers them ``modality<m>``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mmsid.io import save_png
-
-    stages = [s for s in ("stage1", "stage2") if s in extra]
-    fig, ax = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
-    for i, st in enumerate(stages):
-        labels, values = [], []
-        for group, w in extra[st]["gate_mean"].items():
-            if group.startswith("modality") and group[8:].isdigit():
-                group = names[int(group[8:])]
-            labels += [f"{group}/expert {e}" for e in range(len(w))]
-            values += w
-        ax[0, i].bar(range(len(values)), values)
-        ax[0, i].set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)
-        ax[0, i].set_title(f"mean gate weight ({st})")
-    fig.tight_layout()
-    save_png(fig, out / "gate_usage.png")

@@ -6,6 +6,7 @@ import click
 
 from mmsid.cli.base import _fail, _protocol, _trained, main, protocol_options
 from mmsid.errors import MMSIDError
+from mmsid.tokenize_mmq import ABLATIONS
 
 
 @main.command("tokenize")
@@ -16,7 +17,12 @@ from mmsid.errors import MMSIDError
     default="rq-kmeans",
     show_default=True,
 )
-@click.option("--levels", default=3, show_default=True, help="Codes per item (opq/pq: m).")
+@click.option(
+    "--levels",
+    default=3,
+    show_default=True,
+    help="Codes per item (opq/pq: m; mmq: see --expert-levels).",
+)
 @click.option("--codebook-size", default=256, show_default=True)
 @click.option(
     "--modality",
@@ -34,10 +40,26 @@ from mmsid.errors import MMSIDError
 @click.option("--finetune-epochs", default=20, show_default=True)
 @click.option(
     "--ablation",
-    type=click.Choice(["none", "no-orth", "shared-only", "specific-only"]),
+    type=click.Choice(list(ABLATIONS)),
     default="none",
     show_default=True,
     help="MMQ ablation.",
+)
+@click.option("--shared-experts", default=2, show_default=True, help="MMQ: shared experts.")
+@click.option(
+    "--specific-experts", default=2, show_default=True, help="MMQ: specific experts per modality."
+)
+@click.option(
+    "--expert-levels",
+    default=1,
+    show_default=True,
+    help="MMQ: residual levels per expert (the SID has experts x levels codes).",
+)
+@click.option(
+    "--control/--no-control",
+    default=True,
+    show_default=True,
+    help="MMQ --finetune: also fine-tune a control with behavior weight 0.",
 )
 @click.option("--alpha", default=1.0, show_default=True, help="PSRQ prefix weight (0 = RQ-KMeans).")
 @click.option(
@@ -52,8 +74,9 @@ from mmsid.errors import MMSIDError
     help="Also fit one tokenizer per modality; write all sets to sid_sets.parquet.",
 )
 @click.option(
-    "--center",
-    is_flag=True,
+    "--center/--no-center",
+    default=True,
+    show_default=True,
     help="Center each modality (minus its mean over items, re-normalised) before tokenizing.",
 )
 @click.option("--seed", default=0, show_default=True)
@@ -90,6 +113,10 @@ def tokenize_cmd(
     finetune: str | None,
     finetune_epochs: int,
     ablation: str,
+    shared_experts: int,
+    specific_experts: int,
+    expert_levels: int,
+    control: bool,
     alpha: float,
     collision_cap: int | None,
     per_modality: bool,
@@ -118,6 +145,10 @@ def tokenize_cmd(
             finetune=finetune,
             finetune_epochs=finetune_epochs,
             ablation=ablation,
+            n_shared=shared_experts,
+            n_specific=specific_experts,
+            expert_levels=expert_levels,
+            finetune_control=control,
             alpha=alpha,
             per_modality=per_modality,
             collision_cap=collision_cap,
@@ -147,6 +178,24 @@ def tokenize_cmd(
             f"aligned to {align_to}: codes changed on {a['changed']['any_level']:.1%} of "
             f"{a['shared_items']} shared items ({a['changed_without_relabel']['any_level']:.1%} "
             "without relabelling)"
+        )
+    for st in ("stage1", "stage2"):
+        if "gates" in m.get(st, {}):
+            d = m[st]
+            gates = "; ".join(
+                f"{g} mass {'/'.join(f'{w:.2f}' for w in v['mass'])} entropy {v['entropy']:.2f}"
+                for g, v in d["gates"].items()
+            )
+            click.echo(
+                f"mmq {st}: least-used expert's code utilization "
+                f"{d['min_expert_utilization']:.2f}; gates: {gates}"
+            )
+    if "control" in m.get("stage2", {}):
+        s2 = m["stage2"]
+        click.echo(
+            f"fine-tuning changed {s2['sid_changed_share']:.1%} of the fitted items' SIDs, its "
+            f"control (behavior weight 0) {s2['control']['sid_changed_share']:.1%}; they differ "
+            f"on {s2['sid_differs_from_control_share']:.1%} of all items"
         )
     click.echo(f"wrote {out}/sids.parquet, tokenizer.pt, metrics.json, code_usage.png")
 

@@ -14,25 +14,43 @@ from mmsid.protocol import ProtocolConfig
 from mmsid.retrieval.parallel import ParallelSIDConfig
 from mmsid.retrieval.tiger import TIGERConfig
 
-METHODS = ("rq-kmeans", "rq-vae", "psrq", "mmq", "mmq+ft", "opq")
+# mmq+ft-control: MMQ fine-tuned like mmq+ft with behavior weight 0 (what continued training
+# alone changes); mmq, mmq+ft and mmq+ft-control come from one tokenize stage. mmq-<ablation>:
+# MMQ stage 1 with one part removed (mmsid.tokenize_mmq.ABLATIONS)
+MMQ_FAMILY = ("mmq", "mmq+ft", "mmq+ft-control")
+MMQ_ABLATIONS = {
+    "mmq-no-orth": "no-orth",
+    "mmq-shared-only": "shared-only",
+    "mmq-specific-only": "specific-only",
+    "mmq-one-expert": "one-expert",
+}
+METHODS = ("rq-kmeans", "rq-vae", "psrq", *MMQ_FAMILY, "opq", *MMQ_ABLATIONS)
+DEFAULT_METHODS = ("rq-kmeans", "rq-vae", "psrq", *MMQ_FAMILY, "opq")
 SID_RETRIEVERS = ("parallel-sid", "tiger")
 TASKS = ("retrieval", "ranking")
 
 
 @dataclass
 class TokenizerSection:
-    levels: int = 3
+    levels: int = 3  # rq-kmeans, rq-vae, psrq; 0 = as many codes as MMQ's SID
     codebook_size: int = 256
     epochs: int = 200  # rq-vae and mmq stage 1
     alpha: float = 0.25  # psrq: 1 = the paper; 0.25 keeps deep levels discriminative
     finetune_epochs: int = 20  # mmq+ft stage 2
     lambda_orth: float = 0.1
-    center: bool = False  # center each modality before tokenizing (TokenizeConfig.center)
+    center: bool = True  # center each modality before tokenizing (TokenizeConfig.center)
     # the modalities every tokenizer reads; empty = the data set's defaults
     # (tokenize.DEFAULT_MODALITIES, else all of them), e.g. [title, categories] on amazon-beauty
     modalities: list[str] = field(default_factory=list)
     collision_cap: int = 1_000_000  # retrieval sizes the collision vocabulary from the data
     opq_levels: int = 32  # opq: m parallel codes (its IDs are long by design: RPG uses 16-64)
+    # mmq: the expert layout (TokenizeConfig.n_shared / n_specific / expert_levels) and the
+    # gate terms (MMQConfig.gate_balance / gate_sharpness)
+    mmq_shared: int = 2
+    mmq_specific: int = 2
+    mmq_levels: int = 1
+    mmq_gate_balance: float = 0.1
+    mmq_gate_sharpness: float = 0.1
 
 
 @dataclass
@@ -75,7 +93,7 @@ class RankingSection:
 class PipelineConfig:
     dataset: str
     out: str = "runs/run"
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     budget: str = "quick"
     seeds: list[int] = field(default_factory=lambda: [0])  # model seeds (tables: >= 3)
@@ -163,13 +181,31 @@ def run_hash(cfg: PipelineConfig) -> str:
 def method_label(m: str, cfg: PipelineConfig, n_modalities: int | None = None) -> str:
     """A method's name with the settings that decide what it is, for every table and plot."""
     tk = cfg.tokenizer
+    length = f"L={mmq_length(cfg, n_modalities)}" if tk.levels == 0 and n_modalities else ""
     if m == "psrq":
-        return f"psrq(alpha={tk.alpha:g})"
+        return f"psrq(alpha={tk.alpha:g}{', ' + length if length else ''})"
     if m == "opq":
         return f"opq(m={tk.opq_levels})"
     if m.startswith("mmq"):
-        layout = "1 shared + 1 specific/modality"
-        if n_modalities == 1:
-            layout = f"1 shared x{max(1, tk.levels - 1)} levels + 1 specific"
+        shared, specific = tk.mmq_shared, tk.mmq_specific
+        ablation = MMQ_ABLATIONS.get(m)
+        if ablation == "shared-only":
+            shared, specific = shared + (n_modalities or 1) * specific, 0
+        elif ablation == "specific-only":
+            shared = 0
+        elif ablation == "one-expert":
+            shared, specific = 1, 1
+        layout = f"{shared} shared + {specific} specific"
+        layout += "/modality" if n_modalities != 1 else ""
+        if tk.mmq_levels > 1:
+            layout += f", {tk.mmq_levels} levels/expert"
         return f"{m}({layout})"
+    if m in ("rq-kmeans", "rq-vae") and length:
+        return f"{m}({length})"
     return m
+
+
+def mmq_length(cfg: PipelineConfig, n_modalities: int) -> int:
+    """Codes in the SID of MMQ's configured layout on ``n_modalities`` modalities."""
+    tk = cfg.tokenizer
+    return (tk.mmq_shared + n_modalities * tk.mmq_specific) * tk.mmq_levels

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsid.io import stable_hash, write_json
-from mmsid.pipeline.config import PipelineConfig
+from mmsid.pipeline.config import MMQ_ABLATIONS, MMQ_FAMILY, PipelineConfig, mmq_length
 from mmsid.protocol import ProtocolConfig
 from mmsid.retrieval.parallel import ParallelSIDConfig
 from mmsid.retrieval.tiger import TIGERConfig
@@ -80,7 +80,10 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     tk, rt, rk = cfg.tokenizer, cfg.retrieval, cfg.ranking
     names = modalities(cfg)
     chosen = {"modalities": list(tk.modalities)} if tk.modalities else {}
-    label = {m: method_label(m, cfg, len(names)) for m in cfg.methods}
+    label = {m: method_label(m, cfg, len(names)) for m in [*cfg.methods, "mmq+ft"]}
+    # tokenizer.levels 0: the residual tokenizers' IDs are as long as MMQ's (equal-length
+    # comparisons of issue 17)
+    levels = tk.levels or mmq_length(cfg, len(names))
     stages: list[Stage] = []
 
     def features(folder: Path, progress: bool = False) -> None:
@@ -183,13 +186,19 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
         pre = f"seed{seed}/"
         tok_stage: dict[str, str] = {}
         sid_path: dict[str, Path] = {}
-        for m in cfg.methods:
-            if m == "mmq" and "mmq+ft" in cfg.methods:
-                continue  # the mmq+ft run writes the stage-1 IDs too
+        # mmq, mmq+ft and mmq+ft-control are rows of one tokenize stage: fine-tuning writes
+        # the stage-1 IDs and the control's beside its own. mmq-<ablation> rows are stage-1
+        # fits of their own.
+        family = [m for m in cfg.methods if m in MMQ_FAMILY]
+        finetuned = any(m != "mmq" for m in family)
+        mmq_stage = "mmq+ft" if finetuned else "mmq"
+        own_stage = [m for m in cfg.methods if m not in MMQ_FAMILY]
+        for m in own_stage + ([mmq_stage] if family else []):
+            mmq = m in MMQ_FAMILY or m in MMQ_ABLATIONS
             tcfg = dict(
                 base,
-                method="mmq" if m.startswith("mmq") else m,
-                levels=tk.opq_levels if m == "opq" else tk.levels,
+                method="mmq" if mmq else m,
+                levels=tk.opq_levels if m == "opq" else levels,
                 codebook_size=tk.codebook_size,
                 epochs=tk.epochs,
                 alpha=tk.alpha,
@@ -203,6 +212,16 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                 protocol=proto,
                 **chosen,
             )
+            if mmq:  # only MMQ's stage keys depend on its layout
+                tcfg.update(
+                    finetune_control=m == "mmq+ft" and "mmq+ft-control" in cfg.methods,
+                    ablation=MMQ_ABLATIONS.get(m, "none"),
+                    n_shared=tk.mmq_shared,
+                    n_specific=tk.mmq_specific,
+                    expert_levels=tk.mmq_levels,
+                    gate_balance=tk.mmq_gate_balance,
+                    gate_sharpness=tk.mmq_gate_sharpness,
+                )
 
             def run_tok(folder: Path, progress: bool = False, tcfg=tcfg) -> None:
                 kw = dict(tcfg, protocol=ProtocolConfig(**tcfg["protocol"]))
@@ -211,13 +230,12 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             name = f"{pre}tokenize-{m}"
             stages.append(Stage(name, tcfg, run_tok, ("features",), None, label[m], seed))
             tok_stage[m] = name
-        if "mmq" in cfg.methods and "mmq+ft" in cfg.methods:
-            tok_stage["mmq"] = tok_stage["mmq+ft"]
+        sids_file = {"mmq": "sids_stage1.parquet", "mmq+ft-control": "sids_control.parquet"}
         for m in cfg.methods:
-            shared = m == "mmq" and "mmq+ft" in cfg.methods
-            sid_path[m] = (
-                runs / tok_stage[m] / ("sids_stage1.parquet" if shared else "sids.parquet")
-            )
+            if m in MMQ_FAMILY:
+                tok_stage[m] = tok_stage[mmq_stage]
+            file = sids_file.get(m, "sids.parquet") if m in family and finetuned else "sids.parquet"
+            sid_path[m] = runs / tok_stage[m] / file
 
         if "ranking" in cfg.tasks:
             if rk.din:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mmsid.eval.stats import mean_ci, paired_auc, paired_users, per_user
+from mmsid.pipeline.codebooks import codebook_lines, codebook_row, fmt
 from mmsid.pipeline.config import PipelineConfig
 from mmsid.pipeline.plan import Stage
 
@@ -83,39 +84,12 @@ def collect(
             "stopped": [m.get("stopped") for m in metrics],
         }
     for row, ms in codebooks.items():
-        res["codebook"][row] = _codebook(ms)
+        res["codebook"][row] = codebook_row(ms)
     if paired:
         for task in ("retrieval", "ranking"):
             if res[task]:
                 res["comparisons"][task] = compare(task, res[task], st)
     return res
-
-
-def _codebook(ms: list[dict]) -> dict:
-    """Codebook metrics of one tokenizer row, averaged over its seeds' metrics.json."""
-
-    def mean(*path: str):
-        vals = []
-        for m in ms:
-            for key in path:
-                m = (m or {}).get(key)
-            if m is not None:
-                vals.append(m)
-        return None if not vals else np.mean(np.asarray(vals, dtype=float), axis=0).tolist()
-
-    coh = [((m.get("coherence") or {}).get("prefix")) for m in ms]
-    coh = [[np.nan if v is None else v for v in c] for c in coh if c]
-    return {
-        "utilization": mean("utilization"),
-        "collision_rate": mean("collision_rate"),
-        "unique_after_collision_level": mean("unique_after_collision_level"),
-        "items": ms[0].get("items"),
-        "coherence_by_level": np.nanmean(coh, axis=0).tolist() if coh else None,
-        "coherence_random": mean("coherence", "random"),
-        "fit_seconds": mean("seconds", "fit") or 0.0,
-        "sid_changed_share": mean("stage2", "sid_changed_share"),
-        "seeds": len(ms),
-    }
 
 
 def _arrays(task: str, folders: list[Path]) -> dict:
@@ -168,10 +142,6 @@ def compare(task: str, rows: dict, st: Path) -> dict:
 
 
 # ---- report.md ----------------------------------------------------------------------------
-
-
-def fmt(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
 
 
 def cell(c: dict) -> str:
@@ -307,7 +277,7 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
             for name, d in comp["vs_reference"].items():
                 lines.append(f"| {name} | " + " | ".join(diff_cell(d[sl]) for sl in SLICES) + " |")
         lines.append("")
-    lines += _codebook_lines(res) + _stage_lines(res)
+    lines += codebook_lines(res) + _stage_lines(res)
     lines += [
         "Statistics: a cell is the mean over model seeds ± the half-width of a 95% t interval "
         "(det. = deterministic baseline, no seed spread). A difference is a paired bootstrap "
@@ -327,32 +297,6 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _codebook_lines(res: dict) -> list[str]:
-    if not res["codebook"]:
-        return []
-    lines = [
-        "## Codebooks (mean over seeds)",
-        "",
-        "| method | utilization by level | collision rate | unique SIDs | coherence by level "
-        "(random pairs) | SIDs changed by fine-tuning | fit s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m, c in res["codebook"].items():
-        util = ", ".join(f"{u:.2f}" for u in c.get("utilization") or [])
-        coh = ", ".join("–" if u != u else f"{u:.3f}" for u in c.get("coherence_by_level") or [])
-        lines.append(
-            f"| {m} | {util} | {fmt(c.get('collision_rate'))} | "
-            f"{_int(c.get('unique_after_collision_level'))} / {c.get('items')} | {coh} "
-            f"({fmt(c.get('coherence_random'))}) | {fmt(c.get('sid_changed_share'))} | "
-            f"{c.get('fit_seconds') or 0:.0f} |"
-        )
-    return lines + [""]
-
-
-def _int(v) -> str:
-    return "–" if v is None else f"{v:,.0f}"
 
 
 def _stage_lines(res: dict) -> list[str]:

@@ -2,7 +2,8 @@
 
 from mmsid.quantizers.base import QuantizerOutput, nearest, sq_distances
 from mmsid.quantizers.kmeans import KMeansConfig, kmeans
-from mmsid.quantizers.mmq import MMQConfig, MMQTokenizer
+from mmsid.quantizers.mmq import MMQConfig
+from mmsid.quantizers.mmq_tokenizer import MMQTokenizer
 from mmsid.quantizers.opq import OPQConfig, OPQTokenizer
 from mmsid.quantizers.psrq import PSRQConfig, PSRQTokenizer
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig

@@ -1,5 +1,6 @@
 """MMQ — Multimodal Mixture-of-Quantization (arXiv 2508.15281), our reading of it
-(../shared/spec/METHODS.md, section MMQ; every choice below is a config field).
+(../shared/spec/METHODS.md, section MMQ; every choice below is a config field). This file holds
+the model; mmsid.quantizers.mmq_tokenizer trains it (stage 1) and fine-tunes it (stage 2).
 
 Stage 1, a shared-specific tokenizer. The input is the concatenation of M modalities
 (``modality_dims`` says how it splits; an absent modality is an all-zero block).
@@ -11,12 +12,19 @@ Stage 1, a shared-specific tokenizer. The input is the concatenation of M modali
     ``specific_levels`` levels, 1 = plain VQ). The SID is the tuple of all experts' codes,
     shared first, then modality by modality (``order``): parallel, multi-view codes;
   * a softmax gate per group (shared; each modality), computed from that group's input,
-    weights the group's quantized outputs; a decoder per modality reconstructs x^m from
-    [gated shared ; gated specific of m];
+    routes each item over the group's experts: the decoder of modality m reconstructs x^m
+    from [gated shared ; gated specific of m]. With 2+ experts per group two terms keep the
+    routing a mixture (the paper names neither; both are settings, our choice):
+    ``gate_balance`` * (n * sum_e mean_b(g_be)^2 - 1), Switch-Transformer's load balance for
+    soft gates (0 when the batch uses every expert equally, n - 1 when it uses one), and
+    ``gate_sharpness`` * mean_b H(g_b) / log n (1 for a uniform gate, 0 for a one-hot one),
+    so that each item is routed rather than averaged. With one expert per group every gate
+    is identically 1 (the ablation ``one-expert``);
   * loss = sum_m mask_m ||x^m - D_m(.)||^2 + sum_e (codebook + beta commitment)
     + lambda_orth * mean |cos(z_shared, z_specific)| (over shared/specific pairs of an item
     whose modality is present; ``orth_between_specific`` adds pairs of specific experts of
-    different modalities); k-means codebook init on the first batch, dead-code restart.
+    different modalities) + the gate terms; k-means codebook init on the first batch,
+    dead-code restart.
 
 With one modality, no shared experts and one specific expert this is exactly an RQ-VAE
 (tested by loading an RQ-VAE's weights and comparing outputs).
@@ -25,31 +33,28 @@ Stage 2, behavior-aware fine-tuning (``finetune``): soft indexing (``tau``: soft
 negative squared distances; forward value = hard code, gradient = soft assignment) lets an
 in-batch contrastive loss between items that follow each other in *training* sequences reach
 experts, gates and codebooks, while the reconstruction and quantization losses stay on. Hard
-SIDs are re-assigned afterwards; the share of items whose SID changed is recorded.
+SIDs are re-assigned afterwards; the share of items whose SID changed is recorded, beside a
+control fine-tuned the same way with ``behavior_weight`` 0 (mmsid.tokenize_mmq).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsid.quantizers.loop import fit_epochs, init_rows
 from mmsid.quantizers.residual import ResidualQuantizer, ResidualQuantizerConfig
-from mmsid.quantizers.rows import Rows, batch_reader
 from mmsid.quantizers.rqvae import mlp
-from mmsid.quantizers.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
 class MMQConfig:
     modality_dims: tuple[int, ...] = ()  # split of the input into modalities; () = one
-    n_shared: int = 1
-    n_specific: int = 1  # per modality
+    n_shared: int = 2
+    n_specific: int = 2  # per modality
     shared_levels: int = 1  # residual levels of each shared expert's quantizer
     specific_levels: int = 1
     order: str = "shared-first"  # or "specific-first"
@@ -59,6 +64,11 @@ class MMQConfig:
     beta: float = 0.25
     lambda_orth: float = 0.1
     orth_between_specific: bool = False
+    # gate terms: 0.1 each routes ml100k-mm items (gate entropy .60-.79 after 100 epochs, 0.96-0.99
+    # without them) over both experts of every group (mass .46-.54); the balance weight must not be
+    # below the sharpness weight (0.01 vs 0.1 sent every item to one expert)
+    gate_balance: float = 0.1  # load balance of each group's gate over the batch
+    gate_sharpness: float = 0.1  # weight of the mean normalised gate entropy per item
     epochs: int = 200
     batch_size: int = 1024
     lr: float = 1e-3
@@ -74,9 +84,24 @@ class MMQConfig:
     finetune_batch_size: int = 1024
     finetune_pairs_per_epoch: int = 20000  # a fresh seeded sample each epoch; 0 = all pairs
     tau: float = 0.1  # soft-indexing temperature (distances are squared L2 in latent space)
+    finetune_restart: bool = False  # dead-code restart in stage 2 too (after each epoch)
     behavior_weight: float = 1.0
     behavior_temperature: float = 0.1  # InfoNCE temperature
     levels: int = 0  # derived from the expert layout; kept for the tokenizer contract
+
+
+def gate_balance(g: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """n * sum_e u_e^2 - 1 for the batch's mean gate u over the items present: 0 when every
+    expert gets the same mass, n - 1 when one expert gets all of it. g (B, n), present (B,)."""
+    n = g.shape[1]
+    usage = (g * present[:, None]).sum(0) / present.sum().clamp_min(1.0)  # (n,)
+    return n * usage.pow(2).sum() - 1.0
+
+
+def gate_entropy(g: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean over the items present of H(g_b) / log n: 1 for uniform gates, 0 for one-hot."""
+    h = -(g * g.clamp_min(1e-12).log()).sum(1) / math.log(g.shape[1])  # (B,)
+    return (h * present).sum() / present.sum().clamp_min(1.0)
 
 
 def sid_length(cfg: MMQConfig) -> int:
@@ -165,18 +190,18 @@ class MMQ(nn.Module):
         out_sp = [
             [q(z, tau=tau) for q, z in zip(self.q_specific[m], z_sp[m])] for m in range(self.M)
         ]
-        gates = {}
+        gates, present = {}, {}  # per group: (B, n) gate, (B,) items it routes
         h_sh = None
         if self.cfg.n_shared:
             g = torch.softmax(self.gate_shared(s_in), -1)  # (B, n_shared)
-            gates["shared"] = g
+            gates["shared"], present["shared"] = g, mask.amax(1)
             h_sh = sum(g[:, e, None] * o.quantized for e, o in enumerate(out_sh))
         recon, rec = [], x.new_zeros(())
         for m in range(self.M):
             parts = [h_sh] if h_sh is not None else []
             if self.cfg.n_specific:
                 g = torch.softmax(self.gate_specific[m](xs[m]), -1)  # (B, n_specific)
-                gates[f"modality{m}"] = g
+                gates[f"modality{m}"], present[f"modality{m}"] = g, mask[:, m]
                 parts.append(sum(g[:, e, None] * o.quantized for e, o in enumerate(out_sp[m])))
             x_hat = self.decoders[m](torch.cat(parts, 1))  # (B, d_m)
             recon.append(x_hat)
@@ -190,11 +215,25 @@ class MMQ(nn.Module):
         }
         if self.cfg.lambda_orth > 0:
             losses["orthogonality"] = self.cfg.lambda_orth * self.orthogonality(z_sh, z_sp, mask)
+        routed = [k for k, g in gates.items() if g.shape[1] > 1]
+        if routed and self.cfg.gate_balance > 0:
+            terms = [gate_balance(gates[k], present[k]) for k in routed]
+            losses["gate_balance"] = self.cfg.gate_balance * sum(terms)
+        if routed and self.cfg.gate_sharpness > 0:
+            terms = [gate_entropy(gates[k], present[k]) for k in routed]
+            losses["gate_entropy"] = self.cfg.gate_sharpness * sum(terms)
         codes = self.group_codes(
             [o.codes for o in out_sh], [[o.codes for o in per_m] for per_m in out_sp]
         )
         q = torch.cat([o.quantized for o in all_out], 1)
-        return {"codes": codes, "losses": losses, "q": q, "gates": gates, "recon": recon}
+        return {
+            "codes": codes,
+            "losses": losses,
+            "q": q,
+            "gates": gates,
+            "present": present,
+            "recon": recon,
+        }
 
     def orthogonality(self, z_sh, z_sp, mask) -> torch.Tensor:
         """mean |cos| over (shared, specific) expert pairs of an item, counted where the
@@ -218,6 +257,24 @@ class MMQ(nn.Module):
             return z_sh[0].new_zeros(()) if z_sh else z_sp[0][0].new_zeros(())
         return torch.stack(terms).sum() / torch.stack(weights).sum().clamp_min(1.0)
 
+    def experts(self) -> list[tuple[str, int, slice]]:
+        """(group, expert index, its positions in the SID) for every expert, in SID order;
+        groups are ``shared`` and ``modality<m>``."""
+        cfg = self.cfg
+        shared = [("shared", e, cfg.shared_levels) for e in range(cfg.n_shared)]
+        specific = [
+            (f"modality{m}", e, cfg.specific_levels)
+            for m in range(self.M)
+            for e in range(cfg.n_specific)
+        ]
+        out, at = [], 0
+        for group, e, levels in (
+            shared + specific if cfg.order == "shared-first" else (specific + shared)
+        ):
+            out.append((group, e, slice(at, at + levels)))
+            at += levels
+        return out
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         _, _, _, z_sh, z_sp = self.latents(x)
@@ -232,193 +289,3 @@ class MMQ(nn.Module):
         for m in range(self.M):
             pairs += list(zip(self.q_specific[m], z_sp[m]))
         return pairs
-
-
-class MMQTokenizer(Tokenizer):
-    method = "mmq"
-    Config = MMQConfig
-
-    @property
-    def levels(self) -> int:
-        return sid_length(self.cfg)
-
-    def _build(self) -> None:
-        self.module = MMQ(self.input_dim, self.cfg)
-
-    # ---- stage 1 --------------------------------------------------------------------------
-    def _fit(
-        self,
-        x: torch.Tensor,
-        *,
-        device: str = "cpu",
-        checkpoint: str | Path | None = None,
-        progress: bool = True,
-        warm_start: Tokenizer | None = None,
-    ) -> None:
-        """``warm_start``: a fitted MMQ of the same layout whose weights (experts, gates,
-        codebooks, decoders; fine-tuned or not) replace the k-means init of stage 1 (stable
-        IDs across retrains, mmsid.align)."""
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        self._build()
-        state = self._warm_state(warm_start)
-        self.module.to(device)
-        self._loop(
-            x,
-            state=state,
-            stage=1,
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            batch_size=cfg.batch_size,
-            device=device,
-            checkpoint=checkpoint,
-            progress=progress,
-        )
-
-    def _loop(
-        self,
-        x,
-        *,
-        stage,
-        epochs,
-        lr,
-        batch_size,
-        device,
-        checkpoint,
-        progress,
-        pairs: torch.Tensor | None = None,
-        state: dict | None = None,
-    ) -> None:
-        """Stage 1 iterates over items; stage 2 over behavior pairs (P, 2), with soft indexing
-        and the contrastive loss added (mmsid.quantizers.loop owns the epochs). ``x``: a
-        tensor, or :class:`Rows` read a batch at a time."""
-        cfg, model = self.cfg, self.module
-        n_items, get = batch_reader(x, device)
-        head = [p for p in model.behavior.parameters()]
-        body = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in head)]
-        groups = [{"params": body, "lr": lr}]
-        if stage == 2:
-            groups.append({"params": head, "lr": cfg.head_lr})
-
-        def init() -> None:  # k-means init of every expert's codebooks on one batch's latents
-            if state is not None:  # or the previous fit's weights (a warm start)
-                model.load_state_dict(state)
-                return
-            first = get(init_rows(n_items, batch_size, cfg.codebook_size, cfg.seed).to(device))
-            for q, z in model.quantizers_and_latents(first):
-                q.init_from_data(z)
-
-        def restart(rows: torch.Tensor) -> int:
-            return sum(q.restart_dead_codes(z) for q, z in model.quantizers_and_latents(get(rows)))
-
-        def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-            if stage == 1:
-                return model(get(idx))["losses"]
-            return self._stage2_losses(get, pairs[idx])
-
-        fit_epochs(
-            self,
-            n=n_items if stage == 1 else pairs.shape[0],
-            per_epoch=None if stage == 1 else cfg.finetune_pairs_per_epoch,
-            epochs=epochs,
-            batch_size=batch_size,
-            param_groups=groups,
-            weight_decay=cfg.weight_decay,
-            shuffle_seed=cfg.seed + stage,
-            step_losses=step,
-            n_items=n_items,
-            init=init if stage == 1 else None,
-            restart=restart if stage == 1 and cfg.dead_code_threshold > 0 else None,
-            stage=stage,
-            device=device,
-            checkpoint=checkpoint,
-            desc=f"mmq stage {stage}",
-            progress=progress,
-        )
-
-    # ---- stage 2 --------------------------------------------------------------------------
-    def _stage2_losses(self, get, pair: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reconstruction + quantization losses on the batch's items, plus a symmetric in-batch
-        InfoNCE between items that follow each other in training sequences; soft indexing
-        carries its gradient into experts and codebooks."""
-        cfg, model = self.cfg, self.module
-        B = pair.shape[0]
-        out = model(get(pair.reshape(-1)), tau=cfg.tau)  # (2B, ...)
-        e = F.normalize(model.behavior(out["q"]), dim=-1).view(B, 2, -1)
-        logits = e[:, 0] @ e[:, 1].T / cfg.behavior_temperature  # (B, B)
-        target = torch.arange(B, device=logits.device)
-        nce = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        return {**out["losses"], "behavior": cfg.behavior_weight * nce}
-
-    def finetune(
-        self,
-        x,
-        pairs: np.ndarray,
-        *,
-        device: str = "cpu",
-        checkpoint: str | Path | None = None,
-        progress: bool = True,
-    ) -> dict:
-        """Stage 2 on (P, 2) item-row pairs (a, b): b followed a in a training sequence.
-        Returns {"sid_changed_share": ..., "pairs": P}."""
-        from mmsid.quantizers.tokenizer import check_features
-
-        if self.module is None:
-            raise RuntimeError("fit stage 1 before fine-tuning")
-        if isinstance(x, (str, Path, Rows)):  # a catalogue read a batch at a time
-            t = x if isinstance(x, Rows) else Rows(x)
-        else:
-            t = check_features(x, dim=self.input_dim).to(device)
-        before = self.transform(t, device=device)
-        p = torch.as_tensor(np.asarray(pairs), dtype=torch.long, device=device)
-        if p.ndim != 2 or p.shape[1] != 2 or len(p) == 0:
-            raise ValueError(f"behavior pairs must be a non-empty (P, 2) array, got {p.shape}")
-        self.module.to(device)
-        self._loop(
-            t,
-            stage=2,
-            epochs=self.cfg.finetune_epochs,
-            lr=self.cfg.finetune_lr,
-            batch_size=self.cfg.finetune_batch_size,
-            device=device,
-            checkpoint=checkpoint,
-            progress=progress,
-            pairs=p,
-        )
-        after = self.transform(t, device=device)
-        self.finetuned = True
-        return {
-            "sid_changed_share": float((before != after).any(1).mean()),
-            "code_changed_share_by_position": (before != after).mean(0).tolist(),
-            "pairs": int(len(p)),
-        }
-
-    # a catalogue larger than memory: stage 1 reads each seeded batch from the file
-    _fit_rows = _fit
-
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module.to(x.device).encode(x)
-
-    @torch.no_grad()
-    def diagnostics(self, x) -> dict:
-        """Measured orthogonality (mean |cos| shared vs specific, without the lambda weight),
-        per-modality reconstruction MSE over present items, and mean gate weights."""
-        from mmsid.quantizers.tokenizer import check_features
-
-        model = self.module.eval()
-        t = check_features(x, dim=self.input_dim).to(next(model.parameters()).device)
-        xs, mask, _, z_sh, z_sp = model.latents(t)
-        out = model(t)
-        rec = {
-            f"modality{m}": float(
-                (((xs[m] - out["recon"][m]) ** 2).sum(-1) * mask[:, m]).sum()
-                / mask[:, m].sum().clamp_min(1)
-            )
-            for m in range(model.M)
-        }
-        orth = float(model.orthogonality(z_sh, z_sp, mask)) if z_sh and z_sp[0] else float("nan")
-        return {
-            "orthogonality_abs_cos": orth,
-            "reconstruction_mse": rec,
-            "gate_mean": {k: v.mean(0).tolist() for k, v in out["gates"].items()},
-        }
