@@ -58,6 +58,7 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         ("wall_seconds", "machine", "torch", "commit", "command"),
     ),
     "scale": ("python benchmarks/bench_scale.py", False, ("machine", "commit", "command")),
+    "mmq_health": ("python benchmarks/bench_mmq_health.py", False, ("commit", "command")),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm amazon-beauty",
