@@ -69,9 +69,9 @@ class TokenizeConfig:
     # subtract each modality's mean over the fitted items that have it, then L2-normalise
     # again. On by default: lfm2k-mm's audio embeddings point almost the same way (random-pair
     # cosine ~0.97), which left MMQ's two audio_vggish experts using 38% of their codes after
-    # stage 1 and 2-3% after fine-tuning; centred, every expert uses >= 98% (MMQ, 100 epochs,
-    # seed 0; amazon-beauty 100%), and RQ-KMeans / RQ-VAE keep or raise their use (RQ-VAE's
-    # deepest level .95 -> .98). The papers feed the encoders' output as is: --no-center.
+    # stage 1 and 2-3% after fine-tuning; centred, every expert uses >= 98% on the three data
+    # sets (benchmarks/results/mmq_health.md). Every tokenizer reads the same input, so the
+    # baselines are centred too. The papers feed the encoders' output as is: --no-center.
     center: bool = True
     # fit on this seeded share of the warm items (the rest get IDs from transform, as new
     # items would): e.g. 0.9 to simulate the catalogue of an earlier month
