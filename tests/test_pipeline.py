@@ -93,6 +93,7 @@ TINY = [
     "tokenizer.codebook_size=32",
     "tokenizer.epochs=2",
     "tokenizer.finetune_epochs=1",
+    "tokenizer.finetune_pairs=2000",
     "retrieval.epochs=1",
     "retrieval.epoch_samples=300",
     "retrieval.valid_sample=100",

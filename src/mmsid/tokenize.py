@@ -59,6 +59,7 @@ class TokenizeConfig:
     finetune: str | None = None  # "behavior": stage 2 on training-split transitions
     ablation: str = "none"  # tokenize_mmq.ABLATIONS
     finetune_epochs: int = 20
+    finetune_pairs: int = 20000  # behavior pairs per stage-2 epoch (0 = all)
     lambda_orth: float = 0.1
     n_shared: int = 2  # experts over all modalities
     n_specific: int = 2  # experts per modality
@@ -92,6 +93,7 @@ class TokenizeConfig:
             epochs=(1, None),
             alpha=(0.0, None),
             finetune_epochs=(1, None),
+            finetune_pairs=(0, None),
             lambda_orth=(0.0, None),
             n_shared=(0, None),
             n_specific=(0, None),

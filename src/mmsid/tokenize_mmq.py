@@ -34,6 +34,7 @@ def mmq_settings(cfg, dims: tuple[int, ...]) -> dict:
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "finetune_epochs": cfg.finetune_epochs,
+        "finetune_pairs_per_epoch": cfg.finetune_pairs,
         "lambda_orth": 0.0 if cfg.ablation == "no-orth" else cfg.lambda_orth,
         "n_shared": cfg.n_shared,
         "n_specific": cfg.n_specific,

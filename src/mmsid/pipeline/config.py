@@ -37,6 +37,7 @@ class TokenizerSection:
     epochs: int = 200  # rq-vae and mmq stage 1
     alpha: float = 0.25  # psrq: 1 = the paper; 0.25 keeps deep levels discriminative
     finetune_epochs: int = 20  # mmq+ft stage 2
+    finetune_pairs: int = 20000  # behavior pairs drawn per stage-2 epoch (0 = all)
     lambda_orth: float = 0.1
     center: bool = True  # center each modality before tokenizing (TokenizeConfig.center)
     # the modalities every tokenizer reads; empty = the data set's defaults

@@ -215,6 +215,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             if mmq:  # only MMQ's stage keys depend on its layout
                 tcfg.update(
                     finetune_control=m == "mmq+ft" and "mmq+ft-control" in cfg.methods,
+                    finetune_pairs=tk.finetune_pairs,
                     ablation=MMQ_ABLATIONS.get(m, "none"),
                     n_shared=tk.mmq_shared,
                     n_specific=tk.mmq_specific,
