@@ -12,6 +12,17 @@ from mmsid.errors import ConfigError
 ABLATIONS = ("none", "no-orth", "shared-only", "specific-only", "one-expert")
 
 
+def expert_layout(ablation: str, n_shared: int, n_specific: int, M: int) -> tuple[int, int]:
+    """(shared experts, specific experts per modality) that an ablation leaves of a layout."""
+    if ablation == "shared-only":  # as many shared experts as the full model has experts
+        return n_shared + M * n_specific, 0
+    if ablation == "specific-only":
+        return 0, n_specific
+    if ablation == "one-expert":
+        return 1, 1
+    return n_shared, n_specific
+
+
 def mmq_settings(cfg, dims: tuple[int, ...]) -> dict:
     """MMQ config fields from a TokenizeConfig. Default layout: 2 shared experts and 2 specific
     experts per modality (``n_shared`` / ``n_specific``), ``expert_levels`` residual levels
@@ -36,19 +47,16 @@ def mmq_settings(cfg, dims: tuple[int, ...]) -> dict:
         "finetune_epochs": cfg.finetune_epochs,
         "finetune_pairs_per_epoch": cfg.finetune_pairs,
         "lambda_orth": 0.0 if cfg.ablation == "no-orth" else cfg.lambda_orth,
-        "n_shared": cfg.n_shared,
-        "n_specific": cfg.n_specific,
         "shared_levels": cfg.expert_levels,
         "specific_levels": cfg.expert_levels,
         "gate_balance": cfg.gate_balance,
         "gate_sharpness": cfg.gate_sharpness,
     }
-    if cfg.ablation == "shared-only":
-        out.update(n_shared=cfg.n_shared + M * cfg.n_specific, n_specific=0, lambda_orth=0.0)
-    elif cfg.ablation == "specific-only":
-        out.update(n_shared=0, lambda_orth=0.0)
-    elif cfg.ablation == "one-expert":
-        out.update(n_shared=1, n_specific=1)
+    out["n_shared"], out["n_specific"] = expert_layout(
+        cfg.ablation, cfg.n_shared, cfg.n_specific, M
+    )
+    if cfg.ablation in ("shared-only", "specific-only"):  # no shared/specific pair left
+        out["lambda_orth"] = 0.0
     return out
 
 

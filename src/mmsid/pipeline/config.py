@@ -188,14 +188,11 @@ def method_label(m: str, cfg: PipelineConfig, n_modalities: int | None = None) -
     if m == "opq":
         return f"opq(m={tk.opq_levels})"
     if m.startswith("mmq"):
-        shared, specific = tk.mmq_shared, tk.mmq_specific
-        ablation = MMQ_ABLATIONS.get(m)
-        if ablation == "shared-only":
-            shared, specific = shared + (n_modalities or 1) * specific, 0
-        elif ablation == "specific-only":
-            shared = 0
-        elif ablation == "one-expert":
-            shared, specific = 1, 1
+        from mmsid.tokenize_mmq import expert_layout
+
+        shared, specific = expert_layout(
+            MMQ_ABLATIONS.get(m, "none"), tk.mmq_shared, tk.mmq_specific, n_modalities or 1
+        )
         layout = f"{shared} shared + {specific} specific"
         layout += "/modality" if n_modalities != 1 else ""
         if tk.mmq_levels > 1:

@@ -17,7 +17,7 @@ from mmsid.eval.codebook import perplexity, utilization
 from mmsid.quantizers.loop import fit_epochs, init_rows
 from mmsid.quantizers.mmq import MMQ, MMQConfig, gate_entropy, sid_length
 from mmsid.quantizers.rows import Rows, batch_reader
-from mmsid.quantizers.tokenizer import Tokenizer
+from mmsid.quantizers.tokenizer import Tokenizer, check_features
 
 
 class MMQTokenizer(Tokenizer):
@@ -151,8 +151,6 @@ class MMQTokenizer(Tokenizer):
     ) -> dict:
         """Stage 2 on (P, 2) item-row pairs (a, b): b followed a in a training sequence.
         Returns {"sid_changed_share": ..., "pairs": P}."""
-        from mmsid.quantizers.tokenizer import check_features
-
         if self.module is None:
             raise RuntimeError("fit stage 1 before fine-tuning")
         if isinstance(x, (str, Path, Rows)):  # a catalogue read a batch at a time
@@ -204,8 +202,6 @@ class MMQTokenizer(Tokenizer):
         expert, share of items routed to each by their largest weight, mean normalised entropy:
         1 = uniform, 0 = one-hot) and each expert's code utilization and perplexity per level,
         over the items that have the group's input. ``names`` label the modality groups."""
-        from mmsid.quantizers.tokenizer import check_features
-
         model = self.module.eval()
         t = check_features(x, dim=self.input_dim).to(next(model.parameters()).device)
         xs, mask, _, z_sh, z_sp = model.latents(t)
