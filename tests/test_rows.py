@@ -9,7 +9,7 @@ import torch
 
 from mmsid.errors import DataError
 from mmsid.quantizers import tokenizer_for
-from mmsid.quantizers.rows import Rows, write_npy
+from mmsid.quantizers.rows import Rows, nonfinite_rows, write_npy
 
 
 def _x(n=600, d=12, seed=0) -> np.ndarray:
@@ -61,6 +61,27 @@ def test_bad_feature_files_are_named_with_the_fix(tmp_path):
         tokenizer_for("rq-kmeans", levels=2, codebook_size=8).fit(tmp_path / "same.npy")
     with pytest.raises(DataError, match="fits in memory"):
         tokenizer_for("psrq", levels=2, codebook_size=8).fit(tmp_path / "nan.npy")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nonfinite_rows_is_the_element_wise_test(seed):
+    """The row-sum fast path flags exactly the rows the element-wise test flags: NaN, +inf,
+    -inf, +inf beside -inf (sum NaN), and not a finite row whose sum overflows to inf."""
+    g = np.random.default_rng(seed)
+    x = g.normal(size=(300, 9)).astype(np.float32)
+    rows = g.choice(300, 12, replace=False)
+    for r, v in zip(rows[:9], [np.nan, np.inf, -np.inf] * 3, strict=True):
+        x[r, g.integers(9)] = v
+    x[rows[9], :2] = [np.inf, -np.inf]
+    x[rows[10]] = 3e38  # finite; its sum overflows
+    x[rows[11]] = -3e38
+    want = ~np.isfinite(x).all(1)
+    assert want.sum() == 10
+    got = nonfinite_rows(torch.from_numpy(x)).numpy()
+    assert np.array_equal(got, want)
+    clean = np.delete(x, rows[:10], axis=0)
+    assert not nonfinite_rows(torch.from_numpy(clean)).any()  # overflowing rows included
+    assert nonfinite_rows(torch.empty(0, 9)).shape == (0,)
 
 
 def test_rqkmeans_from_a_file_is_the_in_memory_fit(tmp_path):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mmsid.errors import DataError
 
@@ -114,7 +115,7 @@ class Rows:
         shift = self.read(0, 1)[0].astype(np.float64)  # sums around one row: no cancellation
         total, sq = np.zeros(self.dim), np.zeros(self.dim)
         for s, x in self.chunks():
-            bad = ~np.isfinite(x).all(1)
+            bad = nonfinite_rows(torch.from_numpy(x)).numpy()
             if bad.any():
                 raise DataError(
                     f"{source}: row {s + int(np.flatnonzero(bad)[0])} holds NaN or inf "
@@ -130,12 +131,23 @@ class Rows:
             )
 
 
+def nonfinite_rows(t: torch.Tensor) -> torch.Tensor:
+    """(N, d) -> (N,) bool: rows holding a NaN or an inf.
+
+    Fast path: a NaN or an inf makes its row's sum NaN or inf, so finite row sums clear every
+    row with one reduction (a fifth of assignment time went to the element-wise test). The
+    exact element-wise test runs only when some sum is not finite, which also happens for
+    finite rows whose sum overflows; those rows come out clean there.
+    """
+    if t.numel() == 0 or bool(torch.isfinite(t.sum(dim=1)).all()):
+        return torch.zeros(t.shape[0], dtype=torch.bool, device=t.device)
+    return ~torch.isfinite(t).all(dim=1)
+
+
 def batch_reader(x, device) -> tuple[int, Callable]:
     """(row count, ``get(idx) -> (B, d) float32 tensor on device``) for a training loop over
     an in-memory tensor (moved to ``device`` once) or :class:`Rows` (each batch read from the
     file: the same seeded batches, so the same fit)."""
-    import torch
-
     if isinstance(x, Rows):
 
         def get(idx):

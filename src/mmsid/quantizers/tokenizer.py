@@ -17,7 +17,7 @@ import torch
 from mmsid import __version__
 from mmsid.errors import DataError, VersionError
 from mmsid.io import load_torch, save_torch, stable_hash
-from mmsid.quantizers.rows import Rows
+from mmsid.quantizers.rows import Rows, nonfinite_rows
 
 FORMAT = "mmsid-tokenizer"
 FORMAT_VERSION = 1
@@ -41,7 +41,7 @@ def check_features(
             f"{source}: dimension {t.shape[1]} but the tokenizer was fitted on "
             f"dimension {dim}; use the same features (modalities, encoders) as in fit"
         )
-    bad = ~torch.isfinite(t).all(dim=1)
+    bad = nonfinite_rows(t)
     if bad.any():
         raise DataError(
             f"{source}: row {int(bad.nonzero()[0])} holds NaN or inf "
