@@ -17,7 +17,7 @@ from mmsid.retrieval.parallel import (
     score_reference,
 )
 from mmsid.retrieval.sasrec import training_windows
-from mmsid.training import LoopConfig, lr_factor, train
+from mmsid.training import LoopConfig, train
 
 TINY = ParallelSIDConfig(
     d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, temperature=0.1, max_history=6
@@ -138,17 +138,6 @@ def test_bucketed_batches_cover_every_row_once_with_similar_lengths():
     spread = np.mean([np.ptp(lengths[x]) for x in b])
     assert spread < 3  # a random batch spans about the whole range (18)
     assert len(np.concatenate(bucketed_batches(lengths, 64, np.random.default_rng(1), 300))) == 300
-
-
-def test_cosine_schedule():
-    cfg = LoopConfig(lr=1.0, schedule="cosine", warmup_steps=10)
-    f = [lr_factor(cfg, s, 110) for s in range(110)]
-    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert f[60] == pytest.approx(0.5, abs=0.02) and f[-1] < 0.01
-    assert all(a >= b for a, b in zip(f[9:], f[10:]))
-    assert lr_factor(LoopConfig(), 5, 10) == 1.0
-    with pytest.raises(ValueError, match="schedule"):
-        lr_factor(LoopConfig(schedule="step"), 0, 10)
 
 
 # ---- the PQ / OPQ tokenizer -----------------------------------------------------------------

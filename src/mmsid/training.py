@@ -1,5 +1,6 @@
-"""The one plain training loop (Adam, mini-batches, periodic validation, best state kept,
-early stopping, a checkpoint after every epoch so an interrupted run resumes where it stopped).
+"""The one plain training loop (AdamW or Adafactor, mini-batches, periodic validation, best
+state kept, early stopping, a checkpoint after every epoch so an interrupted run resumes where
+it stopped).
 
 Models follow one contract: ``model.loss(batch) -> scalar``. The caller supplies how an
 epoch's batches are drawn (``batches(rng) -> list of index arrays``), how a batch is built
@@ -41,23 +42,48 @@ class LoopConfig:
     grad_clip: float = 1.0  # 0 = off
     amp: str = "off"  # bf16 autocast: auto | on | off (see mmsid.device.bf16_autocast)
     # learning rate: "constant", or "cosine": linear warm-up over ``warmup_steps``, then a
-    # cosine decay to 0 at the end of ``epochs`` (a run stopped early stops mid-decay; a run
-    # extended with more epochs re-spreads the decay from where it is)
+    # cosine decay to 0 at the end of ``epochs`` (or of ``max_steps`` when set; a run stopped
+    # early stops mid-decay; a run extended with more epochs re-spreads the decay from where
+    # it is), or "rsqrt": T5's inverse square root, lr * sqrt(w / max(step + 1, w)) with
+    # w = ``warmup_steps``: held at lr for w steps (no ramp), then proportional to 1/sqrt(step)
     schedule: str = "constant"
     warmup_steps: int = 0
+    # "adamw", or "adafactor" (torch.optim.Adafactor: factored second moments, update
+    # clipping, and a step of min(lr, 1/sqrt(step)) times the parameter's RMS: at lr 0.01
+    # with the constant schedule that is T5's, and so TIGER's, 0.01 for 10k steps then
+    # inverse square root decay; weight decay is decoupled in both)
+    optimizer: str = "adamw"
+    # a budget in optimiser steps: stop at the first epoch end at or past it (0 = epochs
+    # decide; both are caps, the first reached ends the run)
+    max_steps: int = 0
     seed: int = 0
     log_steps: bool = False  # keep every step's loss in the history (distributed checks)
 
 
+SCHEDULES = ("constant", "cosine", "rsqrt")
+OPTIMIZERS = ("adamw", "adafactor")
+
+
 def lr_factor(cfg: LoopConfig, step: int, total: int) -> float:
-    """The learning-rate multiplier at optimiser step ``step`` of ``total``."""
+    """The learning-rate multiplier at optimiser step ``step`` (0-based) of ``total``."""
+    if cfg.schedule == "rsqrt":
+        w = max(1, cfg.warmup_steps)
+        return float(np.sqrt(w / max(step + 1, w)))
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.schedule == "constant":
         return warm
     if cfg.schedule == "cosine":
         done = min(1.0, max(0, step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
         return warm * 0.5 * (1.0 + np.cos(np.pi * done))
-    raise ValueError(f"unknown learning-rate schedule '{cfg.schedule}': constant | cosine")
+    raise ValueError(f"unknown learning-rate schedule '{cfg.schedule}': {' | '.join(SCHEDULES)}")
+
+
+def make_optimizer(params, cfg: LoopConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adafactor":
+        return torch.optim.Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer '{cfg.optimizer}': {' | '.join(OPTIMIZERS)}")
 
 
 def train(
@@ -80,10 +106,11 @@ def train(
     epoch count is not part of the key, so re-running with more epochs extends a finished run.
     Returns the history: one dict per epoch (train loss, seconds, and the validation metrics
     on validated epochs); the last also has ``stopped``: ``epochs`` (all ran),
-    ``early_stopping`` (patience ran out) or ``max_minutes`` (cut by the time limit)."""
+    ``early_stopping`` (patience ran out), ``max_minutes`` (cut by the time limit) or
+    ``max_steps`` (the step budget was reached); every row has its optimiser ``steps``."""
     ctx = distributed.context()
     torch.manual_seed(cfg.seed + ctx.rank)  # rank 0 draws what a one-process run draws
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model.parameters(), cfg)
     history: list[dict] = []
     best, best_state, start, stale, elapsed = -np.inf, None, 0, 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
@@ -104,10 +131,14 @@ def train(
     step = distributed.wrap(model)  # DDP over ranks; a plain call in one process
     units = getattr(model, "loss_units", distributed.units)
     t_start = time.perf_counter() - elapsed
-    stopped = "epochs"  # why training ended: epochs | early_stopping | max_minutes
+    stopped = "epochs"  # why training ended: epochs | early_stopping | max_minutes | max_steps
+    done = sum(row.get("steps", 0) for row in history)  # optimiser steps so far
     for epoch in range(start, cfg.epochs):
         if cfg.patience and stale >= cfg.patience:
             stopped = "early_stopping"
+            break
+        if cfg.max_steps and done >= cfg.max_steps:
+            stopped = "max_steps"
             break
         # rank 0's clock decides for every rank (ranks that stop apart would wait forever)
         if cfg.max_minutes and distributed.broadcast(
@@ -126,8 +157,9 @@ def train(
             leave=False,
         )
         steps = []
+        total = cfg.max_steps or cfg.epochs * len(plan)  # the cosine schedule's end
         for i, idx in enumerate(bar):
-            f = lr_factor(cfg, epoch * len(plan) + i, cfg.epochs * len(plan))
+            f = lr_factor(cfg, done + i, total)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * f
             batch = make_batch(distributed.shard(idx))  # this rank's part of the global batch
@@ -145,10 +177,11 @@ def train(
             (value,) = distributed.all_sum([float(loss.detach())], device)
             steps.append(value / ctx.world)
             bar.set_postfix(loss=f"{steps[-1]:.4f}", refresh=False)
-        total = sum(steps)
+        done += len(steps)
         row = {
             "epoch": epoch + 1,
-            "train_loss": total / max(1, len(plan)),
+            "steps": len(steps),
+            "train_loss": sum(steps) / max(1, len(plan)),
             "seconds": time.perf_counter() - t0,
         }
         if cfg.log_steps:

@@ -318,12 +318,23 @@ def rank_cmd(
 @click.option("--beam", default=20, show_default=True, help="TIGER's beam width.")
 @click.option(
     "--schedule",
-    type=click.Choice(["constant", "cosine"]),
+    type=click.Choice(["constant", "cosine", "rsqrt"]),
     default="constant",
     show_default=True,
-    help="Learning rate schedule (cosine: after --warmup-steps).",
+    help="Learning rate schedule: cosine after a linear --warmup-steps ramp; rsqrt held for "
+    "--warmup-steps, then 1/sqrt(step).",
 )
 @click.option("--warmup-steps", default=0, show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adamw", "adafactor"]),
+    default="adamw",
+    show_default=True,
+    help="adafactor at --lr 0.01 with the constant schedule is TIGER's (T5's) recipe.",
+)
+@click.option(
+    "--max-steps", default=0, show_default=True, help="Optimiser-step budget; 0 = --epochs."
+)
 @click.option(
     "--set",
     "sets",
@@ -357,6 +368,8 @@ def retrieve_cmd(
     beam: int,
     schedule: str,
     warmup_steps: int,
+    optimizer: str,
+    max_steps: int,
     sets: tuple[str, ...],
     amp: str,
     seed: int,
@@ -389,6 +402,8 @@ def retrieve_cmd(
             beam=beam,
             schedule=schedule,
             warmup_steps=warmup_steps,
+            optimizer=optimizer,
+            max_steps=max_steps,
             amp=amp,
             seed=seed,
             device=device,

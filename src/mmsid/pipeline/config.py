@@ -69,8 +69,12 @@ class RetrievalSection:
     models: list[str] = field(default_factory=lambda: ["parallel-sid"])
     parallel: ParallelSIDConfig = field(default_factory=ParallelSIDConfig)
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
-    schedule: str = "constant"  # SID retrievers' learning rate: constant | cosine
+    # the SID retrievers' optimiser: schedule constant | cosine | rsqrt, optimizer adamw |
+    # adafactor, max_steps a step budget (0 = epochs decide); mmsid.training.LoopConfig
+    schedule: str = "constant"
     warmup_steps: int = 0
+    optimizer: str = "adamw"
+    max_steps: int = 0
     sid_lr: float = 0.0  # SID retrievers' peak learning rate; 0 = ``lr`` (SASRec's)
     sasrec: bool = True  # the item-id baseline
     sasrec_epochs: int = 200  # a cap, with the same early stopping
@@ -166,6 +170,14 @@ def resolve_config(
     bad = [m for m in cfg.retrieval.models if m not in SID_RETRIEVERS]
     if bad:
         raise ConfigError(f"unknown retrieval model(s) {bad}; choose from {SID_RETRIEVERS}")
+    from mmsid.training import OPTIMIZERS, SCHEDULES
+
+    if cfg.retrieval.schedule not in SCHEDULES or cfg.retrieval.optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"retrieval.schedule '{cfg.retrieval.schedule}' / retrieval.optimizer "
+            f"'{cfg.retrieval.optimizer}': choose a schedule of {SCHEDULES} and an optimizer "
+            f"of {OPTIMIZERS}"
+        )
     if cfg.ranking.negatives not in ("popularity", "uniform"):
         raise ConfigError(
             f"ranking.negatives '{cfg.ranking.negatives}': choose popularity or uniform"

@@ -143,6 +143,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                     "sids": sids,
                     "schedule": rt.schedule,
                     "warmup_steps": rt.warmup_steps,
+                    "optimizer": rt.optimizer,
+                    "max_steps": rt.max_steps,
                     # the SID model's own settings, under its RetrieveConfig field name
                     **(
                         {"tiger": dataclasses.asdict(rt.tiger)}

@@ -33,11 +33,16 @@ from mmsid.retrieval.models import build_trainable
 from mmsid.retrieval.parallel import ParallelSIDConfig
 from mmsid.retrieval.sasrec import SASRecConfig
 from mmsid.retrieval.tiger import TIGERConfig
-from mmsid.training import LoopConfig, train
+from mmsid.training import OPTIMIZERS, SCHEDULES, LoopConfig, train
 
 MODELS = ("parallel-sid", "tiger", "sasrec", "popularity", "content-knn")
 SID_MODELS = ("parallel-sid", "tiger")
 UNTRAINED = ("popularity", "content-knn")
+# not part of a run's resume key: budgets (a larger one extends a run) and where things live
+BUDGET_KEYS = (
+    *("out", "device", "data_dir", "sids"),
+    *("epochs", "max_minutes", "max_steps", "patience"),
+)
 
 
 @dataclass
@@ -64,8 +69,12 @@ class RetrieveConfig:
     beam: int = 20
     eval_batch_size: int = 64  # users per beam-search batch (fastest in bench_beam)
     amp: str = "auto"  # bf16 autocast for training only (evaluation is fp32): auto | on | off
-    schedule: str = "constant"  # learning rate: constant | cosine (after warmup_steps)
+    # learning rate: constant | cosine (after warmup_steps) | rsqrt (held for warmup_steps,
+    # then 1/sqrt(step)): mmsid.training.LoopConfig
+    schedule: str = "constant"
     warmup_steps: int = 0
+    optimizer: str = "adamw"  # adamw | adafactor (TIGER's, with lr 0.01: LoopConfig)
+    max_steps: int = 0  # a budget in optimiser steps (ends at an epoch end); 0 = epochs decide
     log_steps: bool = False  # keep every step's training loss in the history
     # content-knn: the modalities whose L2-normalised concatenation is the item's content
     # (empty = the data set's tokenizer defaults), centered first if asked
@@ -94,9 +103,12 @@ class RetrieveConfig:
             beam=(1, None),
             eval_batch_size=(1, None),
             warmup_steps=(0, None),
+            max_steps=(0, None),
         )
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"schedule '{self.schedule}': choose constant or cosine")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule '{self.schedule}': choose one of {SCHEDULES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer '{self.optimizer}': choose one of {OPTIMIZERS}")
 
 
 def recommend_all(
@@ -220,11 +232,7 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
     t = build_trainable(cfg, data, device)
     model, batches, make_batch = t.model, t.batches, t.make_batch
     model.to(device)
-    settings = {
-        k: v
-        for k, v in dataclasses.asdict(cfg).items()
-        if k not in ("out", "device", "data_dir", "epochs", "max_minutes", "patience", "sids")
-    }
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in BUDGET_KEYS}
     # the SID table's content, not its path: a table re-made at the same path must not resume
     # a model trained on the old IDs, and a run folder moved elsewhere must
     key = stable_hash({**settings, "sid_content": t.content_key})
@@ -238,6 +246,8 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         amp=cfg.amp,
         schedule=cfg.schedule,
         warmup_steps=cfg.warmup_steps,
+        optimizer=cfg.optimizer,
+        max_steps=cfg.max_steps,
         seed=cfg.seed,
         log_steps=cfg.log_steps,
     )
