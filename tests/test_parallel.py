@@ -29,14 +29,14 @@ def model(seed=0, n=40, m=4, K=8, **kw):
     codes = np.random.default_rng(seed).integers(K, size=(n, m))
     cfg = ParallelSIDConfig(**{**TINY.__dict__, **kw})
     net = ParallelSID(codes, K, cfg)
-    with torch.no_grad():  # non-trivial heads (they start as the identity)
-        net.w2.normal_(0, 0.1)
+    with torch.no_grad():  # non-trivial heads (their last weight starts at zero)
+        (net.w1 if cfg.head == "linear" else net.w2).normal_(0, 0.1)
     return net.eval()
 
 
-@pytest.mark.parametrize("chunk", [7, 65536])
-def test_exact_scoring_equals_reference(chunk):
-    net = model(score_chunk=chunk)
+@pytest.mark.parametrize("chunk,head", [(7, "linear"), (65536, "linear"), (7, "mlp")])
+def test_exact_scoring_equals_reference(chunk, head):
+    net = model(score_chunk=chunk, head=head)
     lp = net.log_probs(torch.randn(5, 32))  # (5, m, K)
     assert torch.allclose(net.score_codes(lp), score_reference(net, lp), atol=1e-5)
     # log-probabilities: each code position sums to 1, so scores are at most 0
@@ -72,8 +72,9 @@ def test_causal():
         assert torch.allclose(net.hidden(alt)[0, : t + 1], h[0, : t + 1], atol=1e-5)
 
 
-def test_one_pass_loss_equals_prefix_by_prefix_loss():
-    net = model(input="sum")
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_one_pass_loss_equals_prefix_by_prefix_loss(head):
+    net = model(input="sum", head=head)
     seq = torch.tensor([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, -1, -1, -1, -1]])
     one_pass = net.loss({"seq": seq})
     losses = []
@@ -103,7 +104,8 @@ def test_a_new_item_is_scored_and_recommended_without_retraining():
         net.set_catalogue(np.full((3, 4), 8))
 
 
-def test_learns_a_planted_pattern():
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_learns_a_planted_pattern(head):
     """Item i is always followed by item i+1 (mod N); after training, the next item is the
     top-1 recommendation for nearly every history."""
     n, m, K = 30, 3, 6
@@ -114,7 +116,9 @@ def test_learns_a_planted_pattern():
     windows = training_windows(seqs, 5)
     lengths = (windows >= 0).sum(1)
     torch.manual_seed(0)
-    net = ParallelSID(codes, K, ParallelSIDConfig(**{**TINY.__dict__, "max_history": 5}))
+    net = ParallelSID(
+        codes, K, ParallelSIDConfig(**{**TINY.__dict__, "max_history": 5, "head": head})
+    )
     step = iter(range(10**6))  # "validation" improves every epoch: keep the last state
     train(
         net,

@@ -7,7 +7,7 @@ SID table's levels) and code embeddings ``E_j`` (K, d) per code position ``j``:
 
     x_t        = mean_j E_j[c_{s_t} j] (+ pos_t)          input at position t   (B, T, d)
     h_t        = CausalTransformer(x)_t                                          (B, T, d)
-    g_tj       = h_t + W2_j gelu(W1_j h_t)                one residual head per code (B, T, m, d)
+    g_tj       = h_t + silu(W_j h_t + b_j)                one residual head per code (B, T, m, d)
     logit_tjk  = cos(g_tj, E_j[k]) / tau                                          (B, T, m, K)
     loss       = mean_{t, j} CE(logit_tj, c_{s_{t+1}} j)  every position supervised in one pass
     score_t(i) = (1/m) sum_j log_softmax(logit_tj)[c_ij]  exact, for every catalogue item
@@ -15,10 +15,13 @@ SID table's levels) and code embeddings ``E_j`` (K, d) per code position ``j``:
 Public facts behind the defaults (RPG's paper and code, read, not copied): the input is the
 mean of the item's code embeddings (``input="sum"`` is a setting); GPT-2-style decoder with
 2 layers, width 448, 4 heads, FFN 1024, dropout 0.5; cosine logits at temperature 0.03; the
-output compares against the same code embeddings as the input (``tie=True``; our reading of
-the shared token table). Choices of ours, each a setting: pre-LayerNorm blocks (GPT-2's),
-learned absolute positions with the history left-aligned (as SASRec here), an item-id
-embedding added to the input (``item_embedding``, off: it cannot serve new items).
+output compares against the same code embeddings as the input (``tie=True``: one token
+table); each code's head is one residual block, ``h + silu(W h + b)`` with
+``W`` starting at zero (``head="linear"``; ``head="mlp"``, ``h + W2 gelu(W1 h + b1) + b2``, is
+our earlier reading: twice the head's cost, kept as a setting). Choices of ours, each a
+setting: pre-LayerNorm blocks (GPT-2's), learned absolute positions with the history
+left-aligned (as SASRec here), an item-id embedding added to the input (``item_embedding``,
+off: it cannot serve new items).
 RPG decodes with a graph over SIDs; exact scoring (``score``) is the default here and the
 reference any approximate decoder must match.
 
@@ -48,6 +51,7 @@ class ParallelSIDConfig:
     input: str = "mean"  # how an item's code embeddings make its input: mean | sum
     tie: bool = True  # output logits against the input code embeddings (else separate tables)
     item_embedding: bool = False  # add a per-item id embedding (cannot serve new items)
+    head: str = "linear"  # per-code head: linear (RPG's residual block) | mlp (two layers)
     max_history: int = 20
     score_chunk: int = 65536  # catalogue items scored per chunk (memory: B x chunk floats)
 
@@ -70,6 +74,8 @@ class ParallelSIDConfig:
             raise ConfigError(f"parallel.d_model {self.d_model} is not a multiple of n_heads")
         if self.input not in ("mean", "sum"):
             raise ConfigError(f"parallel.input '{self.input}': choose mean or sum")
+        if self.head not in ("linear", "mlp"):
+            raise ConfigError(f"parallel.head '{self.head}': choose linear or mlp")
 
 
 class ParallelSID(nn.Module):
@@ -93,11 +99,16 @@ class ParallelSID(nn.Module):
         self.encoder = CausalEncoder(
             d, cfg.n_heads, cfg.d_ff, cfg.n_layers, cfg.dropout, cfg.max_history, pos_std=0.02
         )  # GPT-2's position scale, as the code embeddings'
-        # per-code residual heads, stored stacked so all m run as one batched contraction
-        self.w1 = nn.Parameter(torch.randn(self.m, d, d) * d**-0.5)  # (m, d, d)
-        self.b1 = nn.Parameter(torch.zeros(self.m, d))
-        self.w2 = nn.Parameter(torch.zeros(self.m, d, d))  # heads start as the identity
-        self.b2 = nn.Parameter(torch.zeros(self.m, d))
+        # per-code residual heads, stored stacked so all m run as one batched contraction; each
+        # starts as the identity plus a constant (its last weight is zero)
+        if cfg.head == "linear":  # h + silu(W1 h + b1); b1 as nn.Linear's default bias
+            self.w1 = nn.Parameter(torch.zeros(self.m, d, d))  # (m, d, d)
+            self.b1 = nn.Parameter(torch.empty(self.m, d).uniform_(-(d**-0.5), d**-0.5))
+        else:  # h + W2 gelu(W1 h + b1) + b2
+            self.w1 = nn.Parameter(torch.randn(self.m, d, d) * d**-0.5)
+            self.b1 = nn.Parameter(torch.zeros(self.m, d))
+            self.w2 = nn.Parameter(torch.zeros(self.m, d, d))
+            self.b2 = nn.Parameter(torch.zeros(self.m, d))
 
     def set_catalogue(self, codes: np.ndarray) -> None:
         """Score this (N', m) code table from now on (e.g. the catalogue plus new items)."""
@@ -128,7 +139,10 @@ class ParallelSID(nn.Module):
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """(M, d) hidden states -> (M, m, K) per-code log-probabilities."""
         g = torch.einsum("md,jde->mje", h, self.w1) + self.b1  # (M, m, d)
-        g = h[:, None] + torch.einsum("mjd,jde->mje", F.gelu(g), self.w2) + self.b2
+        if self.cfg.head == "linear":
+            g = h[:, None] + F.silu(g)
+        else:
+            g = h[:, None] + torch.einsum("mjd,jde->mje", F.gelu(g), self.w2) + self.b2
         emb = self.code_emb if self.out_emb is None else self.out_emb  # (m, K, d)
         logits = torch.einsum(
             "mjd,jkd->mjk", F.normalize(g, dim=-1), F.normalize(emb, dim=-1)
