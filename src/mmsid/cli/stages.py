@@ -7,6 +7,7 @@ import click
 from mmsid.cli.base import _fail, _protocol, _trained, main, protocol_options
 from mmsid.errors import MMSIDError
 from mmsid.tokenize_mmq import ABLATIONS
+from mmsid.training import OPTIMIZERS, SCHEDULES
 
 
 @main.command("tokenize")
@@ -318,7 +319,7 @@ def rank_cmd(
 @click.option("--beam", default=20, show_default=True, help="TIGER's beam width.")
 @click.option(
     "--schedule",
-    type=click.Choice(["constant", "cosine", "rsqrt"]),
+    type=click.Choice(SCHEDULES),
     default="constant",
     show_default=True,
     help="Learning rate schedule: cosine after a linear --warmup-steps ramp; rsqrt held for "
@@ -327,7 +328,7 @@ def rank_cmd(
 @click.option("--warmup-steps", default=0, show_default=True)
 @click.option(
     "--optimizer",
-    type=click.Choice(["adamw", "adafactor"]),
+    type=click.Choice(OPTIMIZERS),
     default="adamw",
     show_default=True,
     help="adafactor at --lr 0.01 with the constant schedule is TIGER's (T5's) recipe.",

@@ -40,8 +40,14 @@ SID_MODELS = ("parallel-sid", "tiger")
 UNTRAINED = ("popularity", "content-knn")
 # not part of a run's resume key: budgets (a larger one extends a run) and where things live
 BUDGET_KEYS = (
-    *("out", "device", "data_dir", "sids"),
-    *("epochs", "max_minutes", "max_steps", "patience"),
+    "out",
+    "device",
+    "data_dir",
+    "sids",
+    "epochs",
+    "max_minutes",
+    "max_steps",
+    "patience",
 )
 
 
