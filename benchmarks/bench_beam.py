@@ -12,7 +12,6 @@ benchmarks/results/beam_search.{json,md}.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from mmsid.data import load_dataset
-from mmsid.device import bf16_autocast
+from mmsid.device import bf16_autocast, cpu_description
 from mmsid.io import load_torch, write_json, write_text
 from mmsid.protocol import build_protocol
 from mmsid.retrieval.data import build_retrieval
@@ -97,7 +96,7 @@ def main() -> None:
         "k": a.k,
         "threads": a.threads,
         "weights": a.model or "random init",
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "rows": rows,
         "reference": {"users": n_ref, "users_per_s": n_ref / t_ref, "identical_lists_share": agree},
         "command": "python " + " ".join(sys.argv),

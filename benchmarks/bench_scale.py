@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -173,6 +171,7 @@ def main() -> None:
         fn = tokenizer if spec.pop("kind", "scoring") == "tokenizer" else scoring
         print(json.dumps(fn(**spec)))
         return
+    from mmsid.device import cpu_description
     from mmsid.io import write_json, write_text
     from mmsid.pipeline.runner import git_commit
 
@@ -205,7 +204,7 @@ def main() -> None:
         "command": "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "commit": commit,
         "seeds": [0],
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": cpu_description(),
         "tokenizers": toks,
         "scoring": rows,
     }

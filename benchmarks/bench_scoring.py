@@ -13,7 +13,6 @@ few users. Writes benchmarks/results/scoring.{json,md}.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmsid.device import cpu_description
 from mmsid.ids import SIDTable
 from mmsid.io import write_json, write_text
 from mmsid.protocol import load_protocol
@@ -111,7 +111,7 @@ def main() -> None:
         "threads": a.threads,
         "precision": "fp32",
         "weights": "random init (throughput does not depend on them)",
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "rows": rows,
         "command": "python benchmarks/" + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "seeds": [0],

@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit-s", type=float, default=60.0, help="Per scenario.")
     args = ap.parse_args()
+    from mmsid.device import cpu_description
     from mmsid.io import write_json, write_text
     from mmsid.pipeline.runner import git_commit
     from mmsid.protocol import load_protocol
@@ -238,7 +239,7 @@ def main() -> None:
         "dataset": args.dataset,
         "catalogue_items": n_items,
         "concurrency": args.concurrency,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": cpu_description(), "platform": platform.platform()},
         "server": "1 uvicorn process, 1 torch thread; clients share the machine",
         "scenarios": res,
     }
@@ -248,7 +249,7 @@ def main() -> None:
         "",
         f"`mmsid serve` on {args.dataset} ({n_items:,} items, RQ-KMeans 3 x 256 + collision; "
         "parallel-SID d 256, 2 layers), loopback, "
-        f"{args.concurrency} concurrent clients, {os.cpu_count()} cores shared by server and "
+        f"{args.concurrency} concurrent clients; {cpu_description()}, cores shared by server and "
         "clients.",
         "",
         f"Command: `{out['command']}` (commit {commit}, seed {args.seed}).",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -212,11 +211,13 @@ def main() -> None:
             r = _spawn(["train", data, method])
             train.append(r)
             print(f"train {data} {method}: {r['seconds']:.1f}s", flush=True)
+    from mmsid.device import cpu_description
+
     cmd = "python benchmarks/bench_tokenizers.py" + (" --quick" if a.quick else "")
     meta = {
         "command": cmd,
         "threads": THREADS,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "cores": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -238,7 +239,7 @@ def main() -> None:
     lines = [
         "# Tokenizer benchmarks",
         "",
-        f"Command: `{cmd}` at commit `{git_commit()}`, seed 0 — {meta['cores']} cores, "
+        f"Command: `{cmd}` at commit `{git_commit()}`, seed 0 — {meta['cpu']}, "
         f"{THREADS} threads, {meta['date']}. L={L} levels, K={K}.",
         "",
         "## SID assignment (greedy residual encode, same codebooks, same data)",

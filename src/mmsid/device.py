@@ -82,3 +82,25 @@ def bf16_autocast(device: str, mode: str = "auto"):
     else:
         on = mode == "on"
     return torch.autocast(dev, dtype=torch.bfloat16) if on else contextlib.nullcontext()
+
+
+def cpu_description() -> str:
+    """The CPU a timing was measured on, for benchmark records: model name (``/proc/cpuinfo``
+    where there is one), logical cores, the SIMD level torch dispatches to and torch's BLAS.
+    Timings compare only between equal descriptions: the same code on the same 2 cores ran its
+    assignment GEMM at 330 GFLOP/s on one machine of this project and 90 on another (MKL on an
+    AMD EPYC, where faiss's OpenBLAS ran the same shape faster)."""
+    import os
+    import platform
+    import re
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.MULTILINE)
+        model = m.group(1).strip() if m else model
+    except OSError:
+        pass
+    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    simd = torch.backends.cpu.get_cpu_capability()
+    return f"{model}, {os.cpu_count()} cores, torch {simd}, BLAS {blas.group(1) if blas else '?'}"
