@@ -122,12 +122,15 @@ def main() -> None:
     t = time.perf_counter()
     res = run()
     sweep = alpha_sweep()
-    cmd = "python benchmarks/bench_drift.py"
+    cmd, commit = (
+        "python benchmarks/bench_drift.py",
+        git_commit(),
+    )  # once: the JSON dirties the tree
     write_json(
         RESULTS / "semantic_drift.json",
         {
             "command": cmd,
-            "commit": git_commit(),
+            "commit": commit,
             "levels": LEVELS,
             "K": K,
             "seeds": list(SEEDS),
@@ -138,7 +141,7 @@ def main() -> None:
     lines = [
         "# Semantic drift by level: PSRQ vs RQ-KMeans",
         "",
-        f"Command: `{cmd}` at commit `{git_commit()}`; {LEVELS} levels, K per data set "
+        f"Command: `{cmd}` at commit `{commit}`; {LEVELS} levels, K per data set "
         f"{K}, mean of seeds "
         f"{list(SEEDS)}. Coherence = mean cosine of an item's content to the items sharing "
         "its code at that level (code) / its code prefix up to that level (prefix); "

@@ -225,11 +225,13 @@ def main() -> None:
     from mmsid.io import write_json, write_text
     from mmsid.pipeline import git_commit
 
+    commit = git_commit()  # once: writing the JSON below dirties the tree
+
     write_json(
         RESULTS / "tokenizers.json",
         {
             "command": cmd,
-            "commit": git_commit(),
+            "commit": commit,
             "seeds": [0],
             "meta": meta,
             "encode": enc,
@@ -239,7 +241,7 @@ def main() -> None:
     lines = [
         "# Tokenizer benchmarks",
         "",
-        f"Command: `{cmd}` at commit `{git_commit()}`, seed 0 — {meta['cpu']}, "
+        f"Command: `{cmd}` at commit `{commit}`, seed 0 — {meta['cpu']}, "
         f"{THREADS} threads, {meta['date']}. L={L} levels, K={K}.",
         "",
         "## SID assignment (greedy residual encode, same codebooks, same data)",
