@@ -5,7 +5,7 @@ RQ-KMeans and RQ-VAE. Each measurement runs in its own process so peak RSS is it
     python benchmarks/bench_tokenizers.py            # everything (about 15 min on 2 cores)
     python benchmarks/bench_tokenizers.py --quick    # 100k synthetic + real sets only
 
-Encode throughput is the median over repeats (at least 1 s of runs per measurement).
+Encode throughput: both encoders timed in one process in alternating rounds (job_paired).
 Writes benchmarks/results/tokenizers.json and tokenizers.md.
 """
 
@@ -83,12 +83,11 @@ def _timed(fn, min_total: float = 1.0, max_runs: int = 50):
     return float(np.median(times)), out
 
 
-def job_encode(data: str, impl: str) -> dict:
+def _encoder(impl: str, x: np.ndarray, C):
+    """The greedy residual encoder ``impl`` (mmsid or faiss) over fixed codebooks C (L, K, d),
+    warmed up, as a function of no arguments returning (N, L) int64 codes of x."""
     import torch
 
-    torch.set_num_threads(THREADS)
-    x = _data(data)
-    C = _codebooks(x)  # (L, K, d)
     n, d = x.shape
     if impl == "mmsid":
         from mmsid.quantizers import ResidualQuantizer, ResidualQuantizerConfig
@@ -100,31 +99,71 @@ def job_encode(data: str, impl: str) -> dict:
         xt = torch.from_numpy(x)
         tables = rq.lookup_tables()  # like faiss's compute_codebook_tables, outside the timer
         rq.encode(xt[:4096], tables=tables)  # warm-up
-        dt, codes = _timed(lambda: rq.encode(xt, tables=tables).numpy())
-    else:
-        import faiss
+        return lambda: rq.encode(xt, tables=tables).numpy()
+    import faiss
 
-        faiss.omp_set_num_threads(THREADS)
-        f = faiss.ResidualQuantizer(d, L, 8)
-        faiss.copy_array_to_vector(C.numpy().reshape(-1), f.codebooks)
-        f.is_trained, f.max_beam_size = True, 1  # greedy: the same algorithm as ours
-        f.use_beam_LUT = 1  # faiss's faster path (precomputed codebook tables)
-        f.compute_codebook_tables()
-        f.compute_codes(x[:4096])
-        dt, codes = _timed(lambda: f.compute_codes(x))
-        codes = codes[:, :L].astype(np.int64)
-    flops = 2.0 * n * L * K * d
+    faiss.omp_set_num_threads(THREADS)
+    f = faiss.ResidualQuantizer(d, L, 8)
+    faiss.copy_array_to_vector(C.numpy().reshape(-1), f.codebooks)
+    f.is_trained, f.max_beam_size = True, 1  # greedy: the same algorithm as ours
+    f.use_beam_LUT = 1  # faiss's faster path (precomputed codebook tables)
+    f.compute_codebook_tables()
+    f.compute_codes(x[:4096])
+    return lambda: f.compute_codes(x)[:, :L].astype(np.int64)
+
+
+def job_encode(data: str, impl: str) -> dict:
+    """One encoder alone in its process: its codes (compared across encoders) and peak RSS."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    x = _data(data)
+    codes = _encoder(impl, x, _codebooks(x))()
     return {
         "data": data,
         "impl": impl,
-        "items": n,
-        "dim": d,
-        "seconds": dt,
-        "items_per_s": n / dt,
-        "gflop": flops / 1e9,
-        "gflop_per_s": flops / dt / 1e9,
         "codes_file": _save_codes(codes, data, impl),
         "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def job_paired(data: str, min_rounds: int = 5, max_rounds: int = 41, budget_s: float = 10.0):
+    """Both encoders in one process, timed in alternating rounds (the first to run swaps every
+    round), so a machine whose speed drifts (a shared VM: two unpaired runs of this benchmark
+    gave the same data set ratios 0.88 and 1.34) slows both alike. The ratio is the geometric
+    mean of the per-round speed ratios with a 95% t interval over rounds."""
+    import torch
+
+    from mmsid.eval.stats import mean_ci
+
+    torch.set_num_threads(THREADS)
+    x = _data(data)
+    C = _codebooks(x)  # (L, K, d)
+    enc = {impl: _encoder(impl, x, C) for impl in ("mmsid", "faiss")}
+    times: dict[str, list[float]] = {"mmsid": [], "faiss": []}
+    r = 0
+    while r < min_rounds or (r < max_rounds and min(map(sum, times.values())) < budget_s):
+        for impl in ("mmsid", "faiss") if r % 2 == 0 else ("faiss", "mmsid"):
+            t = time.perf_counter()
+            enc[impl]()
+            times[impl].append(time.perf_counter() - t)
+        r += 1
+    log_ratio = np.log(np.array(times["faiss"]) / np.array(times["mmsid"]))
+    ci = mean_ci(log_ratio)
+    n, d = x.shape
+    flops = 2.0 * n * L * K * d
+    med = {impl: float(np.median(ts)) for impl, ts in times.items()}
+    return {
+        "data": data,
+        "items": n,
+        "dim": d,
+        "rounds": r,
+        "seconds": med,
+        "items_per_s": {impl: n / t for impl, t in med.items()},
+        "ratio_vs_faiss": float(np.exp(ci["mean"])),
+        "ratio_ci95": [float(np.exp(ci["mean"] - ci["ci"])), float(np.exp(ci["mean"] + ci["ci"]))],
+        "gflop": flops / 1e9,
+        "gflop_per_s": flops / med["mmsid"] / 1e9,
         "gemm_gflop_per_s": gemm_rate(d),
     }
 
@@ -187,23 +226,26 @@ def main() -> None:
     a = ap.parse_args()
     if a.job:
         kind, data, which = a.job
-        res = job_encode(data, which) if kind == "encode" else job_train(data, which)
+        jobs = {"encode": job_encode, "train": job_train, "paired": lambda d, _: job_paired(d)}
+        res = jobs[kind](data, which)
         print(json.dumps(res))
         return
     synth = ["synthetic-100k"] if a.quick else ["synthetic-100k", "synthetic-1m"]
     real = ["ml100k-mm", "lfm2k-mm", "amazon-beauty"]
     enc, train = [], []
     for data in synth + real:
-        pair = {impl: _spawn(["encode", data, impl]) for impl in ("mmsid", "faiss")}
-        ours, theirs = (np.load(pair[i].pop("codes_file")) for i in ("mmsid", "faiss"))
-        same = float((ours == theirs).all(axis=1).mean())  # share of items with identical SIDs
-        for impl, r in pair.items():
-            r["ratio_vs_faiss"] = pair["mmsid"]["items_per_s"] / pair["faiss"]["items_per_s"]
-            r["identical_sid_share"] = same
-            enc.append(r)
+        alone = {impl: _spawn(["encode", data, impl]) for impl in ("mmsid", "faiss")}
+        ours, theirs = (np.load(alone[i].pop("codes_file")) for i in ("mmsid", "faiss"))
+        r = _spawn(["paired", data, "-"])
+        r["identical_sid_share"] = float((ours == theirs).all(axis=1).mean())
+        r["peak_rss_mb"] = {impl: alone[impl]["peak_rss_mb"] for impl in alone}
+        enc.append(r)
+        lo, hi = r["ratio_ci95"]
         print(
-            f"encode {data}: mmsid {pair['mmsid']['items_per_s']:,.0f}/s, faiss "
-            f"{pair['faiss']['items_per_s']:,.0f}/s, identical SIDs: {same:.4%}",
+            f"encode {data}: mmsid {r['items_per_s']['mmsid']:,.0f}/s, faiss "
+            f"{r['items_per_s']['faiss']:,.0f}/s, ratio {r['ratio_vs_faiss']:.2f} "
+            f"[{lo:.2f}, {hi:.2f}] over {r['rounds']} rounds, identical SIDs: "
+            f"{r['identical_sid_share']:.4%}",
             flush=True,
         )
     for data in synth:
@@ -246,20 +288,24 @@ def main() -> None:
         "",
         "## SID assignment (greedy residual encode, same codebooks, same data)",
         "",
-        "| data | items x dim | mmsid items/s | faiss items/s | ratio | identical SIDs | "
-        "mmsid GFLOP/s | GEMM GFLOP/s | share of GEMM rate | peak RSS mmsid / faiss (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Both encoders run in one process in alternating rounds (the first to run swaps every "
+        "round); items/s is the median round, the ratio (mmsid / faiss speed) the geometric "
+        "mean over rounds with its 95% interval. Identical SIDs and peak RSS come from each "
+        "encoder run alone in its own process.",
+        "",
+        "| data | items x dim | mmsid items/s | faiss items/s | ratio [95% CI] | rounds | "
+        "identical SIDs | mmsid GFLOP/s | GEMM GFLOP/s | share of GEMM rate | "
+        "peak RSS mmsid / faiss (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by = {(r["data"], r["impl"]): r for r in enc}
-    for data in synth + real:
-        m, f = by[(data, "mmsid")], by[(data, "faiss")]
+    for r in enc:
+        ips, rss, (lo, hi) = r["items_per_s"], r["peak_rss_mb"], r["ratio_ci95"]
         lines.append(
-            f"| {data} | {m['items']:,} x {m['dim']} | {m['items_per_s']:,.0f} | "
-            f"{f['items_per_s']:,.0f} | {m['ratio_vs_faiss']:.2f} | "
-            f"{m['identical_sid_share']:.3%} | {m['gflop_per_s']:.1f} | "
-            f"{m['gemm_gflop_per_s']:.1f} | "
-            f"{m['gflop_per_s'] / m['gemm_gflop_per_s']:.0%} | "
-            f"{m['peak_rss_mb']:,.0f} / {f['peak_rss_mb']:,.0f} |"
+            f"| {r['data']} | {r['items']:,} x {r['dim']} | {ips['mmsid']:,.0f} | "
+            f"{ips['faiss']:,.0f} | {r['ratio_vs_faiss']:.2f} [{lo:.2f}, {hi:.2f}] | "
+            f"{r['rounds']} | {r['identical_sid_share']:.3%} | {r['gflop_per_s']:.1f} | "
+            f"{r['gemm_gflop_per_s']:.1f} | {r['gflop_per_s'] / r['gemm_gflop_per_s']:.0%} | "
+            f"{rss['mmsid']:,.0f} / {rss['faiss']:,.0f} |"
         )
     lines += [
         "",
