@@ -122,10 +122,8 @@ def main() -> None:
     t = time.perf_counter()
     res = run()
     sweep = alpha_sweep()
-    cmd, commit = (
-        "python benchmarks/bench_drift.py",
-        git_commit(),
-    )  # once: the JSON dirties the tree
+    cmd = "python benchmarks/bench_drift.py"
+    commit = git_commit()  # once: writing the JSON below dirties the tree
     write_json(
         RESULTS / "semantic_drift.json",
         {

@@ -144,7 +144,7 @@ def tokenizer(path: str, method: str, threads: int) -> dict:
         f.compute_codebook_tables()
         # Paired: each chunk is read once (untimed), then encoded by both, the first to run
         # swapping every chunk, so a machine whose speed drifts slows both alike
-        from mmsid.eval.stats import mean_ci
+        from mmsid.eval.stats import speed_ratio
 
         same, t_ours, t_theirs = 0, [], []
         for i, (s, chunk) in enumerate(rows.chunks()):
@@ -158,11 +158,10 @@ def tokenizer(path: str, method: str, threads: int) -> dict:
                     t_theirs.append(time.perf_counter() - t0)
             assert np.array_equal(ours, codes[s : s + len(chunk)]), "transform(chunk) != (path)"
             same += int((theirs == ours).all(1).sum())
-        ci = mean_ci(np.log(np.array(t_theirs) / np.array(t_ours)))
+        ratio, lo, hi = speed_ratio(t_ours, t_theirs)
         out["paired_items_per_s"] = len(rows) / sum(t_ours)
         out["faiss_assign_items_per_s"] = len(rows) / sum(t_theirs)
-        out["ratio_vs_faiss"] = float(np.exp(ci["mean"]))
-        out["ratio_ci95"] = [float(np.exp(ci["mean"] + h)) for h in (-ci["ci"], ci["ci"])]
+        out["ratio_vs_faiss"], out["ratio_ci95"] = ratio, [lo, hi]
         out["identical_sids_vs_faiss"] = same / len(rows)
         out["peak_rss_mb"] = _peak_rss_mb()
     return out

@@ -249,8 +249,8 @@ def main() -> None:
         "",
         f"`mmsid serve` on {args.dataset} ({n_items:,} items, RQ-KMeans 3 x 256 + collision; "
         "parallel-SID d 256, 2 layers), loopback, "
-        f"{args.concurrency} concurrent clients; {cpu_description()}, cores shared by server and "
-        "clients.",
+        f"{args.concurrency} concurrent clients; {out['machine']['cpu']}, cores shared by "
+        "server and clients.",
         "",
         f"Command: `{out['command']}` (commit {commit}, seed {args.seed}).",
         "",

@@ -1,6 +1,6 @@
 """Tokenizer benchmarks (issue 3): SID assignment throughput of ``ResidualQuantizer.encode`` vs
 ``faiss.ResidualQuantizer.compute_codes`` on the same codebooks and data, and training time of
-RQ-KMeans and RQ-VAE. Each measurement runs in its own process so peak RSS is its own.
+RQ-KMeans and RQ-VAE. Peak RSS is measured with each encoder alone in its own process.
 
     python benchmarks/bench_tokenizers.py            # everything (about 15 min on 2 cores)
     python benchmarks/bench_tokenizers.py --quick    # 100k synthetic + real sets only
@@ -17,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,44 +113,43 @@ def _encoder(impl: str, x: np.ndarray, C):
     return lambda: f.compute_codes(x)[:, :L].astype(np.int64)
 
 
-def job_encode(data: str, impl: str) -> dict:
-    """One encoder alone in its process: its codes (compared across encoders) and peak RSS."""
+def job_alone(data: str, impl: str, codebooks: str) -> dict:
+    """One encoder alone in its process, on the paired job's codebooks: its peak RSS."""
     import torch
 
     torch.set_num_threads(THREADS)
     x = _data(data)
-    codes = _encoder(impl, x, _codebooks(x))()
-    return {
-        "data": data,
-        "impl": impl,
-        "codes_file": _save_codes(codes, data, impl),
-        "peak_rss_mb": _peak_rss_mb(),
-    }
+    _encoder(impl, x, torch.from_numpy(np.load(codebooks)))()
+    return {"data": data, "impl": impl, "peak_rss_mb": _peak_rss_mb()}
 
 
-def job_paired(data: str, min_rounds: int = 5, max_rounds: int = 41, budget_s: float = 10.0):
+def job_paired(
+    data: str, codebooks: str, min_rounds: int = 5, max_rounds: int = 41, budget_s: float = 10.0
+):
     """Both encoders in one process, timed in alternating rounds (the first to run swaps every
     round), so a machine whose speed drifts (a shared VM: two unpaired runs of this benchmark
     gave the same data set ratios 0.88 and 1.34) slows both alike. The ratio is the geometric
-    mean of the per-round speed ratios with a 95% t interval over rounds."""
+    mean of the per-round speed ratios with a 95% t interval over rounds. The codebooks are
+    saved to ``codebooks`` for the lone runs that measure each encoder's peak RSS."""
     import torch
 
-    from mmsid.eval.stats import mean_ci
+    from mmsid.eval.stats import speed_ratio
 
     torch.set_num_threads(THREADS)
     x = _data(data)
     C = _codebooks(x)  # (L, K, d)
+    np.save(codebooks, C.numpy())
     enc = {impl: _encoder(impl, x, C) for impl in ("mmsid", "faiss")}
     times: dict[str, list[float]] = {"mmsid": [], "faiss": []}
+    codes = {}
     r = 0
     while r < min_rounds or (r < max_rounds and min(map(sum, times.values())) < budget_s):
         for impl in ("mmsid", "faiss") if r % 2 == 0 else ("faiss", "mmsid"):
             t = time.perf_counter()
-            enc[impl]()
+            codes[impl] = enc[impl]()
             times[impl].append(time.perf_counter() - t)
         r += 1
-    log_ratio = np.log(np.array(times["faiss"]) / np.array(times["mmsid"]))
-    ci = mean_ci(log_ratio)
+    ratio, lo, hi = speed_ratio(times["mmsid"], times["faiss"])
     n, d = x.shape
     flops = 2.0 * n * L * K * d
     med = {impl: float(np.median(ts)) for impl, ts in times.items()}
@@ -160,20 +160,13 @@ def job_paired(data: str, min_rounds: int = 5, max_rounds: int = 41, budget_s: f
         "rounds": r,
         "seconds": med,
         "items_per_s": {impl: n / t for impl, t in med.items()},
-        "ratio_vs_faiss": float(np.exp(ci["mean"])),
-        "ratio_ci95": [float(np.exp(ci["mean"] - ci["ci"])), float(np.exp(ci["mean"] + ci["ci"]))],
+        "ratio_vs_faiss": ratio,
+        "ratio_ci95": [lo, hi],
+        "identical_sid_share": float((codes["mmsid"] == codes["faiss"]).all(axis=1).mean()),
         "gflop": flops / 1e9,
         "gflop_per_s": flops / med["mmsid"] / 1e9,
         "gemm_gflop_per_s": gemm_rate(d),
     }
-
-
-def _save_codes(codes: np.ndarray, data: str, impl: str) -> str:
-    import tempfile
-
-    path = Path(tempfile.gettempdir()) / f"mmsid-bench-{data}-{impl}.npy"
-    np.save(path, codes)
-    return str(path)
 
 
 def job_train(data: str, method: str) -> dict:
@@ -225,20 +218,19 @@ def main() -> None:
     ap.add_argument("--job", nargs="+")
     a = ap.parse_args()
     if a.job:
-        kind, data, which = a.job
-        jobs = {"encode": job_encode, "train": job_train, "paired": lambda d, _: job_paired(d)}
-        res = jobs[kind](data, which)
+        kind, *args = a.job
+        res = {"alone": job_alone, "train": job_train, "paired": job_paired}[kind](*args)
         print(json.dumps(res))
         return
     synth = ["synthetic-100k"] if a.quick else ["synthetic-100k", "synthetic-1m"]
     real = ["ml100k-mm", "lfm2k-mm", "amazon-beauty"]
     enc, train = [], []
     for data in synth + real:
-        alone = {impl: _spawn(["encode", data, impl]) for impl in ("mmsid", "faiss")}
-        ours, theirs = (np.load(alone[i].pop("codes_file")) for i in ("mmsid", "faiss"))
-        r = _spawn(["paired", data, "-"])
-        r["identical_sid_share"] = float((ours == theirs).all(axis=1).mean())
-        r["peak_rss_mb"] = {impl: alone[impl]["peak_rss_mb"] for impl in alone}
+        cb = str(Path(tempfile.gettempdir()) / f"mmsid-bench-{data}-codebooks.npy")
+        r = _spawn(["paired", data, cb])
+        r["peak_rss_mb"] = {
+            impl: _spawn(["alone", data, impl, cb])["peak_rss_mb"] for impl in ("mmsid", "faiss")
+        }
         enc.append(r)
         lo, hi = r["ratio_ci95"]
         print(
@@ -260,7 +252,6 @@ def main() -> None:
         "command": cmd,
         "threads": THREADS,
         "cpu": cpu_description(),
-        "cores": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(exist_ok=True)
@@ -290,8 +281,8 @@ def main() -> None:
         "",
         "Both encoders run in one process in alternating rounds (the first to run swaps every "
         "round); items/s is the median round, the ratio (mmsid / faiss speed) the geometric "
-        "mean over rounds with its 95% interval. Identical SIDs and peak RSS come from each "
-        "encoder run alone in its own process.",
+        "mean over rounds with its 95% interval. Peak RSS comes from each encoder run alone in "
+        "its own process on the same codebooks.",
         "",
         "| data | items x dim | mmsid items/s | faiss items/s | ratio [95% CI] | rounds | "
         "identical SIDs | mmsid GFLOP/s | GEMM GFLOP/s | share of GEMM rate | "

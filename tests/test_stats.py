@@ -67,3 +67,13 @@ def test_paired_auc_resamples_users_and_finds_the_better_scorer():
     assert d["diff"] == pytest.approx(point)
     tie = paired_auc(users, labels, good, good, names=("a", "b"), n_boot=100)
     assert tie["win"] is None and tie["diff"] == 0.0
+
+
+def test_speed_ratio_is_the_geometric_mean_of_paired_ratios():
+    from mmsid.eval.stats import speed_ratio
+
+    a = np.array([1.0, 2.0, 4.0])  # A's seconds per round
+    ratio, lo, hi = speed_ratio(a, a * np.array([2.0, 2.0, 2.0]))
+    assert np.isclose(ratio, 2.0) and np.isclose(lo, 2.0) and np.isclose(hi, 2.0)
+    ratio, lo, hi = speed_ratio(a, a * np.array([1.0, 4.0, 2.0]))
+    assert np.isclose(ratio, 2.0) and lo < 2.0 < hi  # exp(mean log) of 1, 4, 2

@@ -33,6 +33,14 @@ def mean_ci(values: list[float] | np.ndarray, level: float = LEVEL) -> dict:
     return {"mean": float(v.mean()), "ci": half, "n": int(len(v))}
 
 
+def speed_ratio(seconds_a, seconds_b, level: float = LEVEL) -> tuple[float, float, float]:
+    """How many times faster A ran than B over paired timings (round i of A beside round i of
+    B): the geometric mean of ``seconds_b / seconds_a`` and its t interval, taken on the log
+    ratios. Returns (ratio, low, high)."""
+    ci = mean_ci(np.log(np.asarray(seconds_b, np.float64) / np.asarray(seconds_a, np.float64)))
+    return tuple(float(np.exp(ci["mean"] + h)) for h in (0.0, -ci["ci"], ci["ci"]))
+
+
 def per_user(rank: np.ndarray, metric: str) -> np.ndarray:
     """Per-user value of ``recall@K`` (hit) or ``ndcg@K`` from 0-based target ranks (-1 =
     absent), as mmsid.eval.retrieval computes them."""
