@@ -86,6 +86,32 @@ def test_one_pass_loss_equals_prefix_by_prefix_loss(head):
     assert torch.allclose(one_pass, torch.stack(losses).mean(), atol=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["item", "both"])
+def test_item_loss_equals_catalogue_softmax_prefix_by_prefix(loss):
+    """loss="item": cross-entropy over the trainable items of m x the evaluation's score (an
+    item left out of training, e.g. a cold one, is never in the softmax)."""
+    torch.manual_seed(0)
+    codes = np.random.default_rng(0).integers(8, size=(40, 4))
+    trainable = np.ones(40, bool)
+    trainable[[0, 17]] = False
+    net = ParallelSID(codes, 8, dataclasses.replace(TINY, loss=loss), trainable=trainable)
+    net.eval()
+    seq = torch.tensor([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, -1, -1, -1, -1]])
+    item, code = [], []
+    for row in seq:
+        items = row[row >= 0]
+        for t in range(1, len(items)):
+            s = net.score(items[:t][None])[0] * 4  # (N,): sum of code log-probs
+            s[[0, 17]] = float("-inf")
+            item.append(-s.log_softmax(0)[items[t]])
+            code.append(-net.score(items[:t][None])[0, items[t]])
+    want = torch.stack(item).mean() + (torch.stack(code).mean() if loss == "both" else 0)
+    assert torch.allclose(net.loss({"seq": seq}), want, atol=1e-5)
+    # items added after training join the catalogue as not trainable
+    net.set_catalogue(np.concatenate([codes, codes[:2]]))
+    assert net.trainable.tolist() == trainable.tolist() + [False, False]
+
+
 def test_a_new_item_is_scored_and_recommended_without_retraining():
     net = model()
     hist = torch.tensor([[1, 2, 3, -1, -1, -1]])
@@ -104,8 +130,8 @@ def test_a_new_item_is_scored_and_recommended_without_retraining():
         net.set_catalogue(np.full((3, 4), 8))
 
 
-@pytest.mark.parametrize("head", ["linear", "mlp"])
-def test_learns_a_planted_pattern(head):
+@pytest.mark.parametrize("head,loss", [("linear", "code"), ("mlp", "code"), ("linear", "item")])
+def test_learns_a_planted_pattern(head, loss):
     """Item i is always followed by item i+1 (mod N); after training, the next item is the
     top-1 recommendation for nearly every history."""
     n, m, K = 30, 3, 6
@@ -116,9 +142,8 @@ def test_learns_a_planted_pattern(head):
     windows = training_windows(seqs, 5)
     lengths = (windows >= 0).sum(1)
     torch.manual_seed(0)
-    net = ParallelSID(
-        codes, K, ParallelSIDConfig(**{**TINY.__dict__, "max_history": 5, "head": head})
-    )
+    cfg = dataclasses.replace(TINY, max_history=5, head=head, loss=loss)
+    net = ParallelSID(codes, K, cfg)
     step = iter(range(10**6))  # "validation" improves every epoch: keep the last state
     train(
         net,

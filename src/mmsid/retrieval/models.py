@@ -107,7 +107,9 @@ def build_trainable(cfg: RetrieveConfig, data: RetrievalData, device: str) -> Tr
         return Trainable(model, len(windows), shuffled, make_windows, "")
     if cfg.model == "parallel-sid":
         codes, K = table_codes(sid_table(cfg), cfg.sids, proto.n_items)
-        model = ParallelSID(codes, K, dataclasses.replace(cfg.parallel, max_history=H))
+        model = ParallelSID(
+            codes, K, dataclasses.replace(cfg.parallel, max_history=H), trainable=~proto.is_cold
+        )
         lengths = (windows >= 0).sum(1)
         return Trainable(
             model,

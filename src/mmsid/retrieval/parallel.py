@@ -10,6 +10,7 @@ SID table's levels) and code embeddings ``E_j`` (K, d) per code position ``j``:
     g_tj       = h_t + silu(W_j h_t + b_j)                one residual head per code (B, T, m, d)
     logit_tjk  = cos(g_tj, E_j[k]) / tau                                          (B, T, m, K)
     loss       = mean_{t, j} CE(logit_tj, c_{s_{t+1}} j)  every position supervised in one pass
+                 (loss="item": CE over items i of sum_j log_softmax(logit_tj)[c_ij])
     score_t(i) = (1/m) sum_j log_softmax(logit_tj)[c_ij]  exact, for every catalogue item
 
 Public facts behind the defaults (RPG's paper and code, read, not copied): the input is the
@@ -52,6 +53,10 @@ class ParallelSIDConfig:
     tie: bool = True  # output logits against the input code embeddings (else separate tables)
     item_embedding: bool = False  # add a per-item id embedding (cannot serve new items)
     head: str = "linear"  # per-code head: linear (RPG's residual block) | mlp (two layers)
+    # training loss: "code" (RPG's: mean per-code cross-entropy, each code position on its
+    # own) | "item" (cross-entropy over the catalogue's trainable items of the score the
+    # evaluation ranks by, sum_j log p_j(c_ij)) | "both" (their sum)
+    loss: str = "code"
     max_history: int = 20
     score_chunk: int = 65536  # catalogue items scored per chunk (memory: B x chunk floats)
 
@@ -76,6 +81,8 @@ class ParallelSIDConfig:
             raise ConfigError(f"parallel.input '{self.input}': choose mean or sum")
         if self.head not in ("linear", "mlp"):
             raise ConfigError(f"parallel.head '{self.head}': choose linear or mlp")
+        if self.loss not in ("code", "item", "both"):
+            raise ConfigError(f"parallel.loss '{self.loss}': choose code, item or both")
 
 
 class ParallelSID(nn.Module):
@@ -87,12 +94,25 @@ class ParallelSID(nn.Module):
     layout. The catalogue is the ``codes`` table (N, m): replace it with :meth:`set_catalogue`
     to score items tokenized after training, with no retraining."""
 
-    def __init__(self, codes: np.ndarray, codebook_size: int, cfg: ParallelSIDConfig) -> None:
+    def __init__(
+        self,
+        codes: np.ndarray,
+        codebook_size: int,
+        cfg: ParallelSIDConfig,
+        *,
+        trainable: np.ndarray | None = None,
+    ) -> None:
+        """trainable: (N,) bool, the items the item-level loss may score (default all); the
+        protocol's cold items are left out, as SASRec leaves them out of its softmax."""
         super().__init__()
         self.cfg, self.K = cfg, int(codebook_size)
         self.m = int(codes.shape[1])
         d = cfg.d_model
         self.register_buffer("codes", torch.as_tensor(codes, dtype=torch.long), persistent=False)
+        mask = np.ones(len(codes), bool) if trainable is None else np.asarray(trainable, bool)
+        if mask.shape != (len(codes),):
+            raise ValueError(f"trainable must be ({len(codes)},) bool, got {mask.shape}")
+        self.register_buffer("trainable", torch.as_tensor(mask), persistent=False)
         self.code_emb = nn.Parameter(torch.randn(self.m, self.K, d) * 0.02)  # (m, K, d)
         self.out_emb = None if cfg.tie else nn.Parameter(torch.randn(self.m, self.K, d) * 0.02)
         self.item = nn.Embedding(len(codes) + 1, d) if cfg.item_embedding else None
@@ -118,6 +138,8 @@ class ParallelSID(nn.Module):
                 f"{codes.shape}, range [{codes.min()}, {codes.max()}]"
             )
         self.codes = torch.as_tensor(codes, dtype=torch.long, device=self.code_emb.device)
+        keep = self.trainable[: len(codes)]  # items added after training are not trainable
+        self.trainable = torch.cat([keep, keep.new_zeros(len(codes) - len(keep))])
 
     # ---- encoder ---------------------------------------------------------------------------
 
@@ -159,8 +181,22 @@ class ParallelSID(nn.Module):
         inp, tgt, valid = inp[:, :keep], tgt[:, :keep], valid[:, :keep]
         h = self.hidden(inp)
         lp = self.log_probs(h[valid])  # (M, m, K)
-        target = self.codes[tgt[valid]]  # (M, m)
-        return -lp.gather(2, target[..., None]).mean()
+        tgt = tgt[valid]  # (M,)
+        loss = lp.new_zeros(())
+        if self.cfg.loss in ("code", "both"):
+            loss = loss - lp.gather(2, self.codes[tgt][..., None]).mean()
+        if self.cfg.loss in ("item", "both"):
+            loss = loss + self.item_loss(lp, tgt)
+        return loss
+
+    def item_loss(self, lp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the trainable catalogue items of s(i) = sum_j lp_j[c_ij] (the
+        evaluation's ranking score times m). lp (M, m, K), tgt (M,) -> scalar. One gather per
+        code position: memory M x N, never M x N x m."""
+        s = lp.new_zeros(lp.shape[0], len(self.codes))  # (M, N)
+        for j in range(self.m):
+            s = s + lp[:, j].index_select(1, self.codes[:, j])  # (M, N)
+        return F.cross_entropy(s.masked_fill(~self.trainable, float("-inf")), tgt)
 
     # ---- scoring ---------------------------------------------------------------------------
 

@@ -1,0 +1,183 @@
+"""Which training loss the parallel-SID retriever should use (issue 15): RPG's per-code loss
+(``parallel.loss=code``: mean cross-entropy of each code position on its own) against the
+item-level loss (``parallel.loss=item``: cross-entropy over the catalogue's trainable items of
+the score the evaluation ranks by, sum_j log p_j(c_ij)), on the same SID table, settings and
+seeds. The choice is read on validation; test figures are reported beside it.
+
+    python benchmarks/bench_parallel_loss.py [--datasets ml100k-mm] [--seeds 0 1 2]
+    python benchmarks/bench_parallel_loss.py --only code   # one loss's runs (fill a core each)
+
+Per data set: one RQ-KMeans table (3 x 256, tokenizer seed 0, fitted on the protocol's warm
+items; cold items get IDs from ``transform``), then per model seed one retriever per loss
+(retrieval.yaml's CPU-sized model: width 256, 2 layers, FFN 512, dropout 0.2, temperature
+0.07, AdamW 1e-3 constant; early stopping on validation Recall@10, patience 5, at most 30
+epochs), and popularity / content-kNN on the same protocol for reference. Runs live under
+``runs/parallel_loss/`` (re-running reuses finished ones; ``--only`` runs a subset and writes
+nothing). Mean ± 95% CI over seeds; the paired difference (item - code) is a bootstrap over
+the same users, seeds pooled, on validation (the decision) and test.
+Writes benchmarks/results/parallel_loss.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mmsid.eval.stats import mean_ci, paired_users, per_user
+from mmsid.io import write_json, write_text
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = HERE.parent / "runs" / "parallel_loss"
+LOSSES = ("code", "item")
+MODEL = {"d_model": 256, "d_ff": 512, "dropout": 0.2, "temperature": 0.07}
+EPOCHS, PATIENCE, LR = 30, 5, 1e-3
+SLICES = ("all", "head", "long_tail", "cold")
+
+
+def tokenize(dataset: str) -> Path:
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    out = RUNS / dataset / "rq-kmeans"
+    if not (out / "metrics.json").exists():
+        run_tokenize(
+            TokenizeConfig(dataset=dataset, method="rq-kmeans", out=str(out), seed=0),
+            progress=False,
+        )
+    return out
+
+
+def retrieve(dataset: str, model: str, seed: int, loss: str = "", sids: Path | None = None):
+    from mmsid.retrieval.parallel import ParallelSIDConfig
+    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+
+    name = f"parallel-{loss}/seed{seed}" if loss else model
+    out = RUNS / dataset / name
+    if not (out / "metrics.json").exists():
+        kw: dict = {"epochs": 0}
+        if loss:
+            kw = {
+                "sids": str(sids / "sids.parquet"),
+                "epochs": EPOCHS,
+                "patience": PATIENCE,
+                "lr": LR,
+                "parallel": ParallelSIDConfig(**MODEL, loss=loss),
+            }
+        cfg = RetrieveConfig(
+            dataset=dataset, model=model, out=str(out), seed=seed, device="cpu", **kw
+        )
+        run_retrieve(cfg, progress=False)
+    m = json.loads((out / "metrics.json").read_text())
+    with np.load(out / "ranks.npz") as z:
+        m["ranks"] = {"valid": z["valid_rank"], "test": z["test_rank"]}
+    return m
+
+
+def fmt(c: dict) -> str:
+    return f"{c['mean']:.4f} ± {(c['ci'] or 0.0):.4f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="+", default=["ml100k-mm"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--only", choices=LOSSES, help="run this loss's retrievers; write nothing")
+    a = ap.parse_args()
+    if a.only:
+        for ds in a.datasets:
+            sids = tokenize(ds)
+            for seed in a.seeds:
+                retrieve(ds, "parallel-sid", seed, a.only, sids)
+        return
+    from mmsid.pipeline import git_commit
+
+    commit = git_commit()  # before anything is written
+    cmd = "python benchmarks/bench_parallel_loss.py --datasets " + " ".join(a.datasets)
+    cmd += " --seeds " + " ".join(map(str, a.seeds))
+    res: dict = {
+        "command": cmd,
+        "commit": commit,
+        "seeds": a.seeds,
+        "tokenizer": {"method": "rq-kmeans", "levels": 3, "codebook_size": 256, "seed": 0},
+        "retriever": {**MODEL, "epochs": EPOCHS, "patience": PATIENCE, "lr": LR},
+        "datasets": {},
+    }
+    lines = [
+        "# Parallel-SID retriever: per-code loss (RPG's) vs item-level loss",
+        "",
+        "`code`: mean cross-entropy of each code position on its own (RPG). `item`: "
+        "cross-entropy over the catalogue's trainable items of sum_j log p_j(c_ij), the score "
+        "the evaluation ranks by (cold items are left out of its softmax, as SASRec leaves "
+        "them out of its own). Same RQ-KMeans table (3 x 256, fitted on warm items), same "
+        "model (width 256, 2 layers, FFN 512, dropout 0.2, temperature 0.07, AdamW 1e-3; "
+        f"early stopping on validation Recall@10, patience {PATIENCE}, at most {EPOCHS} "
+        "epochs), same seeds. Mean ± 95% CI over seeds; the paired difference is a bootstrap "
+        "over the same users, seeds pooled. The choice is read on validation.",
+        "",
+        f"Command: `{cmd}` (commit {commit}, seeds {a.seeds}).",
+        "",
+        "| data set | model | split | Recall@10 | NDCG@10 | head R@10 | long-tail R@10 | "
+        "cold R@10 (users) | best epochs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    paired = []
+    for ds in a.datasets:
+        sids = tokenize(ds)
+        runs = {
+            loss: [retrieve(ds, "parallel-sid", s, loss, sids) for s in a.seeds] for loss in LOSSES
+        }
+        res["datasets"][ds] = {"protocol": runs["code"][0]["protocol"]}
+        for loss, ms in runs.items():
+            row: dict = {"best_epoch": [m["best_epoch"] for m in ms]}
+            row["epochs_run"] = [m["epochs_run"] for m in ms]
+            for split in ("valid", "test"):
+                agg = {
+                    f"{sl}/{k}": mean_ci([m[split][sl][k] for m in ms])
+                    for sl in SLICES
+                    for k in ("recall@10", "ndcg@10")
+                }
+                agg["cold_users"] = ms[0][split]["cold"]["n"]
+                row[split] = agg
+                lines.append(
+                    f"| {ds} | parallel-sid (loss={loss}) | {split} | "
+                    f"{fmt(agg['all/recall@10'])} | {fmt(agg['all/ndcg@10'])} | "
+                    f"{fmt(agg['head/recall@10'])} | {fmt(agg['long_tail/recall@10'])} | "
+                    f"{fmt(agg['cold/recall@10'])} ({agg['cold_users']}) | "
+                    f"{', '.join(map(str, row['best_epoch']))} |"
+                )
+            res["datasets"][ds][loss] = row
+        for model in ("popularity", "content-knn"):
+            m = retrieve(ds, model, 0)
+            res["datasets"][ds][model] = {s: m[s] for s in ("valid", "test")}
+            for split in ("valid", "test"):
+                t = m[split]
+                lines.append(
+                    f"| {ds} | {model} (deterministic) | {split} | {t['all']['recall@10']:.4f} | "
+                    f"{t['all']['ndcg@10']:.4f} | {t['head']['recall@10']:.4f} | "
+                    f"{t['long_tail']['recall@10']:.4f} | {t['cold']['recall@10']:.4f} "
+                    f"({t['cold']['n']}) | |"
+                )
+        for split in ("valid", "test"):
+            for metric in ("recall@10", "ndcg@10"):
+                x, y = (
+                    np.stack([per_user(m["ranks"][split], metric) for m in runs[loss]])
+                    for loss in ("item", "code")
+                )
+                d = paired_users(x, y, names=("item", "code"))
+                res["datasets"][ds][f"paired_{split}_{metric}"] = d
+                verdict = f"{d['win']} wins" if d["win"] else "within noise"
+                paired.append(
+                    f"- {ds}, {split} {metric}: item - code = {d['diff']:+.4f} "
+                    f"[{d['lo']:+.4f}, {d['hi']:+.4f}] over {x.shape[1]} users: {verdict}"
+                )
+    lines += ["", "Paired comparison (95% bootstrap interval):", "", *paired]
+    write_json(RESULTS / "parallel_loss.json", res)
+    write_text(RESULTS / "parallel_loss.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
