@@ -10,10 +10,10 @@ seeds. The choice is read on validation; test figures are reported beside it.
 Per data set: one RQ-KMeans table (3 x 256, tokenizer seed 0, fitted on the protocol's warm
 items; cold items get IDs from ``transform``), then per model seed one retriever per loss
 (retrieval.yaml's CPU-sized model: width 256, 2 layers, FFN 512, dropout 0.2, temperature
-0.07, AdamW 1e-3 constant; early stopping on validation Recall@10, patience 5, at most 30
+0.07, AdamW 1e-3 constant; early stopping on validation Recall@10, patience 10, at most 40
 epochs), and popularity / content-kNN on the same protocol for reference. Runs live under
-``runs/parallel_loss/`` (re-running reuses finished ones; ``--only`` runs a subset and writes
-nothing). Mean ± 95% CI over seeds; the paired difference (item - code) is a bootstrap over
+``runs/parallel_loss/`` (re-running resumes each retriever from its checkpoint, or extends it to
+a larger budget; ``--only`` runs a subset and writes nothing). Mean ± 95% CI over seeds; the paired difference (item - code) is a bootstrap over
 the same users, seeds pooled, on validation (the decision) and test.
 Writes benchmarks/results/parallel_loss.{json,md}.
 """
@@ -34,7 +34,7 @@ RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "parallel_loss"
 LOSSES = ("code", "item")
 MODEL = {"d_model": 256, "d_ff": 512, "dropout": 0.2, "temperature": 0.07}
-EPOCHS, PATIENCE, LR = 30, 5, 1e-3
+EPOCHS, PATIENCE, LR = 40, 10, 1e-3
 SLICES = ("all", "head", "long_tail", "cold")
 
 
@@ -56,7 +56,7 @@ def retrieve(dataset: str, model: str, seed: int, loss: str = "", sids: Path | N
 
     name = f"parallel-{loss}/seed{seed}" if loss else model
     out = RUNS / dataset / name
-    if not (out / "metrics.json").exists():
+    if loss or not (out / "metrics.json").exists():  # a trained run resumes or extends
         kw: dict = {"epochs": 0}
         if loss:
             kw = {
