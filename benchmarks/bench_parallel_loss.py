@@ -13,8 +13,9 @@ items; cold items get IDs from ``transform``), then per model seed one retriever
 0.07, AdamW 1e-3 constant; early stopping on validation Recall@10, patience 10, at most 40
 epochs), and popularity / content-kNN on the same protocol for reference. Runs live under
 ``runs/parallel_loss/`` (re-running resumes each retriever from its checkpoint, or extends it to
-a larger budget; ``--only`` runs a subset and writes nothing). Mean ± 95% CI over seeds; the paired difference (item - code) is a bootstrap over
-the same users, seeds pooled, on validation (the decision) and test.
+a larger budget; ``--only`` runs a subset and writes nothing). Mean ± 95% CI over seeds; the
+paired difference (item - code) is a bootstrap over the same users, seeds pooled, on
+validation (the decision) and test.
 Writes benchmarks/results/parallel_loss.{json,md}.
 """
 
