@@ -60,7 +60,7 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "scale": ("python benchmarks/bench_scale.py", False, ("machine", "commit", "command")),
     "mmq_health": ("python benchmarks/bench_mmq_health.py", False, ("commit", "command")),
     "parallel_loss": (
-        "python benchmarks/bench_parallel_loss.py --datasets ml100k-mm --seeds 0 1 2",
+        "python benchmarks/bench_parallel_loss.py --datasets ml100k-mm amazon-beauty --seeds 0 1 2",
         False,
         ("commit", "command"),
     ),

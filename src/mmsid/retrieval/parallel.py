@@ -191,12 +191,12 @@ class ParallelSID(nn.Module):
 
     def item_loss(self, lp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the trainable catalogue items of s(i) = sum_j lp_j[c_ij] (the
-        evaluation's ranking score times m). lp (M, m, K), tgt (M,) -> scalar. One gather per
-        code position: memory M x N, never M x N x m."""
-        s = lp.new_zeros(lp.shape[0], len(self.codes))  # (M, N)
-        for j in range(self.m):
-            s = s + lp[:, j].index_select(1, self.codes[:, j])  # (M, N)
-        return F.cross_entropy(s.masked_fill(~self.trainable, float("-inf")), tgt)
+        evaluation's ranking score times m). lp (M, m, K), tgt (M,) -> scalar, in fp32.
+        :class:`CatalogueCE` computes it chunk by chunk over items (exact; about 4x faster than
+        autograd over the whole (M, N) score matrix on Beauty's 12k items);
+        :func:`item_loss_reference` is the plain autograd version it must equal."""
+        lpT = lp.float().permute(1, 2, 0).contiguous()  # (m, K, M): item rows gather fast
+        return CatalogueCE.apply(lpT, self.codes, tgt, self.trainable)
 
     # ---- scoring ---------------------------------------------------------------------------
 
@@ -251,6 +251,64 @@ class ParallelSID(nn.Module):
     @torch.no_grad()
     def recommend(self, batch: dict[str, torch.Tensor], k: int, **_) -> tuple[torch.Tensor, ...]:
         return self.top_codes(self.last_log_probs(batch["history"]), k)  # (B, k) each
+
+
+class CatalogueCE(torch.autograd.Function):
+    """mean_t [logsumexp_{i trainable} s_t(i) - s_t(tgt_t)] with s_t(i) = sum_j lpT[j, c_ij, t].
+
+    Items are taken ``rows`` at a time (about 2^19 scores, a cache-sized block): the forward
+    pass keeps a running logsumexp, the backward pass recomputes each block's softmax and
+    scatters it into the (m, K, M) gradient, so the (N, M) score matrix is never held."""
+
+    block = 2**19  # scores per block (the fastest of 2^16 .. 2^25 at Beauty's shapes, 1 thread)
+
+    @staticmethod
+    def _block(lpT, codes, trainable, s0: int, rows: int) -> torch.Tensor:
+        c = codes[s0 : s0 + rows]  # (n, m)
+        s = lpT[0].index_select(0, c[:, 0])  # (n, M)
+        for j in range(1, c.shape[1]):
+            s += lpT[j].index_select(0, c[:, j])
+        return s.masked_fill_(~trainable[s0 : s0 + rows, None], float("-inf"))
+
+    @staticmethod
+    def forward(ctx, lpT, codes, tgt, trainable):
+        m, _, M = lpT.shape
+        rows = max(1, CatalogueCE.block // M)
+        lse = lpT.new_full((M,), float("-inf"))
+        for s0 in range(0, len(codes), rows):
+            lse = torch.logaddexp(
+                lse, CatalogueCE._block(lpT, codes, trainable, s0, rows).logsumexp(0)
+            )
+        t = torch.arange(M, device=lpT.device)
+        target = sum(lpT[j, codes[tgt, j], t] for j in range(m))  # (M,)
+        ctx.save_for_backward(lpT, codes, tgt, trainable, lse)
+        ctx.rows = rows
+        return (lse - target).mean()
+
+    @staticmethod
+    def backward(ctx, g):
+        lpT, codes, tgt, trainable, lse = ctx.saved_tensors
+        m, _, M = lpT.shape
+        grad = torch.zeros_like(lpT)  # (m, K, M)
+        for s0 in range(0, len(codes), ctx.rows):
+            p = CatalogueCE._block(lpT, codes, trainable, s0, ctx.rows).sub_(lse).exp_()  # (n, M)
+            c = codes[s0 : s0 + ctx.rows]
+            for j in range(m):
+                grad[j].index_add_(0, c[:, j], p)
+        t = torch.arange(M, device=lpT.device)
+        minus_one = grad.new_full((M,), -1.0)
+        for j in range(m):
+            grad[j].index_put_((codes[tgt, j], t), minus_one, accumulate=True)
+        return grad * (g / M), None, None, None
+
+
+def item_loss_reference(model: ParallelSID, lp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """The plain autograd reference for :meth:`ParallelSID.item_loss`: the whole (M, N) score
+    matrix, one gather per code position."""
+    s = lp.float().new_zeros(lp.shape[0], len(model.codes))  # (M, N)
+    for j in range(model.m):
+        s = s + lp[:, j].float().index_select(1, model.codes[:, j])
+    return F.cross_entropy(s.masked_fill(~model.trainable, float("-inf")), tgt)
 
 
 def score_reference(model: ParallelSID, lp: torch.Tensor) -> torch.Tensor:
