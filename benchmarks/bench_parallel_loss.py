@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsid.eval.stats import mean_ci, paired_users, per_user
+from mmsid.eval.stats import mean_ci, paired_text, paired_users, per_user
 from mmsid.io import write_json, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -169,11 +169,7 @@ def main() -> None:
                 )
                 d = paired_users(x, y, names=("item", "code"))
                 res["datasets"][ds][f"paired_{split}_{metric}"] = d
-                verdict = f"{d['win']} wins" if d["win"] else "within noise"
-                paired.append(
-                    f"- {ds}, {split} {metric}: item - code = {d['diff']:+.4f} "
-                    f"[{d['lo']:+.4f}, {d['hi']:+.4f}] over {x.shape[1]} users: {verdict}"
-                )
+                paired.append(f"- {ds}, {split} {metric}: {paired_text(d, x.shape[1])}")
     lines += ["", "Paired comparison (95% bootstrap interval):", "", *paired]
     write_json(RESULTS / "parallel_loss.json", res)
     write_text(RESULTS / "parallel_loss.md", "\n".join(lines) + "\n")

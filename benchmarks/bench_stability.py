@@ -247,7 +247,7 @@ def baseline(dataset: str, model: str) -> dict:
 
 
 def retrieval_cost(datasets: list[str], seeds: list[int], command: str, commit: str) -> None:
-    from mmsid.eval.stats import paired_users, per_user
+    from mmsid.eval.stats import paired_text, paired_users, per_user
 
     res: dict = {"command": command, "commit": commit, "seeds": seeds, "datasets": {}}
     res["retriever"] = {"model": "parallel-sid", **RETRIEVER}
@@ -320,11 +320,7 @@ def retrieval_cost(datasets: list[str], seeds: list[int], command: str, commit: 
             b = np.stack([per_user(r["rank"], metric) for r in per["naive"]])
             d = paired_users(a, b, names=("aligned", "naive"))
             res["datasets"][ds][f"paired_{metric}"] = d
-            verdict = f"{d['win']} wins" if d["win"] else "within noise"
-            paired_lines.append(
-                f"- {ds}, {metric}: aligned - naive = {d['diff']:+.4f} "
-                f"[{d['lo']:+.4f}, {d['hi']:+.4f}] over {a.shape[1]} test users: {verdict}"
-            )
+            paired_lines.append(f"- {ds}, {metric}: {paired_text(d, a.shape[1], 'test users')}")
     lines += ["", "Paired comparison (95% bootstrap interval):", "", *paired_lines]
     write_json(RESULTS / "alignment_cost.json", res)
     write_text(RESULTS / "alignment_cost.md", "\n".join(lines) + "\n")

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from mmsid.eval.ranking import auc
-from mmsid.eval.stats import mean_ci, paired_auc, paired_users, per_user, weighted_auc
+from mmsid.eval.stats import (
+    mean_ci,
+    paired_auc,
+    paired_text,
+    paired_users,
+    per_user,
+    weighted_auc,
+)
 
 
 def test_mean_ci_by_hand():
@@ -51,6 +58,9 @@ def test_paired_users_detects_a_real_gap_and_not_a_null_one():
     assert noise["lo"] < noise["diff"] < noise["hi"]
     with pytest.raises(ValueError, match="same users"):
         paired_users(base, base[:, :10])
+    text = paired_text(d, U)
+    assert text.startswith("new - old = +0.") and text.endswith(f"over {U} users: new wins")
+    assert paired_text(same, U, "test users").endswith(f"over {U} test users: within noise")
 
 
 def test_paired_auc_resamples_users_and_finds_the_better_scorer():

@@ -88,6 +88,16 @@ def paired_users(
     return _verdict(float(d.mean()), float(lo), float(hi), *names)
 
 
+def paired_text(d: dict, n: int, unit: str = "users") -> str:
+    """One line for a :func:`paired_users` result: 'A - B = +x [+lo, +hi] over n users: A
+    wins' (or 'within noise' where the interval holds 0)."""
+    verdict = f"{d['win']} wins" if d["win"] else "within noise"
+    return (
+        f"{d['a']} - {d['b']} = {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] over {n} "
+        f"{unit}: {verdict}"
+    )
+
+
 def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC under sample weights, ties counted as half, for many weight vectors at once.
 
