@@ -76,7 +76,7 @@ def test_causal():
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_one_pass_loss_equals_prefix_by_prefix_loss(head):
-    net = model(input="sum", head=head)
+    net = model(input="sum", head=head, loss="code")
     seq = torch.tensor([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, -1, -1, -1, -1]])
     one_pass = net.loss({"seq": seq})
     losses = []
