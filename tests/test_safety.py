@@ -338,10 +338,14 @@ def test_kill_9_mid_run_loses_nothing_and_a_second_run_is_kept_out(real_data_dir
             assert p.poll() is None, (tmp_path / "stderr.txt").read_text()
             assert time.time() < deadline, "the run never reached seed 1"
             time.sleep(0.05)
+        # freeze the holder (alive, still holding the lock) so that every file change below
+        # could only come from the refused second run, not from the holder's own checkpoints
+        os.kill(p.pid, signal.SIGSTOP)
         before = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()}
         with pytest.raises(ConfigError, match=f"in use by mmsid process {p.pid}"):
             run(cfg, overwrite=True, progress=False)
-        assert all(f.stat().st_mtime_ns == t for f, t in before.items() if f.exists())
+        after = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()}
+        assert after == before  # nothing written, touched, added or removed
         assert (out / LOCK).exists()
     finally:
         os.kill(p.pid, signal.SIGKILL)
