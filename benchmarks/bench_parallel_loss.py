@@ -12,7 +12,7 @@ items; cold items get IDs from ``transform``), then per model seed one retriever
 (retrieval.yaml's CPU-sized model: width 256, 2 layers, FFN 512, dropout 0.2, temperature
 0.07, AdamW 1e-3 constant; early stopping on validation Recall@10, patience 10, at most 40
 epochs), and popularity / content-kNN on the same protocol for reference. Runs live under
-``runs/parallel_loss/`` (re-running resumes each retriever from its checkpoint, or extends it to
+``runs/parallel_loss/`` (re-running reuses finished runs, resumes the others, or extends them to
 a larger budget; ``--only`` runs a subset and writes nothing). Mean ± 95% CI over seeds; the
 paired difference (item - code) is a bootstrap over the same users, seeds pooled, on
 validation (the decision) and test.
@@ -57,7 +57,7 @@ def retrieve(dataset: str, model: str, seed: int, loss: str = "", sids: Path | N
 
     name = f"parallel-{loss}/seed{seed}" if loss else model
     out = RUNS / dataset / name
-    if loss or not (out / "metrics.json").exists():  # a trained run resumes or extends
+    if not _finished(out, loss):
         kw: dict = {"epochs": 0}
         if loss:
             kw = {
@@ -75,6 +75,19 @@ def retrieve(dataset: str, model: str, seed: int, loss: str = "", sids: Path | N
     with np.load(out / "ranks.npz") as z:
         m["ranks"] = {"valid": z["valid_rank"], "test": z["test_rank"]}
     return m
+
+
+def _finished(out: Path, loss: str) -> bool:
+    """A run folder holds results at this budget (a trained run made at a smaller budget is
+    resumed and extended instead; a finished one is not evaluated again)."""
+    if not (out / "metrics.json").exists():
+        return False
+    if not loss:
+        return True
+    import yaml
+
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    return (cfg["epochs"], cfg["patience"]) == (EPOCHS, PATIENCE)
 
 
 def fmt(c: dict) -> str:
