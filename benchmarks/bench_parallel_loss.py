@@ -39,24 +39,34 @@ EPOCHS, PATIENCE, LR = 40, 10, 1e-3
 SLICES = ("all", "head", "long_tail", "cold")
 
 
-def tokenize(dataset: str) -> Path:
+def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path | None = None):
+    """The SID table's run folder (tokenizer seed 0, fitted on the protocol's warm items)."""
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
-    out = RUNS / dataset / "rq-kmeans"
+    out = out or RUNS / dataset / "rq-kmeans"
     if not (out / "metrics.json").exists():
         run_tokenize(
-            TokenizeConfig(dataset=dataset, method="rq-kmeans", out=str(out), seed=0),
+            TokenizeConfig(dataset=dataset, method=method, levels=levels, out=str(out), seed=0),
             progress=False,
         )
     return out
 
 
-def retrieve(dataset: str, model: str, seed: int, loss: str = "", sids: Path | None = None):
+def retrieve(
+    dataset: str,
+    model: str,
+    seed: int,
+    loss: str = "",
+    sids: Path | None = None,
+    out: Path | None = None,
+):
+    """A retriever's metrics (with its valid/test ranks), trained unless already finished at
+    this budget; ``loss`` set = parallel-sid on ``sids`` with that loss, else a baseline."""
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
     name = f"parallel-{loss}/seed{seed}" if loss else model
-    out = RUNS / dataset / name
+    out = out or RUNS / dataset / name
     if not _finished(out, loss):
         kw: dict = {"epochs": 0}
         if loss:
@@ -92,6 +102,40 @@ def _finished(out: Path, loss: str) -> bool:
 
 def fmt(c: dict) -> str:
     return f"{c['mean']:.4f} ± {(c['ci'] or 0.0):.4f}"
+
+
+def aggregate(ms: list[dict], split: str) -> dict:
+    """Mean ± 95% CI over seeds of each slice's Recall@10 and NDCG@10 on ``split``."""
+    agg: dict = {
+        f"{sl}/{k}": mean_ci([m[split][sl][k] for m in ms])
+        for sl in SLICES
+        for k in ("recall@10", "ndcg@10")
+    }
+    agg["cold_users"] = ms[0][split]["cold"]["n"]
+    return agg
+
+
+def metric_cells(agg: dict) -> str:
+    """The table cells R@10 | N@10 | head | long tail | cold (users) of :func:`aggregate`."""
+    return (
+        f"{fmt(agg['all/recall@10'])} | {fmt(agg['all/ndcg@10'])} | "
+        f"{fmt(agg['head/recall@10'])} | {fmt(agg['long_tail/recall@10'])} | "
+        f"{fmt(agg['cold/recall@10'])} ({agg['cold_users']})"
+    )
+
+
+def baseline_rows(ds: str, model: str, m: dict, tail: str) -> list[str]:
+    """A deterministic baseline's valid and test rows; ``tail`` = its empty trailing cells."""
+    rows = []
+    for split in ("valid", "test"):
+        t = m[split]
+        rows.append(
+            f"| {ds} | {model} (deterministic) | {split} | {t['all']['recall@10']:.4f} | "
+            f"{t['all']['ndcg@10']:.4f} | {t['head']['recall@10']:.4f} | "
+            f"{t['long_tail']['recall@10']:.4f} | {t['cold']['recall@10']:.4f} "
+            f"({t['cold']['n']}) |{tail}"
+        )
+    return rows
 
 
 def main() -> None:
@@ -148,32 +192,16 @@ def main() -> None:
             row: dict = {"best_epoch": [m["best_epoch"] for m in ms]}
             row["epochs_run"] = [m["epochs_run"] for m in ms]
             for split in ("valid", "test"):
-                agg = {
-                    f"{sl}/{k}": mean_ci([m[split][sl][k] for m in ms])
-                    for sl in SLICES
-                    for k in ("recall@10", "ndcg@10")
-                }
-                agg["cold_users"] = ms[0][split]["cold"]["n"]
-                row[split] = agg
+                row[split] = agg = aggregate(ms, split)
                 lines.append(
-                    f"| {ds} | parallel-sid (loss={loss}) | {split} | "
-                    f"{fmt(agg['all/recall@10'])} | {fmt(agg['all/ndcg@10'])} | "
-                    f"{fmt(agg['head/recall@10'])} | {fmt(agg['long_tail/recall@10'])} | "
-                    f"{fmt(agg['cold/recall@10'])} ({agg['cold_users']}) | "
+                    f"| {ds} | parallel-sid (loss={loss}) | {split} | {metric_cells(agg)} | "
                     f"{', '.join(map(str, row['best_epoch']))} |"
                 )
             res["datasets"][ds][loss] = row
         for model in ("popularity", "content-knn"):
             m = retrieve(ds, model, 0)
             res["datasets"][ds][model] = {s: m[s] for s in ("valid", "test")}
-            for split in ("valid", "test"):
-                t = m[split]
-                lines.append(
-                    f"| {ds} | {model} (deterministic) | {split} | {t['all']['recall@10']:.4f} | "
-                    f"{t['all']['ndcg@10']:.4f} | {t['head']['recall@10']:.4f} | "
-                    f"{t['long_tail']['recall@10']:.4f} | {t['cold']['recall@10']:.4f} "
-                    f"({t['cold']['n']}) | |"
-                )
+            lines += baseline_rows(ds, model, m, " |")
         for split in ("valid", "test"):
             for metric in ("recall@10", "ndcg@10"):
                 x, y = (

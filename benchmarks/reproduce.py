@@ -64,6 +64,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "parallel_ids": (
+        "python benchmarks/bench_parallel_ids.py --datasets ml100k-mm lfm2k-mm "
+        "--ids rq-kmeans:3 opq:8 opq:16 --seeds 0 1 2",
+        False,
+        ("commit", "command"),
+    ),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm amazon-beauty",

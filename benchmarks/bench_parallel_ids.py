@@ -1,0 +1,149 @@
+"""Which semantic IDs the parallel-SID retriever should read (issue 15): ID type and length at
+the default item-level loss, on the same model, settings and seeds. The choice is read on
+validation; test figures are reported beside it, with the cost (seconds per epoch).
+
+    python benchmarks/bench_parallel_ids.py [--datasets ml100k-mm] [--ids rq-kmeans:3 opq:8]
+    python benchmarks/bench_parallel_ids.py --only opq:8   # one ID type's runs; writes nothing
+
+Per data set and ID type ``method:levels``: one SID table (tokenizer seed 0, fitted on the
+protocol's warm items; cold items get IDs from ``transform``), then per model seed one
+parallel-SID retriever with ``parallel.loss=item`` and bench_parallel_loss's model and budget
+(width 256, 2 layers, FFN 512, dropout 0.2, temperature 0.07, AdamW 1e-3 constant; early
+stopping on validation Recall@10, patience 10, at most 40 epochs), and popularity /
+content-kNN on the same protocol. The item loss costs about m gathers per (position, item), so
+longer IDs cost more per epoch: seconds per epoch (training + the per-epoch validation) are
+reported. Runs live under ``runs/parallel_ids/`` (re-running reuses finished runs and resumes
+the others). Mean ± 95% CI over seeds; each ID type is compared with the first one listed by a
+bootstrap over the same users, seeds pooled, on validation (the decision) and test.
+Writes benchmarks/results/parallel_ids.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from bench_parallel_loss import (
+    EPOCHS,
+    LR,
+    MODEL,
+    PATIENCE,
+    aggregate,
+    baseline_rows,
+    metric_cells,
+    retrieve,
+    tokenize,
+)
+
+from mmsid.eval.stats import paired_text, paired_users, per_user
+from mmsid.io import write_json, write_text
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = HERE.parent / "runs" / "parallel_ids"
+IDS = ("rq-kmeans:3", "opq:8", "opq:16")
+
+
+def parse_ids(spec: str) -> tuple[str, int]:
+    method, _, levels = spec.partition(":")
+    if method not in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq") or not levels.isdigit():
+        raise SystemExit(f"--ids {spec!r}: write METHOD:LEVELS, e.g. rq-kmeans:3 or opq:16")
+    return method, int(levels)
+
+
+def runs_for(dataset: str, spec: str, seeds: list[int]) -> list[dict]:
+    method, levels = parse_ids(spec)
+    name = f"{method}-{levels}"
+    sids = tokenize(dataset, method, levels, RUNS / dataset / name / "tokenizer")
+    return [
+        retrieve(dataset, "parallel-sid", s, "item", sids, RUNS / dataset / name / f"seed{s}")
+        for s in seeds
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="+", default=["ml100k-mm"])
+    ap.add_argument("--ids", nargs="+", default=list(IDS), help="METHOD:LEVELS, first = base")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--only", help="run this ID type's retrievers; write nothing")
+    a = ap.parse_args()
+    for spec in a.ids + ([a.only] if a.only else []):
+        parse_ids(spec)
+    if a.only:
+        for ds in a.datasets:
+            runs_for(ds, a.only, a.seeds)
+        return
+    from mmsid.pipeline import git_commit
+
+    commit = git_commit()  # before anything is written
+    cmd = "python benchmarks/bench_parallel_ids.py --datasets " + " ".join(a.datasets)
+    cmd += " --ids " + " ".join(a.ids) + " --seeds " + " ".join(map(str, a.seeds))
+    res: dict = {
+        "command": cmd,
+        "commit": commit,
+        "seeds": a.seeds,
+        "tokenizer_seed": 0,
+        "retriever": {**MODEL, "loss": "item", "epochs": EPOCHS, "patience": PATIENCE, "lr": LR},
+        "datasets": {},
+    }
+    lines = [
+        "# Parallel-SID retriever: which semantic IDs, and how long",
+        "",
+        "Item-level loss (the default), the same model for every ID type (width 256, 2 layers, "
+        "FFN 512, dropout 0.2, temperature 0.07, AdamW 1e-3; early stopping on validation "
+        f"Recall@10, patience {PATIENCE}, at most {EPOCHS} epochs), same seeds. Every "
+        "tokenizer is fitted on the protocol's warm items (seed 0); cold items get their IDs "
+        "from `transform`. Mean ± 95% CI over seeds; s/epoch is training plus the per-epoch "
+        "validation, one thread per run with another run on the machine's second core. The "
+        "choice is read on validation.",
+        "",
+        f"Command: `{cmd}` (commit {commit}, seeds {a.seeds}).",
+        "",
+        "| data set | IDs | split | Recall@10 | NDCG@10 | head R@10 | long-tail R@10 | "
+        "cold R@10 (users) | best epochs | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    paired = []
+    for ds in a.datasets:
+        runs = {spec: runs_for(ds, spec, a.seeds) for spec in a.ids}
+        res["datasets"][ds] = {"protocol": runs[a.ids[0]][0]["protocol"]}
+        for spec, ms in runs.items():
+            row: dict = {
+                "best_epoch": [m["best_epoch"] for m in ms],
+                "epochs_run": [m["epochs_run"] for m in ms],
+                "seconds_per_epoch": [m["train_seconds"] / max(m["epochs_run"], 1) for m in ms],
+            }
+            for split in ("valid", "test"):
+                row[split] = agg = aggregate(ms, split)
+                lines.append(
+                    f"| {ds} | {spec} | {split} | {metric_cells(agg)} | "
+                    f"{', '.join(map(str, row['best_epoch']))} | "
+                    f"{np.mean(row['seconds_per_epoch']):.0f} |"
+                )
+            res["datasets"][ds][spec] = row
+        for model in ("popularity", "content-knn"):
+            m = retrieve(ds, model, 0, out=RUNS / ds / model)
+            res["datasets"][ds][model] = {s: m[s] for s in ("valid", "test")}
+            lines += baseline_rows(ds, model, m, " | |")
+        base = a.ids[0]
+        for spec in a.ids[1:]:
+            for split in ("valid", "test"):
+                for metric in ("recall@10", "ndcg@10"):
+                    x, y = (
+                        np.stack([per_user(m["ranks"][split], metric) for m in runs[s]])
+                        for s in (spec, base)
+                    )
+                    d = paired_users(x, y, names=(spec, base))
+                    res["datasets"][ds][f"paired_{spec}_{split}_{metric}"] = d
+                    paired.append(f"- {ds}, {split} {metric}: {paired_text(d, x.shape[1])}")
+    lines += ["", "Paired comparison with the first ID type (95% bootstrap interval):", ""]
+    lines += paired
+    write_json(RESULTS / "parallel_ids.json", res)
+    write_text(RESULTS / "parallel_ids.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
