@@ -2,7 +2,7 @@
 the default item-level loss, on the same model, settings and seeds. The choice is read on
 validation; test figures are reported beside it, with the cost (seconds per epoch).
 
-    python benchmarks/bench_parallel_ids.py [--datasets ml100k-mm] [--ids rq-kmeans:3 opq:8]
+    python benchmarks/bench_parallel_ids.py [--datasets ml100k-mm] [--ids rq-kmeans:3 opq:8 opq:16]
     python benchmarks/bench_parallel_ids.py --only opq:8   # one ID type's runs; writes nothing
 
 Per data set and ID type ``method:levels``: one SID table (tokenizer seed 0, fitted on the
@@ -42,7 +42,7 @@ from mmsid.io import write_json, write_text
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "parallel_ids"
-IDS = ("rq-kmeans:3", "opq:8", "opq:16")
+IDS = ("rq-kmeans:3", "opq:8")
 
 
 def parse_ids(spec: str) -> tuple[str, int]:

@@ -65,8 +65,8 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         ("commit", "command"),
     ),
     "parallel_ids": (
-        "python benchmarks/bench_parallel_ids.py --datasets ml100k-mm lfm2k-mm "
-        "--ids rq-kmeans:3 opq:8 opq:16 --seeds 0 1 2",
+        "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty ml100k-mm "
+        "--ids rq-kmeans:3 opq:8 --seeds 0 1 2",
         False,
         ("commit", "command"),
     ),
