@@ -63,35 +63,14 @@ def _codebooks(x: np.ndarray):
 
 def gemm_rate(d: int) -> float:
     """Measured fp32 GEMM rate (GFLOP/s, median over repeats) at the shape encode runs:
-    ``bias + (8192 x d) @ (d x L*K)``, the fast path's one GEMM per chunk, on the BLAS that
-    encode uses (``mmsid.quantizers.gemm``)."""
+    (8192 x d) @ (d x L*K), the fast path's one GEMM per chunk."""
     import torch
 
-    from mmsid.quantizers import gemm
-
-    a, b, bias = torch.randn(8192, d), torch.randn(d, L * K), torch.randn(L * K)
+    a, b = torch.randn(8192, d), torch.randn(d, L * K)
     for _ in range(3):
-        gemm.addmm(bias, a, b)
-    dt, _ = _timed(lambda: gemm.addmm(bias, a, b), min_total=1.0, max_runs=200)
+        a @ b
+    dt, _ = _timed(lambda: a @ b, min_total=1.0, max_runs=200)
     return 2 * 8192 * d * L * K / dt / 1e9
-
-
-def gemm_choice() -> dict:
-    """The CPU BLAS that assignment uses at this benchmark's thread count, and the
-    calibration behind it (``MMSID_CPU_GEMM``; auto measures once per machine)."""
-    import torch
-
-    from mmsid.quantizers import gemm
-
-    torch.set_num_threads(THREADS)
-    backend = gemm.cpu_backend()
-    entry = gemm._cache_table().get(gemm.calibration_key(), {})
-    return {
-        "setting": os.environ.get(gemm.ENV, "auto"),
-        "backend": backend,
-        "calibration_gflop_per_s": entry.get("gflop_per_s"),
-        "calibration_shape": entry.get("shape"),
-    }
 
 
 def _timed(fn, min_total: float = 1.0, max_runs: int = 50):
@@ -187,7 +166,6 @@ def job_paired(
         "gflop": flops / 1e9,
         "gflop_per_s": flops / med["mmsid"] / 1e9,
         "gemm_gflop_per_s": gemm_rate(d),
-        "gemm_backend": gemm_choice()["backend"],
     }
 
 
@@ -223,17 +201,6 @@ def job_train(data: str, method: str) -> dict:
     }
 
 
-def _calibration_text(blas: dict) -> str:
-    rate = blas["calibration_gflop_per_s"]
-    if not rate:
-        return ""
-    B, d, K = blas["calibration_shape"]
-    return (
-        f"; measured once per machine at {B} x {d} x {K}: torch {rate['torch']:.0f}, "
-        f"numpy {rate['numpy']:.0f} GFLOP/s"
-    )
-
-
 def _spawn(args: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--job", *args],
@@ -255,8 +222,6 @@ def main() -> None:
         res = {"alone": job_alone, "train": job_train, "paired": job_paired}[kind](*args)
         print(json.dumps(res))
         return
-    blas = gemm_choice()  # calibrated here once; every job below reads the same choice
-    print(f"assignment GEMM: {blas}", flush=True)
     synth = ["synthetic-100k"] if a.quick else ["synthetic-100k", "synthetic-1m"]
     real = ["ml100k-mm", "lfm2k-mm", "amazon-beauty"]
     enc, train = [], []
@@ -288,7 +253,6 @@ def main() -> None:
         "threads": THREADS,
         "cpu": cpu_description(),
         "date": time.strftime("%Y-%m-%d"),
-        "assignment_gemm": blas,
     }
     RESULTS.mkdir(exist_ok=True)
     from mmsid.io import write_json, write_text
@@ -313,10 +277,6 @@ def main() -> None:
         f"Command: `{cmd}` at commit `{commit}`, seed 0 — {meta['cpu']}, "
         f"{THREADS} threads, {meta['date']}. L={L} levels, K={K}.",
         "",
-        f"mmsid's assignment GEMM ran on `{blas['backend']}` (`MMSID_CPU_GEMM={blas['setting']}`"
-        + _calibration_text(blas)
-        + "). faiss uses its own bundled BLAS.",
-        "",
         "## SID assignment (greedy residual encode, same codebooks, same data)",
         "",
         "Both encoders run in one process in alternating rounds (the first to run swaps every "
@@ -325,7 +285,7 @@ def main() -> None:
         "its own process on the same codebooks.",
         "",
         "| data | items x dim | mmsid items/s | faiss items/s | ratio [95% CI] | rounds | "
-        "identical SIDs | mmsid GFLOP/s | GEMM GFLOP/s (its BLAS) | share of GEMM rate | "
+        "identical SIDs | mmsid GFLOP/s | GEMM GFLOP/s | share of GEMM rate | "
         "peak RSS mmsid / faiss (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]

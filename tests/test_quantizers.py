@@ -16,10 +16,8 @@ from mmsid.quantizers import (
 from mmsid.quantizers.base import nearest_reference, sq_distances
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy"])
 @pytest.mark.parametrize("n,k,d", [(1, 1, 1), (50, 7, 3), (300, 64, 16), (257, 256, 5)])
-def test_nearest_matches_brute_force(n, k, d, backend, monkeypatch):
-    monkeypatch.setenv("MMSID_CPU_GEMM", backend)  # both CPU BLAS backends (quantizers/gemm.py)
+def test_nearest_matches_brute_force(n, k, d):
     g = torch.Generator().manual_seed(n + k + d)
     x, c = torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
     fast, ref = nearest(x, c, chunk=37), nearest_reference(x, c)
@@ -30,10 +28,8 @@ def test_nearest_matches_brute_force(n, k, d, backend, monkeypatch):
     torch.testing.assert_close(sq_distances(x, c), torch.cdist(x, c) ** 2, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("backend", ["torch", "numpy"])
 @pytest.mark.parametrize("levels", [1, 2, 4])
-def test_encode_matches_reference_and_decode(levels, backend, monkeypatch):
-    monkeypatch.setenv("MMSID_CPU_GEMM", backend)
+def test_encode_matches_reference_and_decode(levels):
     g = torch.Generator().manual_seed(levels)
     rq = ResidualQuantizer(
         cfg=ResidualQuantizerConfig(levels=levels, codebook_size=16, dim=8, kmeans_init=False)

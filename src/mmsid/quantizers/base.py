@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mmsid.quantizers import gemm
-
 
 @dataclass
 class QuantizerOutput:
@@ -48,10 +46,10 @@ def nearest(x: torch.Tensor, codebook: torch.Tensor, *, chunk: int = 65536) -> t
         (N,) int64.
     """
     c_sq = (codebook * codebook).sum(dim=1)  # (K,)
-    neg2_t = -2.0 * codebook.t()  # (d, K); the scaling by a power of 2 is exact
     out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     for s in range(0, x.shape[0], chunk):
-        scores = gemm.addmm(c_sq, x[s : s + chunk], neg2_t)  # (B, K), the faster CPU BLAS
+        xb = x[s : s + chunk]
+        scores = torch.addmm(c_sq.expand(xb.shape[0], -1), xb, codebook.t(), alpha=-2.0)
         out[s : s + chunk] = scores.argmin(dim=1)
     return out
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mmsid.quantizers import gemm
 from mmsid.quantizers.base import QuantizerOutput, nearest, sq_distances
 from mmsid.quantizers.kmeans import KMeansConfig, kmeans
 
@@ -195,7 +194,7 @@ class ResidualQuantizer(nn.Module):
         for s in range(0, x.shape[0], chunk):
             xb = x[s : s + chunk]
             # ||c||^2 - 2 <x, c> for every level's codewords in one fused GEMM
-            score = gemm.addmm(c_sq, xb, neg2_flat.t()).view(-1, L, K)  # (B, L, K)
+            score = torch.addmm(c_sq, xb, neg2_flat.t()).view(-1, L, K)  # (B, L, K)
             cb = codes[s : s + chunk]
             for lvl in range(L):
                 sc = score[:, lvl]  # (B, K)
