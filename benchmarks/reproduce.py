@@ -65,7 +65,7 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         ("commit", "command"),
     ),
     "parallel_ids": (
-        "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty ml100k-mm "
+        "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty "
         "--ids rq-kmeans:3 opq:8 --seeds 0 1 2",
         False,
         ("commit", "command"),
