@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from mmsid.retrieval.parallel import (
-    CatalogueCE,
+    CatalogueLSE,
     ParallelSID,
     ParallelSIDConfig,
     bucketed_batches,
     item_loss_reference,
+    sampled_item_loss_reference,
     score_reference,
 )
 from mmsid.retrieval.sasrec import training_windows
@@ -116,9 +117,9 @@ def test_item_loss_equals_catalogue_softmax_prefix_by_prefix(loss):
 
 @pytest.mark.parametrize("block", [1, 97, 2**19])
 def test_blocked_item_loss_and_gradient_equal_the_autograd_reference(block, monkeypatch):
-    """CatalogueCE (items a block at a time, hand-written backward) against plain autograd over
+    """CatalogueLSE (items a block at a time, hand-written backward) against plain autograd over
     the whole (M, N) score matrix, with untrainable items and blocks that split the catalogue."""
-    monkeypatch.setattr(CatalogueCE, "block", block)
+    monkeypatch.setattr(CatalogueLSE, "block", block)
     rng = np.random.default_rng(1)
     trainable = rng.random(300) > 0.1
     net = ParallelSID(rng.integers(16, size=(300, 5)), 16, TINY, trainable=trainable)
@@ -131,6 +132,43 @@ def test_blocked_item_loss_and_gradient_equal_the_autograd_reference(block, monk
     assert torch.allclose(fast, ref, atol=1e-5)
     assert torch.allclose(g_fast, g_ref, atol=1e-6)
     assert g_ref.abs().sum() > 0
+
+
+@pytest.mark.parametrize("S", [1, 40, 200])
+def test_sampled_item_loss_and_gradient_equal_the_reference(S):
+    """item_negatives=S: each position's softmax over S drawn trainable items and its target,
+    a target that was drawn counted once; blocked forward and hand-written backward against
+    plain autograd on the same draw."""
+    rng = np.random.default_rng(2)
+    trainable = rng.random(300) > 0.1
+    cfg = dataclasses.replace(TINY, item_negatives=S)
+    net = ParallelSID(rng.integers(16, size=(300, 5)), 16, cfg, trainable=trainable)
+    lp = torch.randn(23, 5, 16).log_softmax(-1).requires_grad_()
+    tgt = torch.from_numpy(rng.choice(np.flatnonzero(trainable), 23))
+    torch.manual_seed(5)
+    neg = net.sample_negatives()
+    assert len(neg) == S == len(torch.unique(neg)) and net.trainable[neg].all()
+    tgt[:3] = neg[:3] if S >= 3 else neg[0]  # targets that were also drawn
+    torch.manual_seed(5)
+    fast = net.item_loss(lp, tgt)  # draws the same negatives
+    (g_fast,) = torch.autograd.grad(fast, lp)
+    ref = sampled_item_loss_reference(net, lp, tgt, neg)
+    (g_ref,) = torch.autograd.grad(ref, lp)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    assert torch.allclose(g_fast, g_ref, atol=1e-6)
+    # fewer items in the softmax than the catalogue: a smaller normaliser, a smaller loss
+    assert fast < item_loss_reference(net, lp, tgt)
+
+
+def test_sampling_as_many_items_as_the_catalogue_is_the_exact_loss():
+    rng = np.random.default_rng(3)
+    trainable = rng.random(50) > 0.2
+    cfg = dataclasses.replace(TINY, item_negatives=int(trainable.sum()))
+    net = ParallelSID(rng.integers(16, size=(50, 3)), 16, cfg, trainable=trainable)
+    assert net.sample_negatives() is None
+    lp = torch.randn(7, 3, 16).log_softmax(-1)
+    tgt = torch.from_numpy(rng.choice(np.flatnonzero(trainable), 7))
+    assert torch.allclose(net.item_loss(lp, tgt), item_loss_reference(net, lp, tgt), atol=1e-5)
 
 
 def test_a_new_item_is_scored_and_recommended_without_retraining():
@@ -151,8 +189,11 @@ def test_a_new_item_is_scored_and_recommended_without_retraining():
         net.set_catalogue(np.full((3, 4), 8))
 
 
-@pytest.mark.parametrize("head,loss", [("linear", "code"), ("mlp", "code"), ("linear", "item")])
-def test_learns_a_planted_pattern(head, loss):
+@pytest.mark.parametrize(
+    "head,loss,negatives",
+    [("linear", "code", 0), ("mlp", "code", 0), ("linear", "item", 0), ("linear", "item", 8)],
+)
+def test_learns_a_planted_pattern(head, loss, negatives):
     """Item i is always followed by item i+1 (mod N); after training, the next item is the
     top-1 recommendation for nearly every history."""
     n, m, K = 30, 3, 6
@@ -163,7 +204,7 @@ def test_learns_a_planted_pattern(head, loss):
     windows = training_windows(seqs, 5)
     lengths = (windows >= 0).sum(1)
     torch.manual_seed(0)
-    cfg = dataclasses.replace(TINY, max_history=5, head=head, loss=loss)
+    cfg = dataclasses.replace(TINY, max_history=5, head=head, loss=loss, item_negatives=negatives)
     net = ParallelSID(codes, K, cfg)
     step = iter(range(10**6))  # "validation" improves every epoch: keep the last state
     train(

@@ -10,7 +10,8 @@ SID table's levels) and code embeddings ``E_j`` (K, d) per code position ``j``:
     g_tj       = h_t + silu(W_j h_t + b_j)                one residual head per code (B, T, m, d)
     logit_tjk  = cos(g_tj, E_j[k]) / tau                                          (B, T, m, K)
     score_t(i) = (1/m) sum_j log_softmax(logit_tj)[c_ij]  exact, for every catalogue item
-    loss       = mean_t CE_i(m score_t(i), s_{t+1})       over trainable items (loss="item")
+    loss       = mean_t CE_i(m score_t(i), s_{t+1})       over trainable items (loss="item";
+                                                          or S drawn ones + the target)
            or  mean_{t, j} CE(logit_tj, c_{s_{t+1}} j)   each code on its own (loss="code", RPG's)
     every position of a sequence is supervised in one pass
 
@@ -64,6 +65,12 @@ class ParallelSIDConfig:
     # cross-entropy, each code position on its own) | "both" (their sum). "item" won on
     # validation on ml100k-mm and amazon-beauty (benchmarks/results/parallel_loss.md)
     loss: str = "item"
+    # items in the item loss's softmax: 0 = every trainable item (exact); S > 0 = S trainable
+    # items drawn uniformly without replacement per batch, shared by all its positions, plus
+    # each position's target (sampled softmax: the cost per batch falls from N to S items;
+    # uniform draws need no log-Q correction; a target drawn as a negative counts once).
+    # Evaluation always scores the whole catalogue exactly
+    item_negatives: int = 0
     max_history: int = 20
     score_chunk: int = 65536  # catalogue items scored per chunk (memory: B x chunk floats)
 
@@ -81,6 +88,7 @@ class ParallelSIDConfig:
             temperature=(1e-6, None),
             max_history=(1, None),
             score_chunk=(1, None),
+            item_negatives=(0, None),
         )
         if self.d_model % self.n_heads:
             raise ConfigError(f"parallel.d_model {self.d_model} is not a multiple of n_heads")
@@ -199,11 +207,30 @@ class ParallelSID(nn.Module):
     def item_loss(self, lp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the trainable catalogue items of s(i) = sum_j lp_j[c_ij] (the
         evaluation's ranking score times m). lp (M, m, K), tgt (M,) -> scalar, in fp32.
-        :class:`CatalogueCE` computes it chunk by chunk over items (exact; about 4x faster than
-        autograd over the whole (M, N) score matrix on Beauty's 12k items);
-        :func:`item_loss_reference` is the plain autograd version it must equal."""
-        lpT = lp.float().permute(1, 2, 0).contiguous()  # (m, K, M): item rows gather fast
-        return CatalogueCE.apply(lpT, self.codes, tgt, self.trainable)
+        :class:`CatalogueLSE` computes the log-normaliser chunk by chunk over items (exact;
+        about 4x faster than autograd over the whole (M, N) score matrix on Beauty's 12k
+        items); :func:`item_loss_reference` is the plain autograd version it must equal. With
+        ``item_negatives`` = S the softmax runs over S sampled trainable items and the target
+        (:func:`sampled_item_loss_reference`)."""
+        lp = lp.float()
+        lpT = lp.permute(1, 2, 0).contiguous()  # (m, K, M): item rows gather fast
+        target = lp.gather(2, self.codes[tgt][..., None]).sum((1, 2))  # (M,) s_t(tgt_t)
+        neg = self.sample_negatives()
+        if neg is None:  # every trainable item (the targets are among them)
+            return (CatalogueLSE.apply(lpT, self.codes, self.trainable) - target).mean()
+        lse_neg = CatalogueLSE.apply(lpT, self.codes[neg], self.trainable[neg])  # (M,)
+        drawn = torch.zeros_like(self.trainable).index_fill_(0, neg, True)
+        lse = torch.where(drawn[tgt], lse_neg, torch.logaddexp(lse_neg, target))
+        return (lse - target).mean()
+
+    def sample_negatives(self) -> torch.Tensor | None:
+        """(S,) distinct trainable items for one batch's sampled softmax, drawn from torch's
+        generator (seeded by the training loop, as dropout); None = use every item."""
+        S = self.cfg.item_negatives
+        pool = self.trainable.nonzero().squeeze(1)  # (N_train,)
+        if not S or S >= len(pool):
+            return None
+        return pool[torch.randperm(len(pool), device=pool.device)[:S]]
 
     # ---- scoring ---------------------------------------------------------------------------
 
@@ -260,53 +287,48 @@ class ParallelSID(nn.Module):
         return self.top_codes(self.last_log_probs(batch["history"]), k)  # (B, k) each
 
 
-class CatalogueCE(torch.autograd.Function):
-    """mean_t [logsumexp_{i trainable} s_t(i) - s_t(tgt_t)] with s_t(i) = sum_j lpT[j, c_ij, t].
+class CatalogueLSE(torch.autograd.Function):
+    """lse_t = logsumexp_{i allowed} s_t(i) with s_t(i) = sum_j lpT[j, c_ij, t]: (M,).
 
     Items are taken ``rows`` at a time (about 2^19 scores, a cache-sized block): the forward
-    pass keeps a running logsumexp, the backward pass recomputes each block's softmax and
-    scatters it into the (m, K, M) gradient, so the (N, M) score matrix is never held."""
+    pass keeps a running logsumexp, the backward pass recomputes each block's softmax, weights
+    it by the incoming gradient and scatters it into the (m, K, M) gradient, so the (N, M)
+    score matrix is never held."""
 
     block = 2**19  # scores per block (the fastest of 2^16 .. 2^25 at Beauty's shapes, 1 thread)
 
     @staticmethod
-    def _block(lpT, codes, trainable, s0: int, rows: int) -> torch.Tensor:
+    def _block(lpT, codes, allowed, s0: int, rows: int) -> torch.Tensor:
         c = codes[s0 : s0 + rows]  # (n, m)
         s = lpT[0].index_select(0, c[:, 0])  # (n, M)
         for j in range(1, c.shape[1]):
             s += lpT[j].index_select(0, c[:, j])
-        return s.masked_fill_(~trainable[s0 : s0 + rows, None], float("-inf"))
+        return s.masked_fill_(~allowed[s0 : s0 + rows, None], float("-inf"))
 
     @staticmethod
-    def forward(ctx, lpT, codes, tgt, trainable):
-        m, _, M = lpT.shape
-        rows = max(1, CatalogueCE.block // M)
+    def forward(ctx, lpT, codes, allowed):
+        M = lpT.shape[2]
+        rows = max(1, CatalogueLSE.block // M)
         lse = lpT.new_full((M,), float("-inf"))
         for s0 in range(0, len(codes), rows):
             lse = torch.logaddexp(
-                lse, CatalogueCE._block(lpT, codes, trainable, s0, rows).logsumexp(0)
+                lse, CatalogueLSE._block(lpT, codes, allowed, s0, rows).logsumexp(0)
             )
-        t = torch.arange(M, device=lpT.device)
-        target = sum(lpT[j, codes[tgt, j], t] for j in range(m))  # (M,)
-        ctx.save_for_backward(lpT, codes, tgt, trainable, lse)
+        ctx.save_for_backward(lpT, codes, allowed, lse)
         ctx.rows = rows
-        return (lse - target).mean()
+        return lse
 
     @staticmethod
     def backward(ctx, g):
-        lpT, codes, tgt, trainable, lse = ctx.saved_tensors
-        m, _, M = lpT.shape
+        lpT, codes, allowed, lse = ctx.saved_tensors
         grad = torch.zeros_like(lpT)  # (m, K, M)
         for s0 in range(0, len(codes), ctx.rows):
-            p = CatalogueCE._block(lpT, codes, trainable, s0, ctx.rows).sub_(lse).exp_()  # (n, M)
+            p = CatalogueLSE._block(lpT, codes, allowed, s0, ctx.rows).sub_(lse).exp_()  # (n, M)
+            p.mul_(g)  # d lse_t / d s_t(i) = softmax_t(i), times the incoming gradient
             c = codes[s0 : s0 + ctx.rows]
-            for j in range(m):
+            for j in range(c.shape[1]):
                 grad[j].index_add_(0, c[:, j], p)
-        t = torch.arange(M, device=lpT.device)
-        minus_one = grad.new_full((M,), -1.0)
-        for j in range(m):
-            grad[j].index_put_((codes[tgt, j], t), minus_one, accumulate=True)
-        return grad * (g / M), None, None, None
+        return grad, None, None
 
 
 def item_loss_reference(model: ParallelSID, lp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -316,6 +338,19 @@ def item_loss_reference(model: ParallelSID, lp: torch.Tensor, tgt: torch.Tensor)
     for j in range(model.m):
         s = s + lp[:, j].float().index_select(1, model.codes[:, j])
     return F.cross_entropy(s.masked_fill(~model.trainable, float("-inf")), tgt)
+
+
+def sampled_item_loss_reference(
+    model: ParallelSID, lp: torch.Tensor, tgt: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    """Plain autograd reference for the sampled item loss: position t's softmax runs over the
+    drawn items ``neg`` and its target, each item once."""
+    losses = []
+    for t in range(lp.shape[0]):
+        cand = torch.unique(torch.cat([neg, tgt[t : t + 1]]))  # (S or S+1,)
+        s = sum(lp[t, j].float()[model.codes[cand, j]] for j in range(model.m))
+        losses.append(torch.logsumexp(s, 0) - s[cand == tgt[t]][0])
+    return torch.stack(losses).mean()
 
 
 def score_reference(model: ParallelSID, lp: torch.Tensor) -> torch.Tensor:
