@@ -65,8 +65,7 @@ def retrieve(
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
-    name = f"parallel-{loss}/seed{seed}" if loss else model
-    out = out or RUNS / dataset / name
+    out = out or RUNS / dataset / (f"parallel-{loss}/seed{seed}" if loss else model)
     if not _finished(out, loss):
         kw: dict = {"epochs": 0}
         if loss:

@@ -227,8 +227,10 @@ class ParallelSID(nn.Module):
         """(S,) distinct trainable items for one batch's sampled softmax, drawn from torch's
         generator (seeded by the training loop, as dropout); None = use every item."""
         S = self.cfg.item_negatives
+        if not S:  # the default: no per-batch work
+            return None
         pool = self.trainable.nonzero().squeeze(1)  # (N_train,)
-        if not S or S >= len(pool):
+        if S >= len(pool):
             return None
         return pool[torch.randperm(len(pool), device=pool.device)[:S]]
 
@@ -322,17 +324,13 @@ class CatalogueLSE(torch.autograd.Function):
     def backward(ctx, g):
         lpT, codes, allowed, lse = ctx.saved_tensors
         grad = torch.zeros_like(lpT)  # (m, K, M)
-        # d lse_t / d s_t(i) = softmax_t(i), times the incoming gradient g_t; the exact mean
-        # loss sends the same g_t to every position, applied once at the end (a pass saved)
-        uniform = bool((g == g[0]).all())
         for s0 in range(0, len(codes), ctx.rows):
             p = CatalogueLSE._block(lpT, codes, allowed, s0, ctx.rows).sub_(lse).exp_()  # (n, M)
-            if not uniform:
-                p.mul_(g)
+            p.mul_(g)  # d lse_t / d s_t(i) = softmax_t(i), times the incoming gradient g_t
             c = codes[s0 : s0 + ctx.rows]
             for j in range(c.shape[1]):
                 grad[j].index_add_(0, c[:, j], p)
-        return (grad * g[0] if uniform else grad), None, None
+        return grad, None, None
 
 
 def item_loss_reference(model: ParallelSID, lp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
