@@ -52,12 +52,15 @@ def parse_ids(spec: str) -> tuple[str, int]:
     return method, int(levels)
 
 
-def runs_for(dataset: str, spec: str, seeds: list[int]) -> list[dict]:
+def runs_for(dataset: str, spec: str, seeds: list[int], fusion: tuple[float, ...] = ()):
+    """Each seed's parallel-SID metrics on ``spec``'s IDs (``fusion``: with content fusion)."""
     method, levels = parse_ids(spec)
     name = f"{method}-{levels}"
     sids = tokenize(dataset, method, levels, RUNS / dataset / name / "tokenizer")
     return [
-        retrieve(dataset, "parallel-sid", s, "item", sids, RUNS / dataset / name / f"seed{s}")
+        retrieve(
+            dataset, "parallel-sid", s, "item", sids, RUNS / dataset / name / f"seed{s}", fusion
+        )
         for s in seeds
     ]
 

@@ -36,6 +36,7 @@ RUNS = HERE.parent / "runs" / "parallel_loss"
 LOSSES = ("code", "item")
 MODEL = {"d_model": 256, "d_ff": 512, "dropout": 0.2, "temperature": 0.07}
 EPOCHS, PATIENCE, LR = 40, 10, 1e-3
+SASREC_EPOCHS = 200  # SASRec's epochs are cheap (no per-code heads): patience decides
 SLICES = ("all", "head", "long_tail", "cold")
 
 
@@ -59,44 +60,59 @@ def retrieve(
     loss: str = "",
     sids: Path | None = None,
     out: Path | None = None,
+    fusion: tuple[float, ...] = (),
 ):
     """A retriever's metrics (with its valid/test ranks), trained unless already finished at
-    this budget; ``loss`` set = parallel-sid on ``sids`` with that loss, else a baseline."""
+    this budget: parallel-sid on ``sids`` with ``loss`` (MODEL's settings), SASRec (its
+    defaults, at most SASREC_EPOCHS), or a deterministic baseline. ``fusion``: the content
+    fusion grid (mmsid.retrieval.fusion); its result is ``m["fused"]``, with its ranks."""
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
     out = out or RUNS / dataset / (f"parallel-{loss}/seed{seed}" if loss else model)
-    if not _finished(out, loss):
-        kw: dict = {"epochs": 0}
-        if loss:
-            kw = {
-                "sids": str(sids / "sids.parquet"),
-                "epochs": EPOCHS,
-                "patience": PATIENCE,
-                "lr": LR,
-                "parallel": ParallelSIDConfig(**MODEL, loss=loss),
-            }
+    kw: dict = {"epochs": 0}
+    if model == "parallel-sid":
+        kw = {
+            "sids": str(sids / "sids.parquet"),
+            "epochs": EPOCHS,
+            "patience": PATIENCE,
+            "lr": LR,
+            "parallel": ParallelSIDConfig(**MODEL, loss=loss),
+        }
+    elif model == "sasrec":
+        kw = {"epochs": SASREC_EPOCHS, "patience": PATIENCE, "lr": LR}
+    if fusion:
+        kw["fusion_weights"] = tuple(fusion)
+    if not _finished(out, kw):
         cfg = RetrieveConfig(
             dataset=dataset, model=model, out=str(out), seed=seed, device="cpu", **kw
         )
         run_retrieve(cfg, progress=False)
     m = json.loads((out / "metrics.json").read_text())
-    with np.load(out / "ranks.npz") as z:
-        m["ranks"] = {"valid": z["valid_rank"], "test": z["test_rank"]}
+    for name, res in (("ranks", m), ("fused_ranks", m.get("fused"))):
+        if res is not None:
+            with np.load(out / f"{name}.npz") as z:
+                res["ranks"] = {"valid": z["valid_rank"], "test": z["test_rank"]}
     return m
 
 
-def _finished(out: Path, loss: str) -> bool:
-    """A run folder holds results at this budget (a trained run made at a smaller budget is
-    resumed and extended instead; a finished one is not evaluated again)."""
+def _finished(out: Path, kw: dict) -> bool:
+    """A run folder holds results at this budget and fusion grid (a trained run made at a
+    smaller budget is resumed and extended, one without the grid re-evaluated; a finished one
+    is not evaluated again)."""
     if not (out / "metrics.json").exists():
         return False
-    if not loss:
-        return True
-    import yaml
+    if kw["epochs"]:
+        import yaml
 
-    cfg = yaml.safe_load((out / "config.yaml").read_text())
-    return (cfg["epochs"], cfg["patience"]) == (EPOCHS, PATIENCE)
+        cfg = yaml.safe_load((out / "config.yaml").read_text())
+        if (cfg["epochs"], cfg["patience"]) != (kw["epochs"], kw["patience"]):
+            return False
+    if "fusion_weights" in kw:
+        grid = {str(w) for w in {0.0, *kw["fusion_weights"]}}
+        fused = json.loads((out / "metrics.json").read_text()).get("fused")
+        return fused is not None and set(fused["grid"]) == grid
+    return True
 
 
 def fmt(c: dict) -> str:

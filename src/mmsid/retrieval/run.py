@@ -5,7 +5,8 @@ runs in fp32 (``amp`` is for training).
 
 Run folder: ``config.yaml``, ``metrics.json``, ``ranks.npz`` (each evaluated user's target and
 its 0-based rank in the top ``max(ks)``, -1 when absent: the paired comparisons read it),
-``trained_on.npz`` (the guard's record), ``model.pt`` (best validation state),
+``trained_on.npz`` (the guard's record), ``fused_ranks.npz`` (the same for content fusion,
+when ``fusion_weights`` are given: mmsid.retrieval.fusion), ``model.pt`` (best validation state),
 ``checkpoints/last.pt`` (resume; re-running the same command continues, and a larger
 ``epochs`` extends a finished run), ``curves.png``.
 """
@@ -36,9 +37,11 @@ from mmsid.retrieval.tiger import TIGERConfig
 from mmsid.training import OPTIMIZERS, SCHEDULES, LoopConfig, train
 
 MODELS = ("parallel-sid", "tiger", "sasrec", "popularity", "content-knn")
+FUSABLE = ("parallel-sid", "sasrec")  # exact score(history): content fusion applies
 SID_MODELS = ("parallel-sid", "tiger")
 UNTRAINED = ("popularity", "content-knn")
-# not part of a run's resume key: budgets (a larger one extends a run) and where things live
+# not part of a run's resume key: budgets (a larger one extends a run), where things live, and
+# what is chosen after training (the fusion grid)
 BUDGET_KEYS = (
     "out",
     "device",
@@ -48,6 +51,7 @@ BUDGET_KEYS = (
     "max_minutes",
     "max_steps",
     "patience",
+    "fusion_weights",
 )
 
 
@@ -82,10 +86,15 @@ class RetrieveConfig:
     optimizer: str = "adamw"  # adamw | adafactor (TIGER's, with lr 0.01: LoopConfig)
     max_steps: int = 0  # a budget in optimiser steps (ends at an epoch end); 0 = epochs decide
     log_steps: bool = False  # keep every step's training loss in the history
-    # content-knn: the modalities whose L2-normalised concatenation is the item's content
-    # (empty = the data set's tokenizer defaults), centered first if asked
+    # content-knn and fusion: the modalities whose L2-normalised concatenation is the item's
+    # content (empty = the data set's tokenizer defaults), centered first if asked
     modalities: list[str] = field(default_factory=list)
     center: bool = False
+    # content fusion (mmsid.retrieval.fusion; parallel-sid, SASRec): after training, the model's
+    # score + w * cos(content of the user's last item, item content), w picked from this grid
+    # (0 is always a candidate) by ``select`` on the whole validation split; reported as
+    # metrics.json's "fused" beside the model alone. Empty = no fusion
+    fusion_weights: tuple[float, ...] = ()
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
@@ -111,6 +120,8 @@ class RetrieveConfig:
             warmup_steps=(0, None),
             max_steps=(0, None),
         )
+        if any(w < 0 for w in self.fusion_weights):
+            raise ConfigError(f"fusion_weights {self.fusion_weights}: weights must be >= 0")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule '{self.schedule}': choose one of {SCHEDULES}")
         if self.optimizer not in OPTIMIZERS:
@@ -193,6 +204,10 @@ def _check_config(cfg: RetrieveConfig) -> None:
         raise ConfigError(f"{cfg.model} trains: epochs must be at least 1, got {cfg.epochs}")
     if cfg.model in SID_MODELS and not cfg.sids:
         raise ConfigError(f"{cfg.model} needs a SID table: --sids RUN_DIR/sids.parquet")
+    if cfg.fusion_weights and cfg.model not in FUSABLE:
+        raise ConfigError(
+            f"fusion_weights: {cfg.model} has no exact score to fuse with; use one of {FUSABLE}"
+        )
     if cfg.beam < max(cfg.ks):
         raise ConfigError(f"beam {cfg.beam} is smaller than the largest K {max(cfg.ks)}")
     metric, _, k = cfg.select.partition("@")
@@ -275,6 +290,10 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
     t_train = history[-1]["elapsed"] if history else 0.0
     t1 = time.perf_counter()
     res = _finish(cfg, model, data, out, device, progress)
+    if cfg.fusion_weights:
+        res["fused"] = _fuse(cfg, model, data, out, device, progress)
+    else:  # an earlier invocation's fusion no longer describes this run
+        (out / "fused_ranks.npz").unlink(missing_ok=True)
     res.update(
         samples={"train": t.n_train, "valid": len(data.valid), "test": len(data.test)},
         history=history,
@@ -291,13 +310,15 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
     return res
 
 
-def _finish(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, progress) -> dict:
-    """Validation and test metrics in fp32; writes ``ranks.npz``."""
+def _finish(
+    cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, progress, name="ranks"
+) -> dict:
+    """Validation and test metrics in fp32; writes ``{name}.npz``."""
     valid, v_rank = evaluate(model, data.valid, data, cfg, device, progress, ranks=True)
     test, t_rank = evaluate(model, data.test, data, cfg, device, progress, ranks=True)
     masks = data.slices(data.test.target)
     save_npz(
-        out / "ranks.npz",
+        out / f"{name}.npz",
         slice_names=np.array(list(masks)),
         test_masks=np.stack(list(masks.values())),
         valid_user=data.valid.user,
@@ -320,6 +341,36 @@ def _finish(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, 
     }
 
 
+def _content(cfg: RetrieveConfig) -> np.ndarray:
+    """(N, d) item content: the configured modalities' L2-normalised concatenation."""
+    from mmsid.data import load_dataset
+    from mmsid.features import build_features
+    from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
+
+    ds = load_dataset(cfg.dataset, cfg.data_dir)
+    names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
+    feats = build_features(ds, modalities=names, progress=False)
+    return concat_features(feats, names, center=cfg.center)[0]
+
+
+def _fuse(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, progress) -> dict:
+    """Content fusion: w from the grid by ``select`` on the whole validation split (ties: the
+    smaller w), then validation and test at that w; writes ``fused_ranks.npz``."""
+    from mmsid.retrieval.fusion import ContentFusion
+
+    content = _content(cfg)
+    grid = sorted({0.0, *cfg.fusion_weights})
+    on_valid = {}
+    for w in grid:
+        fused = ContentFusion(model, content, w).to(device)
+        on_valid[w] = evaluate(fused, data.valid, data, cfg, device)["all"][cfg.select]
+    best = max(grid, key=lambda w: (on_valid[w], -w))
+    fused = ContentFusion(model, content, best).to(device)
+    res = _finish(cfg, fused, data, out, device, progress, name="fused_ranks")
+    grid_valid = {str(w): v for w, v in on_valid.items()}
+    return {"weight": best, "grid": grid_valid, "valid": res["valid"], "test": res["test"]}
+
+
 def _run_untrained(cfg: RetrieveConfig, data: RetrievalData, out: Path, device, t0, progress):
     """Popularity (counts of the training interactions) and content-kNN (item content only:
     it trains on nothing)."""
@@ -328,14 +379,7 @@ def _run_untrained(cfg: RetrieveConfig, data: RetrievalData, out: Path, device, 
         model = Popularity(proto.popularity)
         proto.record(out / "trained_on.npz", rows=proto.train_rows, items=proto.train["item"])
     else:
-        from mmsid.data import load_dataset
-        from mmsid.features import build_features
-        from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
-
-        ds = load_dataset(cfg.dataset, cfg.data_dir)
-        names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
-        feats = build_features(ds, modalities=names, progress=False)
-        model = ContentKNN(concat_features(feats, names, center=cfg.center)[0])
+        model = ContentKNN(_content(cfg))
         proto.record(out / "trained_on.npz", rows=np.zeros(0, np.int64), items=np.zeros(0))
     model.to(device)
     t1 = time.perf_counter()

@@ -85,13 +85,15 @@ class SASRec(nn.Module):
         )
 
     @torch.no_grad()
+    def score(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, H) histories, -1 padded at the end -> (B, n_items) logits of the next item."""
+        n = (history >= 0).sum(1)  # (B,)
+        h = self.hidden(history[:, : int(n.max())])  # (B, T, d)
+        return self.scores(h[torch.arange(len(n), device=h.device), n - 1])  # (B, n_items)
+
+    @torch.no_grad()
     def recommend(self, batch: dict[str, torch.Tensor], k: int, **_) -> tuple[torch.Tensor, ...]:
-        hist = batch["history"]
-        n = (hist >= 0).sum(1)  # (B,)
-        keep = int(n.max())
-        h = self.hidden(hist[:, :keep])  # (B, keep, d)
-        last = h[torch.arange(len(n), device=h.device), n - 1]  # (B, d)
-        top = self.scores(last).topk(k, dim=1)
+        top = self.score(batch["history"]).topk(k, dim=1)
         return top.indices, top.values  # (B, k) each
 
 

@@ -1,0 +1,159 @@
+"""Issue 15's retrieval table: parallel-SID over semantic IDs against SASRec over item ids, each
+alone and with content fusion (mmsid.retrieval.fusion), beside content-kNN and popularity, on
+the same protocol, seeds and users. What semantic IDs buy on head, long-tail and cold items.
+
+    python benchmarks/bench_retrievers.py [--datasets amazon-beauty] [--ids opq:8] [--seeds 0 1 2]
+    python benchmarks/bench_retrievers.py --only sasrec   # one retriever's runs; writes nothing
+
+parallel-SID: bench_parallel_ids's runs (same folders: a finished one is re-evaluated with the
+fusion grid, not retrained). SASRec: its defaults (width 64, 2 layers, 1 head, dropout 0.2, full
+softmax over warm items), AdamW 1e-3, early stopping on validation Recall@10 with the same
+patience, at most bench_parallel_loss.SASREC_EPOCHS epochs. Fusion: after training, the model's
+score + w * cos(content of the last item, item content), w from FUSION by validation Recall@10 on
+the whole validation split (so the fused validation figures are where w was chosen; test never
+chooses). Mean ± 95% CI over seeds; paired bootstrap over the same users, seeds pooled.
+Writes benchmarks/results/retrievers.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from bench_parallel_ids import RUNS as ID_RUNS
+from bench_parallel_ids import parse_ids, runs_for
+from bench_parallel_loss import (
+    PATIENCE,
+    SASREC_EPOCHS,
+    aggregate,
+    baseline_rows,
+    metric_cells,
+    retrieve,
+)
+
+from mmsid.eval.stats import paired_text, paired_users, per_user
+from mmsid.io import write_json, write_text
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = HERE.parent / "runs" / "retrievers"
+FUSION = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # plus 0: the model alone
+
+
+def sasrec_runs(dataset: str, seeds: list[int]) -> list[dict]:
+    return [
+        retrieve(dataset, "sasrec", s, out=RUNS / dataset / f"sasrec/seed{s}", fusion=FUSION)
+        for s in seeds
+    ]
+
+
+def fused(ms: list[dict]) -> list[dict]:
+    """The fused results of each seed's run, shaped as a run's metrics."""
+    return [{**m["fused"], "best_epoch": m["best_epoch"]} for m in ms]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"])
+    ap.add_argument("--ids", default="opq:8", help="the parallel-SID's IDs, METHOD:LEVELS")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--only", choices=("sasrec", "parallel-sid"), help="run these; write nothing")
+    a = ap.parse_args()
+    parse_ids(a.ids)
+    if a.only:
+        for ds in a.datasets:
+            if a.only == "sasrec":
+                sasrec_runs(ds, a.seeds)
+            else:
+                runs_for(ds, a.ids, a.seeds, FUSION)
+        return
+    from mmsid.pipeline import git_commit
+
+    commit = git_commit()  # before anything is written
+    cmd = f"python benchmarks/bench_retrievers.py --datasets {' '.join(a.datasets)}"
+    cmd += f" --ids {a.ids} --seeds {' '.join(map(str, a.seeds))}"
+    sid_name = f"parallel-sid ({a.ids})"
+    res: dict = {
+        "command": cmd,
+        "commit": commit,
+        "seeds": a.seeds,
+        "fusion_grid": [0.0, *FUSION],
+        "sasrec": {"epochs": SASREC_EPOCHS, "patience": PATIENCE},
+        "parallel_runs": str(ID_RUNS.relative_to(HERE.parent)),
+        "datasets": {},
+    }
+    lines = [
+        "# Retrievers: semantic IDs (parallel-SID) vs item ids (SASRec), alone and with content",
+        "",
+        f"parallel-SID on {a.ids} IDs with bench_parallel_ids's model and budget; SASRec with "
+        f"its defaults, early stopping on validation Recall@10 (patience {PATIENCE}, at most "
+        f"{SASREC_EPOCHS} epochs). '+ content': after training, the model's score plus "
+        "w x cosine(content of the user's last item, item content), w chosen per run from "
+        f"{{0, {', '.join(map(str, FUSION))}}} by Recall@10 on the whole validation split "
+        "(the fused validation rows are where w was chosen; test never chooses). Mean ± 95% CI "
+        "over seeds; s/epoch is training plus the per-epoch validation.",
+        "",
+        f"Command: `{cmd}` (commit {commit}, seeds {a.seeds}).",
+        "",
+        "| data set | retriever | split | Recall@10 | NDCG@10 | head R@10 | long-tail R@10 | "
+        "cold R@10 (users) | w | best epochs | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    paired = []
+    for ds in a.datasets:
+        sas, sid = sasrec_runs(ds, a.seeds), runs_for(ds, a.ids, a.seeds, FUSION)
+        runs = {
+            "sasrec (item ids)": sas,
+            "sasrec + content": fused(sas),
+            sid_name: sid,
+            f"{sid_name} + content": fused(sid),
+        }
+        res["datasets"][ds] = {"protocol": sid[0]["protocol"]}
+        for name, ms in runs.items():
+            base = sas if name.startswith("sasrec") else sid
+            row: dict = {
+                "best_epoch": [m["best_epoch"] for m in base],
+                "epochs_run": [m["epochs_run"] for m in base],
+                "seconds_per_epoch": [m["train_seconds"] / max(m["epochs_run"], 1) for m in base],
+            }
+            if "weight" in ms[0]:
+                row["weight"] = [m["weight"] for m in ms]
+            for split in ("valid", "test"):
+                row[split] = agg = aggregate(ms, split)
+                w = ", ".join(f"{x:g}" for x in row.get("weight", []))
+                lines.append(
+                    f"| {ds} | {name} | {split} | {metric_cells(agg)} | {w} | "
+                    f"{', '.join(map(str, row['best_epoch']))} | "
+                    f"{np.mean(row['seconds_per_epoch']):.0f} |"
+                )
+            res["datasets"][ds][name] = row
+        for model in ("popularity", "content-knn"):
+            m = retrieve(ds, model, 0, out=ID_RUNS / ds / model)
+            res["datasets"][ds][model] = {s: m[s] for s in ("valid", "test")}
+            lines += baseline_rows(ds, model, m, " | | |")
+        names = list(runs)
+        pairs = [
+            (names[2], names[0]),  # semantic IDs vs item ids
+            (names[1], names[0]),  # what content adds to each
+            (names[3], names[2]),
+            (names[3], names[1]),  # both fused
+        ]
+        for x_name, y_name in pairs:
+            for split in ("valid", "test"):
+                for metric in ("recall@10", "ndcg@10"):
+                    x, y = (
+                        np.stack([per_user(m["ranks"][split], metric) for m in runs[n]])
+                        for n in (x_name, y_name)
+                    )
+                    d = paired_users(x, y, names=(x_name, y_name))
+                    res["datasets"][ds][f"paired_{x_name}_vs_{y_name}_{split}_{metric}"] = d
+                    paired.append(f"- {ds}, {split} {metric}: {paired_text(d, x.shape[1])}")
+    lines += ["", "Paired comparisons (95% bootstrap interval):", "", *paired]
+    write_json(RESULTS / "retrievers.json", res)
+    write_text(RESULTS / "retrievers.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
