@@ -32,11 +32,11 @@ from bench_parallel_loss import (
     aggregate,
     baseline_rows,
     metric_cells,
+    paired_lines,
     retrieve,
     tokenize,
 )
 
-from mmsid.eval.stats import paired_text, paired_users, per_user
 from mmsid.io import write_json, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -132,15 +132,9 @@ def main() -> None:
             lines += baseline_rows(ds, model, m, " | |")
         base = a.ids[0]
         for spec in a.ids[1:]:
-            for split in ("valid", "test"):
-                for metric in ("recall@10", "ndcg@10"):
-                    x, y = (
-                        np.stack([per_user(m["ranks"][split], metric) for m in runs[s]])
-                        for s in (spec, base)
-                    )
-                    d = paired_users(x, y, names=(spec, base))
-                    res["datasets"][ds][f"paired_{spec}_{split}_{metric}"] = d
-                    paired.append(f"- {ds}, {split} {metric}: {paired_text(d, x.shape[1])}")
+            paired += paired_lines(
+                ds, runs[spec], runs[base], (spec, base), res["datasets"][ds], f"{spec}_"
+            )
     lines += ["", "Paired comparison with the first ID type (95% bootstrap interval):", ""]
     lines += paired
     write_json(RESULTS / "parallel_ids.json", res)

@@ -153,6 +153,22 @@ def baseline_rows(ds: str, model: str, m: dict, tail: str) -> list[str]:
     return rows
 
 
+def paired_lines(ds: str, x_runs, y_runs, names, store: dict, key: str = "") -> list[str]:
+    """x - y by a paired bootstrap over the same users (seeds pooled), valid and test, Recall@10
+    and NDCG@10: one line each; each result goes into ``store[f"paired_{key}{split}_{metric}"]``."""
+    lines = []
+    for split in ("valid", "test"):
+        for metric in ("recall@10", "ndcg@10"):
+            x, y = (
+                np.stack([per_user(m["ranks"][split], metric) for m in ms])
+                for ms in (x_runs, y_runs)
+            )
+            d = paired_users(x, y, names=names)
+            store[f"paired_{key}{split}_{metric}"] = d
+            lines.append(f"- {ds}, {split} {metric}: {paired_text(d, x.shape[1])}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", nargs="+", default=["ml100k-mm"])
@@ -217,15 +233,9 @@ def main() -> None:
             m = retrieve(ds, model, 0)
             res["datasets"][ds][model] = {s: m[s] for s in ("valid", "test")}
             lines += baseline_rows(ds, model, m, " |")
-        for split in ("valid", "test"):
-            for metric in ("recall@10", "ndcg@10"):
-                x, y = (
-                    np.stack([per_user(m["ranks"][split], metric) for m in runs[loss]])
-                    for loss in ("item", "code")
-                )
-                d = paired_users(x, y, names=("item", "code"))
-                res["datasets"][ds][f"paired_{split}_{metric}"] = d
-                paired.append(f"- {ds}, {split} {metric}: {paired_text(d, x.shape[1])}")
+        paired += paired_lines(
+            ds, runs["item"], runs["code"], ("item", "code"), res["datasets"][ds]
+        )
     lines += ["", "Paired comparison (95% bootstrap interval):", "", *paired]
     write_json(RESULTS / "parallel_loss.json", res)
     write_text(RESULTS / "parallel_loss.md", "\n".join(lines) + "\n")

@@ -29,10 +29,10 @@ from bench_parallel_loss import (
     aggregate,
     baseline_rows,
     metric_cells,
+    paired_lines,
     retrieve,
 )
 
-from mmsid.eval.stats import paired_text, paired_users, per_user
 from mmsid.io import write_json, write_text
 
 HERE = Path(__file__).resolve().parent
@@ -139,16 +139,10 @@ def main() -> None:
             (names[3], names[2]),
             (names[3], names[1]),  # both fused
         ]
-        for x_name, y_name in pairs:
-            for split in ("valid", "test"):
-                for metric in ("recall@10", "ndcg@10"):
-                    x, y = (
-                        np.stack([per_user(m["ranks"][split], metric) for m in runs[n]])
-                        for n in (x_name, y_name)
-                    )
-                    d = paired_users(x, y, names=(x_name, y_name))
-                    res["datasets"][ds][f"paired_{x_name}_vs_{y_name}_{split}_{metric}"] = d
-                    paired.append(f"- {ds}, {split} {metric}: {paired_text(d, x.shape[1])}")
+        for x, y in pairs:
+            paired += paired_lines(
+                ds, runs[x], runs[y], (x, y), res["datasets"][ds], f"{x}_vs_{y}_"
+            )
     lines += ["", "Paired comparisons (95% bootstrap interval):", "", *paired]
     write_json(RESULTS / "retrievers.json", res)
     write_text(RESULTS / "retrievers.md", "\n".join(lines) + "\n")

@@ -70,6 +70,11 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "retrievers": (
+        "python benchmarks/bench_retrievers.py --datasets amazon-beauty --ids opq:8 --seeds 0 1 2",
+        False,
+        ("commit", "command"),
+    ),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm amazon-beauty",
