@@ -104,3 +104,19 @@ def test_stage_picks_the_weight_on_validation(real_data_dir, tmp_path):
     r2 = run_retrieve(RetrieveConfig(**kw), progress=False)
     assert r2["history"] == r["history"] and "fused" not in r2
     assert not (tmp_path / "run" / "fused_ranks.npz").exists()
+
+
+def test_cli_prints_the_fused_rows(real_data_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from mmsid.cli import main
+
+    args = ["retrieve", "--dataset", "lfm2k-mm", "--model", "sasrec", "--epochs", "1"]
+    args += ["--set", "fusion_weights=0.5,2", "--device", "cpu", "--out", str(tmp_path / "r")]
+    r = CliRunner().invoke(main, [*args, "--data-dir", str(real_data_dir)])
+    assert r.exit_code == 0, r.output
+    w = json.loads((tmp_path / "r" / "metrics.json").read_text())["fused"]["weight"]
+    assert f"fused (w={w:g}) test: Recall@5" in r.output
+    bad = [*args[:4], "popularity", "--set", "fusion_weights=1", "--out", str(tmp_path / "p")]
+    r = CliRunner().invoke(main, bad)
+    assert r.exit_code != 0 and "no exact score to fuse" in r.output

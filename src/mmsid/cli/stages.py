@@ -415,10 +415,14 @@ def retrieve_cmd(
         r = run_retrieve(cfg)
     except MMSIDError as e:
         _fail(e)
-    for split in ("valid", "test"):
-        a = r[split]["all"]
-        click.echo(
-            f"{split}: Recall@5 {a['recall@5']:.4f}  NDCG@5 {a['ndcg@5']:.4f}  "
-            f"Recall@10 {a['recall@10']:.4f}  NDCG@10 {a['ndcg@10']:.4f}"
-        )
+    rows = [("", r)]
+    if r.get("fused"):  # content fusion: mmsid.retrieval.fusion
+        rows.append((f"fused (w={r['fused']['weight']:g}) ", r["fused"]))
+    for name, res in rows:
+        for split in ("valid", "test"):
+            a = res[split]["all"]
+            click.echo(
+                f"{name}{split}: Recall@5 {a['recall@5']:.4f}  NDCG@5 {a['ndcg@5']:.4f}  "
+                f"Recall@10 {a['recall@10']:.4f}  NDCG@10 {a['ndcg@10']:.4f}"
+            )
     _trained(r, out)
