@@ -48,11 +48,6 @@ def sasrec_runs(dataset: str, seeds: list[int]) -> list[dict]:
     ]
 
 
-def fused(ms: list[dict]) -> list[dict]:
-    """The fused results of each seed's run, shaped as a run's metrics."""
-    return [{**m["fused"], "best_epoch": m["best_epoch"]} for m in ms]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"])
@@ -103,15 +98,15 @@ def main() -> None:
     paired = []
     for ds in a.datasets:
         sas, sid = sasrec_runs(ds, a.seeds), runs_for(ds, a.ids, a.seeds, FUSION)
-        runs = {
-            "sasrec (item ids)": sas,
-            "sasrec + content": fused(sas),
-            sid_name: sid,
-            f"{sid_name} + content": fused(sid),
+        trained = {  # each row's results and the runs that trained its model
+            "sasrec (item ids)": (sas, sas),
+            "sasrec + content": ([m["fused"] for m in sas], sas),
+            sid_name: (sid, sid),
+            f"{sid_name} + content": ([m["fused"] for m in sid], sid),
         }
+        runs = {name: ms for name, (ms, _) in trained.items()}
         res["datasets"][ds] = {"protocol": sid[0]["protocol"]}
-        for name, ms in runs.items():
-            base = sas if name.startswith("sasrec") else sid
+        for name, (ms, base) in trained.items():
             row: dict = {
                 "best_epoch": [m["best_epoch"] for m in base],
                 "epochs_run": [m["epochs_run"] for m in base],

@@ -38,12 +38,16 @@ class ContentKNN(nn.Module):
         x = torch.as_tensor(np.asarray(content), dtype=torch.float32)
         self.register_buffer("x", x / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
+    def similarity(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, H) histories, -1 padded at the end -> each user's last item (B,) and the cosine
+        of every item with it (B, N)."""
+        n = (history >= 0).sum(1)  # (B,)
+        last = history[torch.arange(len(n), device=history.device), (n - 1).clamp_min(0)]
+        return last, self.x[last] @ self.x.T
+
     @torch.no_grad()
     def recommend(self, batch: dict[str, torch.Tensor], k: int, **_) -> tuple[torch.Tensor, ...]:
-        hist = batch["history"]  # (B, H), -1 padded at the end
-        n = (hist >= 0).sum(1)  # (B,)
-        last = hist[torch.arange(len(n), device=hist.device), (n - 1).clamp_min(0)]  # (B,)
-        s = self.x[last] @ self.x.T  # (B, N)
-        s[torch.arange(len(n), device=s.device), last] = float("-inf")  # not the item itself
+        last, s = self.similarity(batch["history"])  # (B,), (B, N)
+        s[torch.arange(len(last), device=s.device), last] = float("-inf")  # not the item itself
         top = s.topk(k, dim=1)
         return top.indices, top.values

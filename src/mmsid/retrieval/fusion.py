@@ -25,35 +25,32 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmsid.retrieval.baselines import ContentKNN
+
 
 class ContentFusion(nn.Module):
     """The ``recommend`` contract over ``base.score(history) + weight * content term``."""
 
     def __init__(self, base: nn.Module, content: np.ndarray | torch.Tensor, weight: float) -> None:
-        """content: (N, d) item embeddings (any scale: rows are L2-normalised here; an all-zero
-        row, an item without content, gets no content term)."""
+        """content: (N, d) item embeddings, as :class:`ContentKNN` reads them (any scale; an
+        all-zero row, an item without content, gets no content term)."""
         super().__init__()
         if not hasattr(base, "score"):
             raise TypeError(f"{type(base).__name__} has no exact score(history): cannot fuse")
-        self.base, self.weight = base, float(weight)
-        x = torch.as_tensor(np.asarray(content), dtype=torch.float32)
-        self.register_buffer("x", x / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        self.base, self.knn, self.weight = base, ContentKNN(content), float(weight)
 
     def content_scores(self, history: torch.Tensor) -> torch.Tensor:
         """(B, H) histories, -1 padded at the end -> (B, N) cosine of each item with the
         user's last item; 0 for that item itself."""
-        n = (history >= 0).sum(1)  # (B,)
-        rows = torch.arange(len(n), device=history.device)
-        last = history[rows, (n - 1).clamp_min(0)]  # (B,)
-        c = self.x[last] @ self.x.T  # (B, N)
-        c[rows, last] = 0.0
+        last, c = self.knn.similarity(history)  # (B,), (B, N)
+        c[torch.arange(len(last), device=c.device), last] = 0.0
         return c
 
     @torch.no_grad()
     def score(self, history: torch.Tensor) -> torch.Tensor:
         s = self.base.score(history)  # (B, N)
         if self.weight:
-            s = s + self.weight * self.content_scores(history)[:, : s.shape[1]]
+            s = s + self.weight * self.content_scores(history)
         return s
 
     @torch.no_grad()

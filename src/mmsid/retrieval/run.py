@@ -311,10 +311,20 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
 
 
 def _finish(
-    cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, progress, name="ranks"
+    cfg: RetrieveConfig,
+    model,
+    data: RetrievalData,
+    out: Path,
+    device,
+    progress,
+    name: str = "ranks",
+    valid: tuple | None = None,
 ) -> dict:
-    """Validation and test metrics in fp32; writes ``{name}.npz``."""
-    valid, v_rank = evaluate(model, data.valid, data, cfg, device, progress, ranks=True)
+    """Validation and test metrics in fp32; writes ``{name}.npz``. ``valid``: the validation
+    (metrics, ranks) when already computed."""
+    if valid is None:
+        valid = evaluate(model, data.valid, data, cfg, device, progress, ranks=True)
+    valid, v_rank = valid
     test, t_rank = evaluate(model, data.test, data, cfg, device, progress, ranks=True)
     masks = data.slices(data.test.target)
     save_npz(
@@ -358,16 +368,15 @@ def _fuse(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, pr
     smaller w), then validation and test at that w; writes ``fused_ranks.npz``."""
     from mmsid.retrieval.fusion import ContentFusion
 
-    content = _content(cfg)
-    grid = sorted({0.0, *cfg.fusion_weights})
-    on_valid = {}
-    for w in grid:
-        fused = ContentFusion(model, content, w).to(device)
-        on_valid[w] = evaluate(fused, data.valid, data, cfg, device)["all"][cfg.select]
-    best = max(grid, key=lambda w: (on_valid[w], -w))
-    fused = ContentFusion(model, content, best).to(device)
-    res = _finish(cfg, fused, data, out, device, progress, name="fused_ranks")
-    grid_valid = {str(w): v for w, v in on_valid.items()}
+    fused = ContentFusion(model, _content(cfg), 0.0).to(device)  # one content table
+    on_valid = {}  # w -> (metrics, ranks)
+    for w in sorted({0.0, *cfg.fusion_weights}):
+        fused.weight = w
+        on_valid[w] = evaluate(fused, data.valid, data, cfg, device, ranks=True)
+    score = {w: m["all"][cfg.select] for w, (m, _) in on_valid.items()}
+    fused.weight = best = max(score, key=lambda w: (score[w], -w))
+    res = _finish(cfg, fused, data, out, device, progress, "fused_ranks", valid=on_valid[best])
+    grid_valid = {str(w): v for w, v in score.items()}
     return {"weight": best, "grid": grid_valid, "valid": res["valid"], "test": res["test"]}
 
 
