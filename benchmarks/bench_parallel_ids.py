@@ -52,7 +52,7 @@ def parse_ids(spec: str) -> tuple[str, int]:
     return method, int(levels)
 
 
-def runs_for(dataset: str, spec: str, seeds: list[int], fusion: tuple[float, ...] = ()):
+def runs_for(dataset: str, spec: str, seeds: list[int], fusion: dict | None = None):
     """Each seed's parallel-SID metrics on ``spec``'s IDs (``fusion``: with content fusion)."""
     method, levels = parse_ids(spec)
     name = f"{method}-{levels}"

@@ -60,12 +60,13 @@ def retrieve(
     loss: str = "",
     sids: Path | None = None,
     out: Path | None = None,
-    fusion: tuple[float, ...] = (),
+    fusion: dict | None = None,
 ):
     """A retriever's metrics (with its valid/test ranks), trained unless already finished at
     this budget: parallel-sid on ``sids`` with ``loss`` (MODEL's settings), SASRec (its
     defaults, at most SASREC_EPOCHS), or a deterministic baseline. ``fusion``: the content
-    fusion grid (mmsid.retrieval.fusion); its result is ``m["fused"]``, with its ranks."""
+    fusion grid, RetrieveConfig's ``fusion_weights`` and ``fusion_new_item_bias``
+    (mmsid.retrieval.fusion); its result is ``m["fused"]``, with its ranks."""
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
@@ -81,8 +82,7 @@ def retrieve(
         }
     elif model == "sasrec":
         kw = {"epochs": SASREC_EPOCHS, "patience": PATIENCE, "lr": LR}
-    if fusion:
-        kw["fusion_weights"] = tuple(fusion)
+    kw.update({k: tuple(v) for k, v in (fusion or {}).items()})
     if not _finished(out, kw):
         cfg = RetrieveConfig(
             dataset=dataset, model=model, out=str(out), seed=seed, device="cpu", **kw
@@ -93,6 +93,7 @@ def retrieve(
         if res is not None:
             with np.load(out / f"{name}.npz") as z:
                 res["ranks"] = {"valid": z["valid_rank"], "test": z["test_rank"]}
+                res["targets"] = {"valid": z["valid_target"], "test": z["test_target"]}
     return m
 
 
@@ -108,10 +109,14 @@ def _finished(out: Path, kw: dict) -> bool:
         cfg = yaml.safe_load((out / "config.yaml").read_text())
         if (cfg["epochs"], cfg["patience"]) != (kw["epochs"], kw["patience"]):
             return False
-    if "fusion_weights" in kw:
-        grid = {str(w) for w in {0.0, *kw["fusion_weights"]}}
-        fused = json.loads((out / "metrics.json").read_text()).get("fused")
-        return fused is not None and set(fused["grid"]) == grid
+    ws, bs = kw.get("fusion_weights", ()), kw.get("fusion_new_item_bias", ())
+    if ws or bs:
+        grid = {(w, b) for w in {0.0, *ws} for b in {0.0, *bs}}
+        fused = json.loads((out / "metrics.json").read_text()).get("fused") or {}
+        points = fused.get("grid")  # a list of grid points (an older format: re-evaluated)
+        return isinstance(points, list) and grid == {
+            (g["weight"], g["new_item_bias"]) for g in points
+        }
     return True
 
 
@@ -153,19 +158,31 @@ def baseline_rows(ds: str, model: str, m: dict, tail: str) -> list[str]:
     return rows
 
 
-def paired_lines(ds: str, x_runs, y_runs, names, store: dict, key: str = "") -> list[str]:
+def paired_lines(
+    ds: str,
+    x_runs,
+    y_runs,
+    names,
+    store: dict,
+    key: str = "",
+    users: tuple[str, dict[str, np.ndarray]] | None = None,
+) -> list[str]:
     """x - y by a paired bootstrap over the same users (seeds pooled), valid and test, Recall@10
-    and NDCG@10: one line each; each result goes into ``store[f"paired_{key}{split}_{metric}"]``."""
+    and NDCG@10: one line each; each result goes into ``store[f"paired_{key}{split}_{metric}"]``.
+    ``users``: (a slice's name, its boolean mask over each split's users) to compare on that
+    slice's users only."""
     lines = []
     for split in ("valid", "test"):
+        keep = slice(None) if users is None else users[1][split]
+        where = split if users is None else f"{split} ({users[0]} users)"
         for metric in ("recall@10", "ndcg@10"):
             x, y = (
-                np.stack([per_user(m["ranks"][split], metric) for m in ms])
+                np.stack([per_user(m["ranks"][split], metric)[keep] for m in ms])
                 for ms in (x_runs, y_runs)
             )
             d = paired_users(x, y, names=names)
             store[f"paired_{key}{split}_{metric}"] = d
-            lines.append(f"- {ds}, {split} {metric}: {paired_text(d, x.shape[1])}")
+            lines.append(f"- {ds}, {where} {metric}: {paired_text(d, x.shape[1])}")
     return lines
 
 

@@ -1,6 +1,7 @@
 """Content fusion: the fused score equals a slow reference, its limits are the model alone
-(w = 0) and content-kNN (w -> infinity), and the stage picks w on validation and reports it
-beside the model alone."""
+(w = b = 0), content-kNN (w -> infinity) and new items first (b -> infinity), the one-pass grid
+equals fusing at each point, and the stage picks (w, b) on validation and reports it beside the
+model alone."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 from mmsid.errors import ConfigError
 from mmsid.retrieval.baselines import ContentKNN
-from mmsid.retrieval.fusion import ContentFusion, fusion_reference
+from mmsid.retrieval.fusion import ContentFusion, FusionGrid, fusion_reference
 from mmsid.retrieval.parallel import ParallelSID, ParallelSIDConfig
 from mmsid.retrieval.sasrec import SASRec, SASRecConfig
 
@@ -29,9 +30,10 @@ def _models(n, seed):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     codes = rng.integers(8, size=(n, 3))
+    new = rng.random(n) < 0.2  # items neither model trained on
     cfg = ParallelSIDConfig(d_model=16, n_heads=2, d_ff=32, dropout=0.0, max_history=5)
-    sas = SASRec(n, SASRecConfig(d_model=16, n_heads=2, dropout=0.0, max_history=5))
-    return [ParallelSID(codes, 8, cfg).eval(), sas.eval()]
+    sas = SASRec(n, SASRecConfig(d_model=16, n_heads=2, dropout=0.0, max_history=5), trainable=~new)
+    return [ParallelSID(codes, 8, cfg, trainable=~new).eval(), sas.eval()]
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -42,9 +44,11 @@ def test_fused_score_equals_reference(seed):
     content[[2, 9]] = 0.0  # items without content: no content term
     hist = _histories(rng, n)
     for base in _models(n, seed):
-        w = float(rng.uniform(0.1, 3.0))
-        got = ContentFusion(base, content, w).score(torch.as_tensor(hist)).double().numpy()
-        np.testing.assert_allclose(got, fusion_reference(base, content, hist, w), atol=1e-5)
+        w, b = float(rng.uniform(0.1, 3.0)), float(rng.uniform(0.1, 1.0))
+        got = ContentFusion(base, content, w, b).score(torch.as_tensor(hist)).double().numpy()
+        np.testing.assert_allclose(got, fusion_reference(base, content, hist, w, b), atol=1e-5)
+        alone = base.score(torch.as_tensor(hist)).double().numpy()
+        assert not np.allclose(got, alone)  # both terms changed something
 
 
 def test_fusion_limits_are_the_model_and_content_knn():
@@ -58,6 +62,29 @@ def test_fusion_limits_are_the_model_and_content_knn():
         alone, _ = base.recommend(batch, k)
         assert torch.equal(ContentFusion(base, content, 0.0).recommend(batch, k)[0], alone)
         assert torch.equal(ContentFusion(base, content, 1e6).recommend(batch, k)[0], knn_items)
+        # b -> infinity: the new items first, in the fused score's order among themselves (b =
+        # 100: far above these scores, small enough for fp32 to keep their order)
+        new = ~base.trainable
+        top, _ = ContentFusion(base, content, 0.5, 100.0).recommend(batch, k)
+        assert bool(new[top].all()) and int(new.sum()) >= k
+        only_new = ContentFusion(base, content, 0.5).score(hist).masked_fill(~new, -1e9)
+        assert torch.equal(top, only_new.topk(k, dim=1).indices)
+
+
+def test_one_pass_grid_equals_fusing_at_each_point():
+    rng = np.random.default_rng(3)
+    n, k = 40, 4
+    content = rng.normal(size=(n, 7))
+    batch = {"history": torch.as_tensor(_histories(rng, n, B=9))}
+    grid = [(0.0, 0.0), (0.0, 0.3), (0.7, 0.0), (0.7, 0.3), (5.0, 2.0)]
+    for base in _models(n, 2):
+        items, values = FusionGrid(ContentFusion(base, content, 0.0), grid).recommend(
+            batch, k * len(grid)
+        )
+        for g, (w, b) in enumerate(grid):
+            want = ContentFusion(base, content, w, b).recommend(batch, k)
+            assert torch.equal(items[:, g * k : (g + 1) * k], want[0])
+            assert torch.equal(values[:, g * k : (g + 1) * k], want[1])
 
 
 def test_a_model_without_exact_scores_cannot_be_fused(real_data_dir, tmp_path):
@@ -68,14 +95,19 @@ def test_a_model_without_exact_scores_cannot_be_fused(real_data_dir, tmp_path):
     cfg = RetrieveConfig(dataset="lfm2k-mm", model="tiger", sids="x.parquet", fusion_weights=(1.0,))
     with pytest.raises(ConfigError, match="no exact score to fuse"):
         run_retrieve(cfg, progress=False)
-    with pytest.raises(ConfigError, match="must be >= 0"):
+    with pytest.raises(ConfigError, match="fusion_weights .* must be >= 0"):
         RetrieveConfig(dataset="lfm2k-mm", model="sasrec", fusion_weights=(-1.0,))
+    with pytest.raises(ConfigError, match="fusion_new_item_bias .* must be >= 0"):
+        RetrieveConfig(dataset="lfm2k-mm", model="sasrec", fusion_new_item_bias=(-0.1,))
+    cfg = RetrieveConfig(dataset="lfm2k-mm", model="tiger", sids="x", fusion_new_item_bias=(1.0,))
+    with pytest.raises(ConfigError, match="no exact score to fuse"):
+        run_retrieve(cfg, progress=False)
 
 
-def test_stage_picks_the_weight_on_validation(real_data_dir, tmp_path):
-    """On lfm2k-mm (precomputed audio embeddings: no encoder run) SASRec with a fusion grid:
-    w is the grid's best on the whole validation split, the model alone stays reported, the
-    fused ranks are written, and a run without a grid drops them."""
+def test_stage_picks_the_grid_point_on_validation(real_data_dir, tmp_path):
+    """On lfm2k-mm (precomputed audio embeddings: no encoder run) SASRec with a (w, b) grid:
+    the point is the grid's best on the whole validation split, the model alone stays
+    reported, the fused ranks are written, and a run without a grid drops them."""
     from mmsid.protocol import ProtocolConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
@@ -90,11 +122,20 @@ def test_stage_picks_the_weight_on_validation(real_data_dir, tmp_path):
         protocol=ProtocolConfig(max_history=20),
         amp="off",
     )
-    r = run_retrieve(RetrieveConfig(**kw, fusion_weights=(0.5, 4.0)), progress=False)
+    grid = dict(fusion_weights=(0.5, 4.0), fusion_new_item_bias=(1.0, 1e6))
+    r = run_retrieve(RetrieveConfig(**kw, **grid), progress=False)
     f, sel = r["fused"], "recall@10"
-    assert set(f["grid"]) == {"0.0", "0.5", "4.0"} and str(f["weight"]) in f["grid"]
-    assert f["grid"]["0.0"] == pytest.approx(r["valid"]["all"][sel])  # w = 0: the model alone
-    assert f["valid"]["all"][sel] == pytest.approx(max(f["grid"].values()))
+    points = {(g["weight"], g["new_item_bias"]): g["valid"] for g in f["grid"]}
+    assert set(points) == {(w, b) for w in (0.0, 0.5, 4.0) for b in (0.0, 1.0, 1e6)}
+    assert points[0.0, 0.0]["all"] == pytest.approx(r["valid"]["all"][sel])  # the model alone
+    for slice_ in ("all", "cold"):
+        assert points[0.0, 0.0][slice_] == pytest.approx(r["valid"][slice_][sel])
+    chosen = points[f["weight"], f["new_item_bias"]]["all"]
+    assert chosen == pytest.approx(f["valid"]["all"][sel])
+    assert chosen == max(p["all"] for p in points.values())
+    # b = 1e6 puts the cold items first: every cold target in the top ten when there are no
+    # more cold items than that, else far more of them than the model alone finds
+    assert points[0.0, 1e6]["cold"] > points[0.0, 0.0]["cold"]
     z = np.load(tmp_path / "run" / "fused_ranks.npz")
     hit = (z["test_rank"] >= 0) & (z["test_rank"] < 10)
     assert hit.mean() == pytest.approx(f["test"]["all"][sel])
@@ -112,11 +153,12 @@ def test_cli_prints_the_fused_rows(real_data_dir, tmp_path):
     from mmsid.cli import main
 
     args = ["retrieve", "--dataset", "lfm2k-mm", "--model", "sasrec", "--epochs", "1"]
-    args += ["--set", "fusion_weights=0.5,2", "--device", "cpu", "--out", str(tmp_path / "r")]
+    args += ["--set", "fusion_weights=0.5,2", "--set", "fusion_new_item_bias=0.1"]
+    args += ["--device", "cpu", "--out", str(tmp_path / "r")]
     r = CliRunner().invoke(main, [*args, "--data-dir", str(real_data_dir)])
     assert r.exit_code == 0, r.output
-    w = json.loads((tmp_path / "r" / "metrics.json").read_text())["fused"]["weight"]
-    assert f"fused (w={w:g}) test: Recall@5" in r.output
+    f = json.loads((tmp_path / "r" / "metrics.json").read_text())["fused"]
+    assert f"fused (w={f['weight']:g}, b={f['new_item_bias']:g}) test: Recall@5" in r.output
     bad = [*args[:4], "popularity", "--set", "fusion_weights=1", "--out", str(tmp_path / "p")]
     r = CliRunner().invoke(main, bad)
     assert r.exit_code != 0 and "no exact score to fuse" in r.output

@@ -417,7 +417,8 @@ def retrieve_cmd(
         _fail(e)
     rows = [("", r)]
     if r.get("fused"):  # content fusion: mmsid.retrieval.fusion
-        rows.append((f"fused (w={r['fused']['weight']:g}) ", r["fused"]))
+        f = r["fused"]
+        rows.append((f"fused (w={f['weight']:g}, b={f['new_item_bias']:g}) ", f))
     for name, res in rows:
         for split in ("valid", "test"):
             a = res[split]["all"]

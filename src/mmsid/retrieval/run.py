@@ -6,7 +6,7 @@ runs in fp32 (``amp`` is for training).
 Run folder: ``config.yaml``, ``metrics.json``, ``ranks.npz`` (each evaluated user's target and
 its 0-based rank in the top ``max(ks)``, -1 when absent: the paired comparisons read it),
 ``trained_on.npz`` (the guard's record), ``fused_ranks.npz`` (the same for content fusion,
-when ``fusion_weights`` are given: mmsid.retrieval.fusion), ``model.pt`` (best validation state),
+when a fusion grid is given: mmsid.retrieval.fusion), ``model.pt`` (best validation state),
 ``checkpoints/last.pt`` (resume; re-running the same command continues, and a larger
 ``epochs`` extends a finished run), ``curves.png``.
 """
@@ -52,6 +52,7 @@ BUDGET_KEYS = (
     "max_steps",
     "patience",
     "fusion_weights",
+    "fusion_new_item_bias",
 )
 
 
@@ -91,10 +92,12 @@ class RetrieveConfig:
     modalities: list[str] = field(default_factory=list)
     center: bool = False
     # content fusion (mmsid.retrieval.fusion; parallel-sid, SASRec): after training, the model's
-    # score + w * cos(content of the user's last item, item content), w picked from this grid
-    # (0 is always a candidate) by ``select`` on the whole validation split; reported as
-    # metrics.json's "fused" beside the model alone. Empty = no fusion
+    # score + w * cos(content of the user's last item, item content) + b for items the model
+    # never trained on, (w, b) picked from these grids (0 is always a candidate of each) by
+    # ``select`` on the whole validation split; reported as metrics.json's "fused" beside the
+    # model alone. Both empty = no fusion
     fusion_weights: tuple[float, ...] = ()
+    fusion_new_item_bias: tuple[float, ...] = ()
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
@@ -120,8 +123,17 @@ class RetrieveConfig:
             warmup_steps=(0, None),
             max_steps=(0, None),
         )
-        if any(w < 0 for w in self.fusion_weights):
-            raise ConfigError(f"fusion_weights {self.fusion_weights}: weights must be >= 0")
+        for name in ("fusion_weights", "fusion_new_item_bias"):
+            if any(w < 0 for w in getattr(self, name)):
+                raise ConfigError(f"{name} {getattr(self, name)}: values must be >= 0")
+
+    @property
+    def fusion_grid(self) -> list[tuple[float, float]]:
+        """The (w, b) candidates of content fusion, smaller first; [] = no fusion."""
+        if not (self.fusion_weights or self.fusion_new_item_bias):
+            return []
+        ws, bs = sorted({0.0, *self.fusion_weights}), sorted({0.0, *self.fusion_new_item_bias})
+        return [(float(w), float(b)) for w in ws for b in bs]
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule '{self.schedule}': choose one of {SCHEDULES}")
         if self.optimizer not in OPTIMIZERS:
@@ -204,9 +216,10 @@ def _check_config(cfg: RetrieveConfig) -> None:
         raise ConfigError(f"{cfg.model} trains: epochs must be at least 1, got {cfg.epochs}")
     if cfg.model in SID_MODELS and not cfg.sids:
         raise ConfigError(f"{cfg.model} needs a SID table: --sids RUN_DIR/sids.parquet")
-    if cfg.fusion_weights and cfg.model not in FUSABLE:
+    if cfg.fusion_grid and cfg.model not in FUSABLE:
         raise ConfigError(
-            f"fusion_weights: {cfg.model} has no exact score to fuse with; use one of {FUSABLE}"
+            f"fusion_weights / fusion_new_item_bias: {cfg.model} has no exact score to fuse "
+            f"with; use one of {FUSABLE}"
         )
     if cfg.beam < max(cfg.ks):
         raise ConfigError(f"beam {cfg.beam} is smaller than the largest K {max(cfg.ks)}")
@@ -290,7 +303,7 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
     t_train = history[-1]["elapsed"] if history else 0.0
     t1 = time.perf_counter()
     res = _finish(cfg, model, data, out, device, progress)
-    if cfg.fusion_weights:
+    if cfg.fusion_grid:
         res["fused"] = _fuse(cfg, model, data, out, device, progress)
     else:  # an earlier invocation's fusion no longer describes this run
         (out / "fused_ranks.npz").unlink(missing_ok=True)
@@ -364,20 +377,42 @@ def _content(cfg: RetrieveConfig) -> np.ndarray:
 
 
 def _fuse(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, progress) -> dict:
-    """Content fusion: w from the grid by ``select`` on the whole validation split (ties: the
-    smaller w), then validation and test at that w; writes ``fused_ranks.npz``."""
-    from mmsid.retrieval.fusion import ContentFusion
+    """Content fusion: (w, b) from the grid by ``select`` on the whole validation split (every
+    grid point from one pass over the users; ties: the smaller w, then the smaller b), then
+    test at that point; writes ``fused_ranks.npz``. ``grid`` records each point's validation
+    ``select`` per slice."""
+    from mmsid.retrieval.fusion import ContentFusion, FusionGrid
 
     fused = ContentFusion(model, _content(cfg), 0.0).to(device)  # one content table
-    on_valid = {}  # w -> (metrics, ranks)
-    for w in sorted({0.0, *cfg.fusion_weights}):
-        fused.weight = w
-        on_valid[w] = evaluate(fused, data.valid, data, cfg, device, ranks=True)
-    score = {w: m["all"][cfg.select] for w, (m, _) in on_valid.items()}
-    fused.weight = best = max(score, key=lambda w: (score[w], -w))
-    res = _finish(cfg, fused, data, out, device, progress, "fused_ranks", valid=on_valid[best])
-    grid_valid = {str(w): v for w, v in score.items()}
-    return {"weight": best, "grid": grid_valid, "valid": res["valid"], "test": res["test"]}
+    grid, k, split = cfg.fusion_grid, max(cfg.ks), data.valid
+    tops = recommend_all(
+        FusionGrid(fused, grid),
+        split,
+        k * len(grid),
+        beam=cfg.beam,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        progress=progress,
+    ).reshape(len(split), len(grid), k)
+    slices = data.slices(split.target)
+    on_valid = [
+        retrieval_metrics(tops[:, g], split.target, ks=cfg.ks, slices=slices)
+        for g in range(len(grid))
+    ]
+    best = max(range(len(grid)), key=lambda g: (on_valid[g]["all"][cfg.select], -g))
+    fused.weight, fused.new_item_bias = grid[best]
+    valid = (on_valid[best], target_rank(tops[:, best], split.target))
+    res = _finish(cfg, fused, data, out, device, progress, "fused_ranks", valid=valid)
+    return {
+        "weight": fused.weight,
+        "new_item_bias": fused.new_item_bias,
+        "grid": [
+            {"weight": w, "new_item_bias": b, "valid": {n: v[cfg.select] for n, v in m.items()}}
+            for (w, b), m in zip(grid, on_valid, strict=True)
+        ],
+        "valid": res["valid"],
+        "test": res["test"],
+    }
 
 
 def _run_untrained(cfg: RetrieveConfig, data: RetrievalData, out: Path, device, t0, progress):
