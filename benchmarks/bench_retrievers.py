@@ -37,14 +37,12 @@ from bench_parallel_loss import (
 )
 
 from mmsid.io import write_json, write_text
+from mmsid.retrieval.fusion import NEW_ITEM_BIAS_GRID, WEIGHT_GRID
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "retrievers"
-WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # plus 0: the model alone
-# doubling from well under parallel-SID's score spread (about 0.24 on amazon-beauty) to well
-# over SASRec's logits', plus 0
-NEW_ITEM_BIAS = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
+WEIGHTS, NEW_ITEM_BIAS = WEIGHT_GRID, NEW_ITEM_BIAS_GRID  # each plus 0: the model alone
 FUSION = {"fusion_weights": WEIGHTS, "fusion_new_item_bias": NEW_ITEM_BIAS}
 
 

@@ -169,6 +169,23 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
         assert comp["best"] in r1[task] and comp["vs_reference"]
         d = comp["vs_reference"]["popularity"]["all"]
         assert d["lo"] <= d["diff"] <= d["hi"]
+    # content fusion: every parallel-sid and SASRec row has a "+ content" row (the same runs,
+    # their fused metrics and ranks), TIGER's none
+    ret, fused_rows = r1["retrieval"], 0
+    for name, row in ret.items():
+        if name.endswith(" + content") or name.startswith(("tiger", "popularity", "content")):
+            assert f"{name} + content" not in ret
+            continue
+        f = ret[f"{name} + content"]
+        assert f["stages"] == row["stages"] and f["ranks"] == "fused_ranks.npz"
+        runs = [json.loads((out / "stages" / s / "metrics.json").read_text()) for s in f["stages"]]
+        chosen = [{k: m["fused"][k] for k in ("weight", "new_item_bias")} for m in runs]
+        assert f["fusion"] == chosen
+        want = np.mean([m["fused"]["test"]["all"]["recall@10"] for m in runs])
+        assert f["test"]["all"]["recall@10"]["mean"] == pytest.approx(want)
+        assert f"{name} + content" in r1["comparisons"]["retrieval"]["vs_reference"]
+        fused_rows += 1
+    assert fused_rows >= 3 and "`+ content`: the same trained models" in report
     for f in ("retrieval_vs_item_ids.png", "ranking_auc.png", "coherence_by_level.png"):
         assert (out / f).exists(), f
     # the guard, again, from the records on disk

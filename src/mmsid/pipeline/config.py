@@ -11,6 +11,7 @@ from mmsid.config import dotted, load_yaml, merge
 from mmsid.errors import ConfigError
 from mmsid.io import stable_hash
 from mmsid.protocol import ProtocolConfig
+from mmsid.retrieval.fusion import NEW_ITEM_BIAS_GRID, WEIGHT_GRID
 from mmsid.retrieval.parallel import ParallelSIDConfig
 from mmsid.retrieval.tiger import TIGERConfig
 
@@ -80,6 +81,11 @@ class RetrievalSection:
     sasrec_epochs: int = 200  # a cap, with the same early stopping
     popularity: bool = True
     content_knn: bool = True  # the cold-start baseline
+    # content fusion of parallel-sid and SASRec (mmsid.retrieval.fusion): each such row gets a
+    # "+ content" row beside it, its (w, b) chosen after training on the whole validation
+    # split from these grids (0 always a candidate); both empty = no fused rows
+    fusion_weights: list[float] = field(default_factory=lambda: list(WEIGHT_GRID))
+    fusion_new_item_bias: list[float] = field(default_factory=lambda: list(NEW_ITEM_BIAS_GRID))
 
 
 @dataclass

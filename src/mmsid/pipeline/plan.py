@@ -72,7 +72,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     already has most of its report."""
     from mmsid.pipeline.config import method_label
     from mmsid.ranking.run import RankConfig, run_rank
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.run import FUSABLE, RetrieveConfig, run_retrieve
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     proto = dataclasses.asdict(cfg.protocol)
@@ -156,6 +156,14 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                 else {}
             ),
             **({"modalities": names, "center": tk.center} if model == "content-knn" else {}),
+            **(
+                {
+                    "fusion_weights": tuple(rt.fusion_weights),
+                    "fusion_new_item_bias": tuple(rt.fusion_new_item_bias),
+                }
+                if model in FUSABLE
+                else {}
+            ),
         )
 
         def go(folder: Path, progress: bool = False, rc=rc) -> None:

@@ -21,6 +21,7 @@ TASK = {
     "ranking": ("auc", ("gauc", "logloss"), "din (item ids)"),
 }
 DONE = ("ran", "cached", "done")
+FUSED_RANKS = "fused_ranks.npz"  # a retriever's ranks with content fusion
 SLICE_DEFINITIONS = (
     "`head`: target is among the top 20% of warm items by training popularity; `long_tail`: "
     "another warm item; `cold`: a cold item (held out of every training input, its SID from "
@@ -31,6 +32,39 @@ SLICE_DEFINITIONS = (
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _row(
+    task: str,
+    group: list[Stage],
+    results: list[dict],
+    trained: list[dict],
+    ranks: str = "ranks.npz",
+) -> dict:
+    """One row from its seeds' ``results`` (valid/test metrics) and the runs that ``trained``
+    its models (seconds, epochs); ``ranks``: the file of its per-user test ranks."""
+    main, others, _ = TASK[task]
+    cells = {}
+    for sl in SLICES:
+        per_seed = [(m.get("test") or {}).get(sl) or {} for m in results]
+        cells[sl] = {k: mean_ci([p.get(k) for p in per_seed]) for k in (main, *others)}
+        cells[sl]["n"] = per_seed[0].get("n")
+    row = {
+        "stages": [s.name for s in group],
+        "seeds": [s.seed for s in group] if group[0].seed is not None else [],
+        "deterministic": group[0].name.split("/")[0] == group[0].name,
+        "test": cells,
+        "valid": {
+            main: mean_ci([(m.get("valid") or {}).get("all", {}).get(main) for m in results])
+        },
+        "seconds": float(np.mean([m.get("train_seconds", m.get("seconds", 0.0)) for m in trained])),
+        "epochs": [m.get("epochs_run") for m in trained],
+        "stopped": [m.get("stopped") for m in trained],
+    }
+    if ranks != "ranks.npz":
+        row["ranks"] = ranks
+        row["fusion"] = [{k: m[k] for k in ("weight", "new_item_bias")} for m in results]
+    return row
 
 
 def collect(
@@ -63,26 +97,11 @@ def collect(
     for (task, row), group in by_row.items():
         metrics = [_load(st / s.name / "metrics.json") for s in group]
         res["protocol"] = res["protocol"] or metrics[0].get("protocol")
-        main, others, _ = TASK[task]
-        cells = {}
-        for sl in SLICES:
-            per_seed = [(m.get("test") or {}).get(sl) or {} for m in metrics]
-            cells[sl] = {k: mean_ci([p.get(k) for p in per_seed]) for k in (main, *others)}
-            cells[sl]["n"] = per_seed[0].get("n")
-        res[task][row] = {
-            "stages": [s.name for s in group],
-            "seeds": [s.seed for s in group] if group[0].seed is not None else [],
-            "deterministic": group[0].name.split("/")[0] == group[0].name,
-            "test": cells,
-            "valid": {
-                main: mean_ci([(m.get("valid") or {}).get("all", {}).get(main) for m in metrics])
-            },
-            "seconds": float(
-                np.mean([m.get("train_seconds", m.get("seconds", 0.0)) for m in metrics])
-            ),
-            "epochs": [m.get("epochs_run") for m in metrics],
-            "stopped": [m.get("stopped") for m in metrics],
-        }
+        res[task][row] = _row(task, group, metrics, metrics)
+        if task == "retrieval" and all(m.get("fused") for m in metrics):
+            # content fusion (mmsid.retrieval.fusion): the same models, scored with content
+            fused = [m["fused"] for m in metrics]
+            res[task][f"{row} + content"] = _row(task, group, fused, metrics, FUSED_RANKS)
     for row, ms in codebooks.items():
         res["codebook"][row] = codebook_row(ms)
     if paired:
@@ -92,9 +111,10 @@ def collect(
     return res
 
 
-def _arrays(task: str, folders: list[Path]) -> dict:
-    """Per-seed arrays of one row: retrieval ranks, ranking scores (test split)."""
-    name = "ranks.npz" if task == "retrieval" else "scores.npz"
+def _arrays(task: str, folders: list[Path], ranks: str = "ranks.npz") -> dict:
+    """Per-seed arrays of one row: retrieval ranks (from ``ranks``), ranking scores (test
+    split)."""
+    name = ranks if task == "retrieval" else "scores.npz"
     blobs = [np.load(f / name, allow_pickle=False) for f in folders]
     b0 = blobs[0]
     out = {
@@ -113,7 +133,10 @@ def compare(task: str, rows: dict, st: Path) -> dict:
     """Paired comparisons: every row against the item-id reference on each slice, and the best
     row (mean on all test users) against every other row on all users."""
     main, _, ref = TASK[task]
-    arrays = {r: _arrays(task, [st / s for s in v["stages"]]) for r, v in rows.items()}
+    arrays = {
+        r: _arrays(task, [st / s for s in v["stages"]], v.get("ranks", "ranks.npz"))
+        for r, v in rows.items()
+    }
     users = {r: a["user"] for r, a in arrays.items()}
     first = next(iter(users.values()))
     if any(len(u) != len(first) or (u != first).any() for u in users.values()):
@@ -257,6 +280,21 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
                 + " | ".join(cell(t["all"][o]) for o in others[:2])
                 + " |"
             )
+        fused = {name: r["fusion"] for name, r in res[task].items() if r.get("fusion")}
+        if fused:
+            lines += [
+                "",
+                "`+ content`: the same trained models scored with content fusion "
+                "(mmsid.retrieval.fusion): the model's score + w x cosine(content of the last "
+                "item, item content) + b for items the model never trained on, (w, b) chosen "
+                "per seed by validation "
+                f"{main} on all users. Chosen (w, b): "
+                + "; ".join(
+                    f"{name} " + ", ".join(f"({f['weight']:g}, {f['new_item_bias']:g})" for f in fs)
+                    for name, fs in fused.items()
+                )
+                + ".",
+            ]
         cut = [name for name, r in res[task].items() if "max_minutes" in (r.get("stopped") or [])]
         if cut:
             lines += [

@@ -37,6 +37,13 @@ from torch import nn
 
 from mmsid.retrieval.baselines import ContentKNN
 
+# the grids the main job (mmsid run) and benchmarks/bench_retrievers.py search, each plus 0:
+# w doubling from where the content term starts to reorder parallel-SID's top ten to where it
+# dominates SASRec's logits; b doubling from well under parallel-SID's score spread (about 0.24
+# on amazon-beauty) to well over SASRec's logits'
+WEIGHT_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+NEW_ITEM_BIAS_GRID = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
+
 
 class ContentFusion(nn.Module):
     """The ``recommend`` contract over ``base.score(history) + weight * content term +
