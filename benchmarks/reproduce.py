@@ -71,7 +71,8 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         ("commit", "command"),
     ),
     "retrievers": (
-        "python benchmarks/bench_retrievers.py --datasets amazon-beauty --ids opq:8 --seeds 0 1 2",
+        "python benchmarks/bench_retrievers.py --datasets amazon-beauty ml100k-mm lfm2k-mm "
+        "--ids opq:8 --seeds 0 1 2",
         False,
         ("commit", "command"),
     ),
