@@ -15,7 +15,7 @@ longer IDs cost more per epoch: seconds per epoch (training + the per-epoch vali
 reported. Runs live under ``runs/parallel_ids/`` (re-running reuses finished runs and resumes
 the others). Mean ± 95% CI over seeds; each ID type is compared with the first one listed by a
 bootstrap over the same users, seeds pooled, on validation (the decision) and test.
-Writes benchmarks/results/parallel_ids.{json,md}.
+Writes benchmarks/results/parallel_ids.{json,md} (``--results STEM``: STEM.{json,md}).
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ def main() -> None:
     ap.add_argument("--ids", nargs="+", default=list(IDS), help="METHOD:LEVELS, first = base")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--only", help="run this ID type's retrievers; write nothing")
+    ap.add_argument(
+        "--results", default="parallel_ids", help="results stem under benchmarks/results/"
+    )
     a = ap.parse_args()
     for spec in a.ids + ([a.only] if a.only else []):
         parse_ids(spec)
@@ -83,6 +86,8 @@ def main() -> None:
     commit = git_commit()  # before anything is written
     cmd = "python benchmarks/bench_parallel_ids.py --datasets " + " ".join(a.datasets)
     cmd += " --ids " + " ".join(a.ids) + " --seeds " + " ".join(map(str, a.seeds))
+    if a.results != "parallel_ids":
+        cmd += f" --results {a.results}"
     res: dict = {
         "command": cmd,
         "commit": commit,
@@ -137,8 +142,8 @@ def main() -> None:
             )
     lines += ["", "Paired comparison with the first ID type (95% bootstrap interval):", ""]
     lines += paired
-    write_json(RESULTS / "parallel_ids.json", res)
-    write_text(RESULTS / "parallel_ids.md", "\n".join(lines) + "\n")
+    write_json(RESULTS / f"{a.results}.json", res)
+    write_text(RESULTS / f"{a.results}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

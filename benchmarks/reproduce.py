@@ -70,6 +70,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "parallel_ids_small": (
+        "python benchmarks/bench_parallel_ids.py --datasets ml100k-mm lfm2k-mm "
+        "--ids rq-kmeans:3 opq:8 --seeds 0 1 2 --results parallel_ids_small",
+        False,
+        ("commit", "command"),
+    ),
     "retrievers": (
         "python benchmarks/bench_retrievers.py --datasets amazon-beauty ml100k-mm lfm2k-mm "
         "--ids opq:8 --seeds 0 1 2",
