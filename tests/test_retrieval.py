@@ -265,6 +265,12 @@ def test_stage_refuses_bad_sid_tables(real_data_dir, tmp_path, ml_sids):
         )
     with pytest.raises(ConfigError, match="needs a SID table"):
         run_retrieve(_cfg(real_data_dir, tmp_path), progress=False)
+    from mmsid.retrieval.run import RetrieveConfig
+
+    with pytest.raises(ConfigError, match="schedule 'linear'"):
+        RetrieveConfig(dataset="ml100k-mm", schedule="linear")
+    with pytest.raises(ConfigError, match="optimizer 'sgd'"):
+        RetrieveConfig(dataset="ml100k-mm", optimizer="sgd")
 
 
 def test_stage_runs_and_resumes_on_real_data(real_data_dir, tmp_path, ml_sids):

@@ -126,6 +126,10 @@ class RetrieveConfig:
         for name in ("fusion_weights", "fusion_new_item_bias"):
             if any(w < 0 for w in getattr(self, name)):
                 raise ConfigError(f"{name} {getattr(self, name)}: values must be >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule '{self.schedule}': choose one of {SCHEDULES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer '{self.optimizer}': choose one of {OPTIMIZERS}")
 
     @property
     def fusion_grid(self) -> list[tuple[float, float]]:
@@ -134,10 +138,6 @@ class RetrieveConfig:
             return []
         ws, bs = sorted({0.0, *self.fusion_weights}), sorted({0.0, *self.fusion_new_item_bias})
         return [(float(w), float(b)) for w in ws for b in bs]
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule '{self.schedule}': choose one of {SCHEDULES}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer '{self.optimizer}': choose one of {OPTIMIZERS}")
 
 
 def recommend_all(
