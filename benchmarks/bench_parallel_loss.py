@@ -113,10 +113,7 @@ def _finished(out: Path, kw: dict) -> bool:
     if ws or bs:
         grid = {(w, b) for w in {0.0, *ws} for b in {0.0, *bs}}
         fused = json.loads((out / "metrics.json").read_text()).get("fused") or {}
-        points = fused.get("grid")  # a list of grid points (an older format: re-evaluated)
-        return isinstance(points, list) and grid == {
-            (g["weight"], g["new_item_bias"]) for g in points
-        }
+        return grid == {(g["weight"], g["new_item_bias"]) for g in fused.get("grid", [])}
     return True
 
 

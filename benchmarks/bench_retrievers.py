@@ -10,12 +10,13 @@ fusion grid, not retrained). SASRec: its defaults (width 64, 2 layers, 1 head, d
 softmax over warm items), AdamW 1e-3, early stopping on validation Recall@10 with the same
 patience, at most bench_parallel_loss.SASREC_EPOCHS epochs. Fusion: after training, the model's
 score + w * cos(content of the last item, item content) + b for the items it never trained on
-(the cold ones), (w, b) from WEIGHTS x NEW_ITEM_BIAS by validation Recall@10 on the whole
-validation split (so the fused validation figures are where the point was chosen; test never
-chooses; the cold slice never chooses either). Mean ± 95% CI over seeds; paired bootstrap over
-the same users, seeds pooled, on all users and on the issue's two slices (cold: against
-content-kNN; long tail: against SASRec). The validation trade-off of b (overall against cold
-Recall@10) is tabled for the fused models. Writes benchmarks/results/retrievers.{json,md}.
+(the cold ones), (w, b) from mmsid.retrieval.fusion's WEIGHT_GRID x NEW_ITEM_BIAS_GRID by
+validation Recall@10 on the whole validation split (so the fused validation figures are where
+the point was chosen; neither test nor the cold slice chooses). Mean ± 95% CI over seeds;
+paired bootstrap over the same users, seeds pooled, on all users and on the issue's two slices
+(cold: against content-kNN; long tail: against SASRec). The validation trade-off of b (overall
+against cold Recall@10) is tabled for the fused models.
+Writes benchmarks/results/retrievers.{json,md}.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from mmsid.retrieval.fusion import NEW_ITEM_BIAS_GRID, WEIGHT_GRID
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "retrievers"
-WEIGHTS, NEW_ITEM_BIAS = WEIGHT_GRID, NEW_ITEM_BIAS_GRID  # each plus 0: the model alone
-FUSION = {"fusion_weights": WEIGHTS, "fusion_new_item_bias": NEW_ITEM_BIAS}
+# each grid plus 0: the model alone
+FUSION = {"fusion_weights": WEIGHT_GRID, "fusion_new_item_bias": NEW_ITEM_BIAS_GRID}
 
 
 def sasrec_runs(dataset: str, seeds: list[int]) -> list[dict]:
@@ -100,7 +101,7 @@ def main() -> None:
         "command": cmd,
         "commit": commit,
         "seeds": a.seeds,
-        "fusion_grid": {"weight": [0.0, *WEIGHTS], "new_item_bias": [0.0, *NEW_ITEM_BIAS]},
+        "fusion_grid": {"weight": [0.0, *WEIGHT_GRID], "new_item_bias": [0.0, *NEW_ITEM_BIAS_GRID]},
         "sasrec": {"epochs": SASREC_EPOCHS, "patience": PATIENCE},
         "parallel_runs": str(ID_RUNS.relative_to(HERE.parent)),
         "datasets": {},
@@ -113,8 +114,8 @@ def main() -> None:
         f"{SASREC_EPOCHS} epochs). '+ content': after training, the model's score plus "
         "w x cosine(content of the user's last item, item content) plus b for the items the "
         "model never trained on (the cold ones), (w, b) chosen per run from w in "
-        f"{{0, {', '.join(map(str, WEIGHTS))}}} and b in "
-        f"{{0, {', '.join(map(str, NEW_ITEM_BIAS))}}} by overall Recall@10 on the whole "
+        f"{{0, {', '.join(map(str, WEIGHT_GRID))}}} and b in "
+        f"{{0, {', '.join(map(str, NEW_ITEM_BIAS_GRID))}}} by overall Recall@10 on the whole "
         "validation split (the fused validation rows are where the point was chosen; neither "
         "test nor the cold slice chooses). Mean ± 95% CI over seeds; s/epoch is training plus "
         "the per-epoch validation.",
