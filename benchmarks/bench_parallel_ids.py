@@ -4,6 +4,10 @@ validation; test figures are reported beside it, with the cost (seconds per epoc
 
     python benchmarks/bench_parallel_ids.py [--datasets ml100k-mm] [--ids rq-kmeans:3 opq:8 opq:16]
     python benchmarks/bench_parallel_ids.py --only opq:8   # one ID type's runs; writes nothing
+    python benchmarks/bench_parallel_ids.py --datasets amazon-beauty --ids opq:8 opq:16@0.14
+
+``@T`` sets that ID type's logit temperature (default MODEL's 0.07): item logits are the mean
+of m code cosines, so their spread, and the temperature that suits it, changes with m.
 
 Per data set and ID type ``method:levels``: one SID table (tokenizer seed 0, fitted on the
 protocol's warm items; cold items get IDs from ``transform``), then per model seed one
@@ -45,21 +49,39 @@ RUNS = HERE.parent / "runs" / "parallel_ids"
 IDS = ("rq-kmeans:3", "opq:8")
 
 
-def parse_ids(spec: str) -> tuple[str, int]:
-    method, _, levels = spec.partition(":")
-    if method not in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq") or not levels.isdigit():
-        raise SystemExit(f"--ids {spec!r}: write METHOD:LEVELS, e.g. rq-kmeans:3 or opq:16")
-    return method, int(levels)
+def parse_ids(spec: str) -> tuple[str, int, float | None]:
+    """``METHOD:LEVELS[@TEMPERATURE]`` -> (method, levels, temperature or None = MODEL's)."""
+    ids, _, temp = spec.partition("@")
+    method, _, levels = ids.partition(":")
+    ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq") and levels.isdigit()
+    try:
+        t = float(temp) if temp else None
+    except ValueError:
+        ok = False
+    if not ok or (t is not None and t <= 0):
+        raise SystemExit(
+            f"--ids {spec!r}: write METHOD:LEVELS[@TEMPERATURE], e.g. rq-kmeans:3 or opq:16@0.14"
+        )
+    return method, int(levels), t
 
 
 def runs_for(dataset: str, spec: str, seeds: list[int], fusion: dict | None = None):
-    """Each seed's parallel-SID metrics on ``spec``'s IDs (``fusion``: with content fusion)."""
-    method, levels = parse_ids(spec)
+    """Each seed's parallel-SID metrics on ``spec``'s IDs (``fusion``: with content fusion).
+    The tokenizer is shared by every temperature of one ``METHOD:LEVELS``."""
+    method, levels, temp = parse_ids(spec)
     name = f"{method}-{levels}"
     sids = tokenize(dataset, method, levels, RUNS / dataset / name / "tokenizer")
+    run = name if temp is None else f"{name}-t{temp:g}"
     return [
         retrieve(
-            dataset, "parallel-sid", s, "item", sids, RUNS / dataset / name / f"seed{s}", fusion
+            dataset,
+            "parallel-sid",
+            s,
+            "item",
+            sids,
+            RUNS / dataset / run / f"seed{s}",
+            fusion,
+            temperature=temp,
         )
         for s in seeds
     ]
@@ -100,7 +122,8 @@ def main() -> None:
         "# Parallel-SID retriever: which semantic IDs, and how long",
         "",
         "Item-level loss (the default), the same model for every ID type (width 256, 2 layers, "
-        "FFN 512, dropout 0.2, temperature 0.07, AdamW 1e-3; early stopping on validation "
+        "FFN 512, dropout 0.2, temperature 0.07 unless the ID type says `@T`, AdamW 1e-3; early "
+        "stopping on validation "
         f"Recall@10, patience {PATIENCE}, at most {EPOCHS} epochs), same seeds. Every "
         "tokenizer is fitted on the protocol's warm items (seed 0); cold items get their IDs "
         "from `transform`. Mean ± 95% CI over seeds; s/epoch is training plus the per-epoch "

@@ -61,12 +61,14 @@ def retrieve(
     sids: Path | None = None,
     out: Path | None = None,
     fusion: dict | None = None,
+    temperature: float | None = None,
 ):
     """A retriever's metrics (with its valid/test ranks), trained unless already finished at
     this budget: parallel-sid on ``sids`` with ``loss`` (MODEL's settings), SASRec (its
     defaults, at most SASREC_EPOCHS), or a deterministic baseline. ``fusion``: the content
     fusion grid, RetrieveConfig's ``fusion_weights`` and ``fusion_new_item_bias``
-    (mmsid.retrieval.fusion); its result is ``m["fused"]``, with its ranks."""
+    (mmsid.retrieval.fusion); its result is ``m["fused"]``, with its ranks. ``temperature``
+    overrides MODEL's for parallel-sid."""
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
@@ -78,7 +80,9 @@ def retrieve(
             "epochs": EPOCHS,
             "patience": PATIENCE,
             "lr": LR,
-            "parallel": ParallelSIDConfig(**MODEL, loss=loss),
+            "parallel": ParallelSIDConfig(
+                **{**MODEL, "temperature": temperature or MODEL["temperature"]}, loss=loss
+            ),
         }
     elif model == "sasrec":
         kw = {"epochs": SASREC_EPOCHS, "patience": PATIENCE, "lr": LR}
