@@ -2,7 +2,8 @@
 alone and with content fusion (mmsid.retrieval.fusion), beside content-kNN and popularity, on
 the same protocol, seeds and users. What semantic IDs buy on head, long-tail and cold items.
 
-    python benchmarks/bench_retrievers.py [--datasets amazon-beauty] [--ids opq:8] [--seeds 0 1 2]
+    python benchmarks/bench_retrievers.py [--datasets amazon-beauty] [--ids opq:8 opq:16@0.14]
+        [--seeds 0 1 2] [--results STEM]
     python benchmarks/bench_retrievers.py --only sasrec   # one retriever's runs; writes nothing
 
 parallel-SID: bench_parallel_ids's runs (same folders: a finished one is re-evaluated with the
@@ -16,7 +17,8 @@ the point was chosen; neither test nor the cold slice chooses). Mean ± 95% CI o
 paired bootstrap over the same users, seeds pooled, on all users and on the issue's two slices
 (cold: against content-kNN; long tail: against SASRec). The validation trade-off of b (overall
 against cold Recall@10) is tabled for the fused models.
-Writes benchmarks/results/retrievers.{json,md}.
+Several ``--ids`` give a row pair each (alone, + content) and are compared with the first one.
+Writes benchmarks/results/retrievers.{json,md} (``--results STEM``: STEM.{json,md}).
 """
 
 from __future__ import annotations
@@ -79,24 +81,33 @@ def slice_masks(dataset: str, targets: dict[str, np.ndarray]) -> dict[str, dict]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", nargs="+", default=["amazon-beauty"])
-    ap.add_argument("--ids", default="opq:8", help="the parallel-SID's IDs, METHOD:LEVELS")
+    ap.add_argument(
+        "--ids", nargs="+", default=["opq:8"], help="parallel-SID IDs, METHOD:LEVELS[@T] each"
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--only", choices=("sasrec", "parallel-sid"), help="run these; write nothing")
+    ap.add_argument(
+        "--results", default="retrievers", help="results stem under benchmarks/results/"
+    )
     a = ap.parse_args()
-    parse_ids(a.ids)
+    for spec in a.ids:
+        parse_ids(spec)
     if a.only:
         for ds in a.datasets:
             if a.only == "sasrec":
                 sasrec_runs(ds, a.seeds)
             else:
-                runs_for(ds, a.ids, a.seeds, FUSION)
+                for spec in a.ids:
+                    runs_for(ds, spec, a.seeds, FUSION)
         return
     from mmsid.pipeline import git_commit
 
     commit = git_commit()  # before anything is written
     cmd = f"python benchmarks/bench_retrievers.py --datasets {' '.join(a.datasets)}"
-    cmd += f" --ids {a.ids} --seeds {' '.join(map(str, a.seeds))}"
-    sid_name = f"parallel-sid ({a.ids})"
+    cmd += f" --ids {' '.join(a.ids)} --seeds {' '.join(map(str, a.seeds))}"
+    if a.results != "retrievers":
+        cmd += f" --results {a.results}"
+    sid_names = [f"parallel-sid ({spec})" for spec in a.ids]
     res: dict = {
         "command": cmd,
         "commit": commit,
@@ -109,11 +120,12 @@ def main() -> None:
     lines = [
         "# Retrievers: semantic IDs (parallel-SID) vs item ids (SASRec), alone and with content",
         "",
-        f"parallel-SID on {a.ids} IDs with bench_parallel_ids's model and budget; SASRec with "
-        f"its defaults, early stopping on validation Recall@10 (patience {PATIENCE}, at most "
-        f"{SASREC_EPOCHS} epochs). '+ content': after training, the model's score plus "
-        "w x cosine(content of the user's last item, item content) plus b for the items the "
-        "model never trained on (the cold ones), (w, b) chosen per run from w in "
+        f"parallel-SID on {', '.join(a.ids)} IDs with bench_parallel_ids's model and budget "
+        "(`@T`: that ID type's logit temperature, else 0.07); SASRec with its defaults, early "
+        f"stopping on validation Recall@10 (patience {PATIENCE}, at most {SASREC_EPOCHS} "
+        "epochs). '+ content': after training, the model's score plus w x cosine(content of "
+        "the user's last item, item content) plus b for the items the model never trained on "
+        "(the cold ones), (w, b) chosen per run from w in "
         f"{{0, {', '.join(map(str, WEIGHT_GRID))}}} and b in "
         f"{{0, {', '.join(map(str, NEW_ITEM_BIAS_GRID))}}} by overall Recall@10 on the whole "
         "validation split (the fused validation rows are where the point was chosen; neither "
@@ -128,15 +140,17 @@ def main() -> None:
     ]
     paired, tradeoff = [], []
     for ds in a.datasets:
-        sas, sid = sasrec_runs(ds, a.seeds), runs_for(ds, a.ids, a.seeds, FUSION)
+        sas = sasrec_runs(ds, a.seeds)
         trained = {  # each row's results and the runs that trained its model
             "sasrec (item ids)": (sas, sas),
             "sasrec + content": ([m["fused"] for m in sas], sas),
-            sid_name: (sid, sid),
-            f"{sid_name} + content": ([m["fused"] for m in sid], sid),
         }
+        for spec, name in zip(a.ids, sid_names):
+            sid = runs_for(ds, spec, a.seeds, FUSION)
+            trained[name] = (sid, sid)
+            trained[f"{name} + content"] = ([m["fused"] for m in sid], sid)
         runs = {name: ms for name, (ms, _) in trained.items()}
-        res["datasets"][ds] = {"protocol": sid[0]["protocol"]}
+        res["datasets"][ds] = {"protocol": sas[0]["protocol"]}
         for name, (ms, base) in trained.items():
             row: dict = {
                 "best_epoch": [m["best_epoch"] for m in base],
@@ -163,16 +177,12 @@ def main() -> None:
             baselines[model] = m = retrieve(ds, model, 0, out=ID_RUNS / ds / model)
             res["datasets"][ds][model] = {s: m[s] for s in ("valid", "test")}
             lines += baseline_rows(ds, model, m, " | | |")
-        for name in (names := list(runs))[1::2]:  # the fused rows
+        names = list(runs)  # SASRec, its fused row, then per ID type: alone, fused
+        for name in names[1::2]:  # the fused rows
             res["datasets"][ds][name]["tradeoff"] = t = bias_tradeoff(runs[name])
             tradeoff += [f"| {ds} | {name} | {b:g} | {v[0]:.4f} | {v[1]:.4f} |" for b, v in t]
-        pairs = [
-            (names[2], names[0]),  # semantic IDs vs item ids
-            (names[1], names[0]),  # what content adds to each
-            (names[3], names[2]),
-            (names[3], names[1]),  # both fused
-        ]
-        for x, y in pairs:
+        paired += [""] if paired else []
+        for x, y in comparisons(names):
             paired += paired_lines(
                 ds, runs[x], runs[y], (x, y), res["datasets"][ds], f"{x}_vs_{y}_"
             )
@@ -197,9 +207,21 @@ def main() -> None:
         "|---|---|---|---|---|",
         *tradeoff,
     ]
-    write_json(RESULTS / "retrievers.json", res)
-    write_text(RESULTS / "retrievers.md", "\n".join(lines) + "\n")
+    write_json(RESULTS / f"{a.results}.json", res)
+    write_text(RESULTS / f"{a.results}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def comparisons(names: list[str]) -> list[tuple[str, str]]:
+    """The paired (x, y) of the table's rows ``names`` = [SASRec, SASRec + content, then per ID
+    type: alone, + content]: each ID type against item ids, what content adds to each model,
+    both fused, and each further ID type against the first, alone and fused."""
+    sas, sas_f, sids = names[0], names[1], names[2:]
+    first, first_f = sids[:2]
+    pairs = [(first, sas), (sas_f, sas), (first_f, first), (first_f, sas_f)]
+    for sid, sid_f in zip(sids[2::2], sids[3::2]):
+        pairs += [(sid, sas), (sid_f, sid), (sid_f, sas_f), (sid, first), (sid_f, first_f)]
+    return pairs
 
 
 if __name__ == "__main__":
