@@ -53,6 +53,24 @@ def runs(real_data_dir, tmp_path_factory):
         ),
         progress=False,
     )
+    fused = root / "ret-fused"  # the same retriever, with content fusion chosen on validation
+    run_retrieve(
+        RetrieveConfig(
+            dataset="lfm2k-mm",
+            model="parallel-sid",
+            sids=str(tok / "sids.parquet"),
+            out=str(fused),
+            data_dir=str(real_data_dir),
+            epochs=1,
+            valid_sample=100,
+            parallel=ParallelSIDConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0),
+            protocol=ProtocolConfig(max_history=8),
+            amp="off",
+            fusion_weights=(0.5, 4.0),
+            fusion_new_item_bias=(0.1,),
+        ),
+        progress=False,
+    )
     rank = root / "rank"
     run_rank(
         RankConfig(
@@ -65,7 +83,7 @@ def runs(real_data_dir, tmp_path_factory):
         ),
         progress=False,
     )
-    return tok, ret, rank
+    return tok, ret, rank, fused
 
 
 @pytest.fixture()
@@ -75,7 +93,7 @@ def service(runs, tmp_path):
 
     from mmsid.serve import Service
 
-    tok, ret, rank = runs
+    tok, ret, rank, _ = runs
     shutil.copytree(tok, tmp_path / "tok")
     svc = Service(tmp_path / "tok", retriever=ret, ranker=rank)
     yield svc
@@ -276,6 +294,66 @@ def test_retriever_trained_on_other_ids_is_refused(runs, real_data_dir, tmp_path
         Service(other, ranker=runs[2])
     with pytest.raises(DataError, match="parallel-sid"):
         Service(runs[0], retriever=runs[2])
+
+
+def test_fusion_serves_the_runs_choice_with_content_and_the_new_item_prior(
+    runs, real_data_dir, tmp_path, lfm2k
+):
+    """--fusion auto applies the (w, b) the retrieve run chose on validation; at a given (w, b)
+    the served scores are the slow fusion reference's over the store's catalogue, trained
+    items read their data set content, a protocol cold item and an added one get b, and an
+    item added with item j's content scores as j plus b."""
+    import json
+    import shutil
+
+    from mmsid.errors import DataError
+    from mmsid.protocol import load_protocol
+    from mmsid.retrieval.fusion import fusion_reference
+    from mmsid.retrieval.run import item_content
+    from mmsid.serve import Service, create_app
+
+    tok, plain, _, fused = runs
+    shutil.copytree(tok, tmp_path / "tok")
+    chosen = json.loads((fused / "metrics.json").read_text())["fused"]
+    auto = Service(tmp_path / "tok", retriever=fused)
+    expect = {"weight": chosen["weight"], "new_item_bias": chosen["new_item_bias"]}
+    assert auto.health()["fusion"] == (expect if any(expect.values()) else None)
+    auto.assigner.close()
+    assert Service(tmp_path / "tok", retriever=plain).health()["fusion"] is None  # no choice
+    assert Service(tmp_path / "tok", retriever=fused, fusion="off").fused is None
+    for bad in ("x", "1", "-1,0", "nan,0"):
+        with pytest.raises(DataError, match="W,B"):
+            Service(tmp_path / "tok", retriever=fused, fusion=bad)
+
+    w, b = 2.0, 0.5
+    svc = Service(tmp_path / "tok", retriever=plain, fusion=f"{w},{b}")
+    client = TestClient(create_app(svc, token=TOKEN, max_body=100_000))
+    assert client.get("/health").json()["fusion"] == {"weight": w, "new_item_bias": b}
+    # trained items read the data set's content; the protocol's cold items are new
+    x, _, _ = item_content("lfm2k-mm", str(real_data_dir), [], False)
+    for item in (3, 17, 99):
+        assert np.allclose(svc.content[svc.index[str(item)]], x[item])
+    proto = load_protocol("lfm2k-mm", str(real_data_dir), {"max_history": 8})
+    cold = np.flatnonzero(proto.is_cold)
+    trained = svc.model.trainable.numpy()
+    assert not trained[[svc.index[str(i)] for i in cold]].any()
+    assert trained[[svc.index[str(i)] for i in np.flatnonzero(~proto.is_cold)]].all()
+    hist = ["3", "15", "99"]
+    ref = fusion_reference(svc.model, svc.content, np.array([[svc.index[h] for h in hist]]), w, b)[
+        0
+    ]
+    ref[[svc.index[h] for h in hist]] = -np.inf
+    got = client.post("/recommend", json={"history": hist, "k": 20}).json()["items"]
+    assert [g["score"] for g in got] == pytest.approx(np.sort(ref)[::-1][:20].tolist(), abs=1e-4)
+    # an item added with a warm item's content: same codes, same content term, plus b
+    j = next(int(g["item"]) for g in got if trained[svc.index[g["item"]]])
+    body = {"items": [{"item": "twin", "embeddings": _vectors(svc, [j], lfm2k)[0]}]}
+    assert client.post("/items", json=body, headers=AUTH).status_code == 200
+    assert np.allclose(svc.content[svc.index["twin"]], svc.content[svc.index[str(j)]], atol=1e-6)
+    every = client.post("/recommend", json={"history": hist, "k": 30}).json()["items"]
+    score = {g["item"]: g["score"] for g in every}
+    assert score["twin"] - score[str(j)] == pytest.approx(b, abs=1e-4)
+    svc.assigner.close()
 
 
 # ---- schemathesis against the live schema --------------------------------------------------

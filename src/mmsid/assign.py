@@ -238,8 +238,12 @@ class Assigner:
             )
         return mods
 
-    def encode(self, items: pd.DataFrame, mods: list[Modality | None]) -> np.ndarray:
-        """Tokenizer input rows (N, sum d), built as at tokenize time."""
+    def embed(
+        self, items: pd.DataFrame, mods: list[Modality | None]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{modality: (emb (N, d) L2-normalised, zero where absent; mask (N,))} of every run
+        modality, encoded with the run's encoders; ``self.inputs.row`` of it is the tokenizer
+        input, built as at tokenize time."""
         blocks = {}
         for name, kind, dim, mod in zip(
             self.inputs.names, self.inputs.kinds, self.inputs.dims, mods
@@ -255,7 +259,7 @@ class Assigner:
             if e.shape[1] != dim:
                 raise DataError(f"modality '{name}': width {e.shape[1]}, the run's is {dim}")
             blocks[name] = (e, m)
-        return self.inputs.row(blocks)
+        return blocks
 
     # ---- assignment --------------------------------------------------------------------
 
@@ -271,15 +275,28 @@ class Assigner:
         """SIDs for ``items`` (see the module docstring), written to the store in one
         transaction. Returns a frame: item, sid ("c0-c1-...-collision"), c0..c{L-1},
         collision."""
+        return self.assign_embedded(items, embeddings, replace=replace, source=source, base=base)[0]
+
+    def assign_embedded(
+        self,
+        items: pd.DataFrame,
+        embeddings: dict[str, np.ndarray] | None = None,
+        *,
+        replace: bool = False,
+        source: str = "items",
+        base: Path | None = None,
+    ) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """:meth:`assign`, and the items' per-modality embeddings it encoded (:meth:`embed`),
+        for a caller that needs their content too (content fusion in mmsid.serve)."""
         mods = self.modalities(items, embeddings, source=source, base=base)
-        x = self.encode(items, mods)
-        codes = self.tok.transform(x, device=self.device)
+        blocks = self.embed(items, mods)
+        codes = self.tok.transform(self.inputs.row(blocks), device=self.device)
         hashes = item_content_hashes([m for m in mods if m is not None])
         ids = items["item"].astype(str).tolist()
         sids = self.store.assign(
             self.version, ids, codes, hashes, replace=replace, collision_cap=self.cap
         )
-        return sid_frame(ids, sids)
+        return sid_frame(ids, sids), blocks
 
     def catalogue(self) -> tuple[list[str], np.ndarray]:
         """Every item of this version, in the order it was assigned, and its (N, L) codes."""

@@ -115,6 +115,13 @@ def ids_find(run: str, prefix: str) -> None:
 )
 @click.option("--max-body", default=1 << 20, show_default=True, help="Request size limit, bytes.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--fusion",
+    default="auto",
+    show_default=True,
+    help="Content fusion of the retriever's scores: auto (the weights its run chose on "
+    "validation), off, or W,B.",
+)
 def serve_cmd(
     run: str,
     retriever: str | None,
@@ -124,10 +131,11 @@ def serve_cmd(
     token_env: str,
     max_body: int,
     device: str,
+    fusion: str,
 ) -> None:
     """HTTP service over RUN's ID store: item -> SID, SID prefix -> items, add items, and
-    recommend with a trained parallel-SID retriever, rank with a din-sid ranker (new items
-    included in both). OpenAPI at /docs."""
+    recommend with a trained parallel-SID retriever (plus the content fusion its run chose),
+    rank with a din-sid ranker (new items included in both). OpenAPI at /docs."""
     import os
 
     import uvicorn
@@ -135,7 +143,7 @@ def serve_cmd(
     from mmsid.serve import Service, create_app
 
     try:
-        svc = Service(run, retriever=retriever, ranker=ranker, device=device)
+        svc = Service(run, retriever=retriever, ranker=ranker, device=device, fusion=fusion)
     except MMSIDError as e:
         _fail(e)
     token = os.environ.get(token_env) or None

@@ -366,14 +366,26 @@ def _finish(
 
 def _content(cfg: RetrieveConfig) -> np.ndarray:
     """(N, d) item content: the configured modalities' L2-normalised concatenation."""
+    return item_content(cfg.dataset, cfg.data_dir, cfg.modalities, cfg.center)[0]
+
+
+def item_content(
+    dataset: str, data_dir: str | None, modalities: list[str], center: bool
+) -> tuple[np.ndarray, dict[str, int], dict[str, np.ndarray]]:
+    """What content-kNN and content fusion read: (N, d) item content (the modalities'
+    L2-normalised concatenation; empty ``modalities`` = the data set's tokenizer defaults),
+    each modality's width in that order, and the centring means when ``center`` (else {}): a
+    new item's content is built with the same modalities and means (mmsid.serve)."""
     from mmsid.data import load_dataset
     from mmsid.features import build_features
-    from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
+    from mmsid.tokenize import DEFAULT_MODALITIES, center_means, concat_features
 
-    ds = load_dataset(cfg.dataset, cfg.data_dir)
-    names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
+    ds = load_dataset(dataset, data_dir)
+    names = list(modalities) or DEFAULT_MODALITIES.get(dataset, list(ds.modalities))
     feats = build_features(ds, modalities=names, progress=False)
-    return concat_features(feats, names, center=cfg.center)[0]
+    means = center_means(feats, names) if center else {}
+    widths = {n: int(feats.embeddings[n].shape[1]) for n in names}
+    return concat_features(feats, names, means=means)[0], widths, means
 
 
 def _fuse(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, progress) -> dict:

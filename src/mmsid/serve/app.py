@@ -70,6 +70,8 @@ class Health(BaseModel):
     modalities: dict[str, str]
     retriever: bool
     ranker: bool
+    # content fusion of the retriever's scores: {"weight": w, "new_item_bias": b}, or null
+    fusion: dict[str, float] | None = None
 
 
 class Problem(BaseModel):

@@ -1,5 +1,13 @@
 """What the endpoints call, usable without HTTP: the store's catalogue in memory, new-item
-assignment, a parallel-SID retriever and a din-sid or mcca ranker over the catalogue as it grows."""
+assignment, a parallel-SID retriever (with the content fusion its run chose on validation) and
+a din-sid or mcca ranker over the catalogue as it grows.
+
+Content fusion (mmsid.retrieval.fusion) needs every catalogue item's content: the training
+catalogue's comes from the retriever's data set (read through MMSID_DATA_DIR or its
+``data_dir``), an item added through :meth:`Service.add` brings its own (the fusion modalities
+among those it is given). An item added in an earlier service session has none in memory (the
+store keeps codes, not content): it gets the new-item prior but no content term until it is
+added again."""
 
 from __future__ import annotations
 
@@ -21,6 +29,10 @@ class Service:
     Args:
         run: a tokenize run folder (see mmsid.assign).
         retriever: a `mmsid retrieve --model parallel-sid` folder trained on ``run``'s IDs.
+        ranker: a `mmsid rank --model din-sid|mcca` folder trained on ``run``'s IDs.
+        fusion: content fusion of the retriever's scores (mmsid.retrieval.fusion): "auto" =
+            the (w, b) its run chose on validation (none recorded, or (0, 0): the model
+            alone), "off" = the model alone, or "W,B" = these weights.
     """
 
     def __init__(
@@ -30,15 +42,16 @@ class Service:
         retriever: str | Path | None = None,
         ranker: str | Path | None = None,
         device: str = "cpu",
+        fusion: str = "auto",
     ):
         self.assigner = Assigner(run, device=device)
         self.lock = threading.Lock()
         self.device = device
-        self.model = self.ranker = None
+        self.model = self.ranker = self.fused = None
         self.max_history = 0
         self._load_catalogue()
         if retriever is not None:
-            self._load_retriever(Path(retriever), device)
+            self._load_retriever(Path(retriever), device, fusion)
         if ranker is not None:
             self._load_ranker(Path(ranker), device)
 
@@ -48,23 +61,30 @@ class Service:
         if self.model is not None:
             self.model.set_catalogue(self.codes)
 
-    def _update_catalogue(self, res: pd.DataFrame) -> None:
+    def _update_catalogue(self, res: pd.DataFrame, content: np.ndarray | None = None) -> None:
         """Fold assigned rows into the in-memory catalogue (no re-read of the store): new items
-        are appended, replaced ones take their new codes."""
+        are appended, replaced ones take their new codes (and ``content`` rows, in ``res``'s
+        order, when fusion reads content)."""
         L = self.codes.shape[1]
         codes = res[[f"c{lvl}" for lvl in range(L)]].to_numpy()
-        fresh = []
+        rows = []  # each assigned item's catalogue index
         for name, c in zip(res["item"], codes):
-            if name in self.index:
-                self.codes[self.index[name]] = c
-            else:
+            if name not in self.index:
                 self.index[name] = len(self.names)
                 self.names.append(name)
-                fresh.append(c)
-        if fresh:
-            self.codes = np.concatenate([self.codes, np.asarray(fresh, dtype=np.int64)])
+            rows.append(self.index[name])
+        rows_ = np.asarray(rows, dtype=np.int64)
+        grown = np.zeros((len(self.names), L), dtype=np.int64)
+        grown[: len(self.codes)] = self.codes
+        grown[rows_] = codes
+        self.codes = grown
         if self.model is not None:
-            self.model.set_catalogue(self.codes)
+            self.model.set_catalogue(self.codes)  # items added now are not trainable
+        if self.fused is not None:
+            x = np.zeros((len(self.names), self.content.shape[1]), np.float32)
+            x[: len(self.content)] = self.content
+            x[rows_] = content
+            self._set_content(x)
         if self.ranker is not None:
             self._ranker_catalogue()
 
@@ -127,7 +147,7 @@ class Service:
             codes[j] = self.codes[self.index[m]]
         self.ranker.set_catalogue({self._rank_set: codes})
 
-    def _load_retriever(self, folder: Path, device: str) -> None:
+    def _load_retriever(self, folder: Path, device: str, fusion: str) -> None:
         from mmsid.retrieval.parallel import ParallelSID, ParallelSIDConfig
 
         f, saved, cfg = _saved_model(folder, "mmsid retrieve")
@@ -142,11 +162,76 @@ class Service:
         if pcfg.item_embedding:
             raise DataError(f"{f}: trained with item embeddings, which new items lack")
         K = self.assigner.tok.codebook_size
-        self._check_trained_ids(folder, cfg["sids"])
+        ids = self._check_trained_ids(folder, cfg["sids"])
         model = ParallelSID(self.codes, K, pcfg)
         model.load_state_dict(saved["state"])
         self.model = model.to(device).eval()
         self.max_history = pcfg.max_history
+        w, b = _fusion_weights(folder, fusion)
+        if w or b:
+            self._load_fusion(cfg, ids, w, b)
+
+    def _load_fusion(self, cfg: dict, ids: np.ndarray, w: float, b: float) -> None:
+        """Fusion at (w, b): the training catalogue's content from the retriever's data set
+        (as the retrieve stage read it), and the items its softmax trained on (the protocol's
+        warm items; every other item, cold or added, is new)."""
+        from mmsid.protocol import load_protocol
+        from mmsid.retrieval.run import item_content
+
+        try:
+            x, widths, means = item_content(
+                cfg["dataset"], cfg.get("data_dir"), cfg.get("modalities") or [], cfg["center"]
+            )
+            proto = load_protocol(cfg["dataset"], cfg.get("data_dir"), cfg["protocol"])
+        except (OSError, KeyError) as e:
+            raise DataError(
+                f"content fusion needs the retriever's data set '{cfg.get('dataset')}' ({e}); "
+                "set MMSID_DATA_DIR, or serve with fusion off (--fusion off)"
+            ) from e
+        if len(x) <= int(ids.max()):
+            raise DataError(
+                f"{cfg['dataset']}: {len(x)} items, but the retriever's SID table has item "
+                f"{int(ids.max())}; serve with the data set it was trained on, or --fusion off"
+            )
+        run = dict(zip(self.assigner.inputs.names, self.assigner.inputs.dims))
+        for name, d in widths.items():
+            if name in run and run[name] != d:
+                raise DataError(
+                    f"modality '{name}': {d}-wide in the retriever's content, {run[name]}-wide "
+                    f"in {self.assigner.run}'s inputs (another encoder?); serve with --fusion off"
+                )
+        at = np.asarray([self.index[str(i)] for i in ids])  # table item -> catalogue index
+        content = np.zeros((len(self.names), x.shape[1]), np.float32)
+        content[at] = x[ids]
+        trained = np.zeros(len(self.names), bool)
+        trained[at] = ~proto.is_cold[ids]
+        self.model.trainable = torch.as_tensor(trained, device=self.model.trainable.device)
+        self.fusion = {"weight": w, "new_item_bias": b, "widths": widths, "means": means}
+        self._set_content(content)
+
+    def _set_content(self, content: np.ndarray) -> None:
+        from mmsid.retrieval.fusion import ContentFusion
+
+        self.content = content
+        f = self.fusion
+        self.fused = ContentFusion(self.model, content, f["weight"], f["new_item_bias"])
+        self.fused.to(self.device).eval()
+
+    def _fusion_content(self, blocks: dict[str, tuple[np.ndarray, np.ndarray]], n: int):
+        """(n, d) fusion content of items just embedded by the assigner: the fusion
+        modalities among the run's, absent ones zero, centred as the retriever's were."""
+        from mmsid.features import ItemFeatures
+        from mmsid.tokenize import concat_features
+
+        widths = self.fusion["widths"]
+        emb, mask = {}, {}
+        for name, d in widths.items():
+            e, m = blocks.get(name, (None, None))
+            if e is None:  # a modality the tokenize run does not read: new items lack it
+                e, m = np.zeros((n, d), np.float32), np.zeros(n, bool)
+            emb[name], mask[name] = e, m
+        x = concat_features(ItemFeatures(emb, mask), list(widths), means=self.fusion["means"])[0]
+        return x.astype(np.float32)
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -160,6 +245,9 @@ class Service:
             "modalities": dict(zip(self.assigner.inputs.names, self.assigner.inputs.kinds)),
             "retriever": self.model is not None,
             "ranker": self.ranker is not None,
+            "fusion": None
+            if self.fused is None
+            else {k: self.fusion[k] for k in ("weight", "new_item_bias")},
         }
 
     def sid(self, item: str) -> list[int] | None:
@@ -212,8 +300,9 @@ class Service:
         if unknown:
             raise DataError(f"embeddings {sorted(unknown)}: the run's modalities are {kinds}")
         with self.lock:
-            res = self.assigner.assign(frame, emb, replace=replace, source="items")
-            self._update_catalogue(res)
+            res, blocks = self.assigner.assign_embedded(frame, emb, replace=replace, source="items")
+            content = None if self.fused is None else self._fusion_content(blocks, len(frame))
+            self._update_catalogue(res, content)
         return [
             {"item": r.item, "sid": [int(c) for c in r.sid.split("-")]} for r in res.itertuples()
         ]
@@ -229,7 +318,8 @@ class Service:
                 raise KeyError(f"history: item(s) {unknown[:5]} have no SID in the store")
             idx = [self.index[h] for h in history][-self.max_history :]
             seq = torch.tensor([idx], dtype=torch.long, device=self.device)  # (1, T)
-            scores = self.model.score(seq)[0].float()  # (N,) fp32
+            scorer = self.model if self.fused is None else self.fused
+            scores = scorer.score(seq)[0].float()  # (N,) fp32
             if exclude_history:
                 scores[torch.tensor(sorted(set(self.index[h] for h in history)))] = -torch.inf
             top = scores.topk(min(k, len(self.names)))
@@ -260,6 +350,28 @@ class Service:
             }
             p = self.ranker.predict(batch).float().cpu().tolist()
         return [{"item": c, "score": float(v)} for c, v in zip(candidates, p)]
+
+
+def _fusion_weights(folder: Path, setting: str) -> tuple[float, float]:
+    """(w, b) of content fusion for ``setting`` ("auto": the run's validation choice in
+    ``metrics.json``, (0, 0) when it made none; "off"; or "W,B")."""
+    import json
+
+    if setting == "off":
+        return 0.0, 0.0
+    if setting == "auto":
+        f = folder / "metrics.json"
+        fused = json.loads(f.read_text()).get("fused") if f.is_file() else None
+        return (0.0, 0.0) if not fused else (float(fused["weight"]), float(fused["new_item_bias"]))
+    try:
+        w, b = (float(v) for v in setting.split(","))
+    except ValueError:
+        w = b = float("nan")
+    if not (np.isfinite(w) and np.isfinite(b)) or w < 0:
+        raise DataError(
+            f"fusion {setting!r}: write auto, off, or W,B (a weight >= 0 and a new-item prior)"
+        )
+    return w, b
 
 
 def _saved_model(folder: Path, command: str) -> tuple[Path, dict, dict]:
