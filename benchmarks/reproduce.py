@@ -1,7 +1,7 @@
 """Every file under benchmarks/results/ and the committed command that regenerates it.
 
     python benchmarks/reproduce.py --list     # each results file, its command, commit, seeds
-    python benchmarks/reproduce.py --audit    # every file registered, every JSON stamped
+    python benchmarks/reproduce.py --audit    # every file registered, stamped, by its command
     python benchmarks/reproduce.py --check    # re-run the cheap ones in a temp folder, compare
 
 A results file that no entry below regenerates is an error of ``--audit`` (a figure no
@@ -35,7 +35,11 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         True,
         ("seconds", "commit", "command", "key", "status", "stages"),
     ),
-    "scoring": ("python benchmarks/bench_scoring.py", False, ("rows", "cpu", "commit", "command")),
+    "scoring": (
+        "python benchmarks/bench_scoring.py --threads 2",
+        False,
+        ("rows", "cpu", "commit", "command"),
+    ),
     "stability": (
         "python benchmarks/bench_stability.py",
         False,
@@ -84,7 +88,7 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
-        "--datasets ml100k-mm lfm2k-mm amazon-beauty",
+        "--datasets ml100k-mm lfm2k-mm",
         False,
         ("seconds", "commit", "command", "key", "status", "stages"),
     ),
@@ -117,9 +121,22 @@ def audit() -> list[str]:
                 problems.append(f"{f.name}: lacks {missing}")
             elif str(d["commit"]).endswith("+dirty"):
                 problems.append(f"{f.name}: made from uncommitted code ({d['commit']})")
+            elif f.stem == key and same_command(d["command"]) != same_command(ENTRIES[key][0]):
+                problems.append(
+                    f"{f.name}: made by `{d['command']}`, registered as `{ENTRIES[key][0]}`"
+                )
         if f.suffix == ".md" and "Command:" not in f.read_text():
             problems.append(f"{f.name}: does not name its command")
     return problems
+
+
+def same_command(cmd: str) -> list[str]:
+    """A command's words without what does not change its results file: leading VAR=value
+    settings (thread counts) and ``--report-only`` (the same report from the same runs)."""
+    words = cmd.split()
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        words = words[1:]
+    return [w for w in words if w != "--report-only"]
 
 
 def compare(a, b, rtol: float, skip: tuple[str, ...], where: str = "") -> list[str]:

@@ -28,10 +28,25 @@ def test_audit_flags_unregistered_and_unstamped_files(tmp_path, monkeypatch):
     (tmp_path / "tables.json").write_text(
         json.dumps({"command": "x", "commit": "abc+dirty", "seeds": [0]})
     )
+    reg = rep.ENTRIES["scoring"][0]
+    (tmp_path / "scoring.json").write_text(
+        json.dumps({"command": reg.replace("2", "1"), "commit": "abc", "seeds": [0]})
+    )
+    (tmp_path / "stability.json").write_text(  # a thread setting changes no results file
+        json.dumps(
+            {
+                "command": "OMP_NUM_THREADS=1 " + rep.ENTRIES["stability"][0],
+                "commit": "a",
+                "seeds": [0],
+            }
+        )
+    )
     problems = "\n".join(rep.audit())
     assert "orphan.md: no committed command" in problems
     assert "smoke.json: lacks ['commit']" in problems
     assert "tables.json: made from uncommitted code" in problems
+    assert f"scoring.json: made by `{reg.replace('2', '1')}`, registered as `{reg}`" in problems
+    assert "stability.json" not in problems
 
 
 def test_compare_reports_changed_numbers_only():
