@@ -50,10 +50,13 @@ IDS = ("rq-kmeans:3", "opq:8")
 
 
 def parse_ids(spec: str) -> tuple[str, int, float | None]:
-    """``METHOD:LEVELS[@TEMPERATURE]`` -> (method, levels, temperature or None = MODEL's)."""
+    """``METHOD:LEVELS[@TEMPERATURE]`` -> (method, levels, temperature or None = MODEL's).
+    LEVELS: residual levels (rq-kmeans, rq-vae, psrq), codes (opq, pq), or levels per expert
+    (mmq: stage 1; mmq-ft: with behavior fine-tuning; bench_parallel_loss.tokenize)."""
     ids, _, temp = spec.partition("@")
     method, _, levels = ids.partition(":")
-    ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq") and levels.isdigit()
+    ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", "mmq", "mmq-ft")
+    ok = ok and levels.isdigit()
     try:
         t = float(temp) if temp else None
     except ValueError:

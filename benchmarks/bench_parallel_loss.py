@@ -41,15 +41,19 @@ SLICES = ("all", "head", "long_tail", "cold")
 
 
 def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path | None = None):
-    """The SID table's run folder (tokenizer seed 0, fitted on the protocol's warm items)."""
+    """The SID table's run folder (tokenizer seed 0, fitted on the protocol's warm items).
+    ``mmq``: MMQ stage 1 at its default expert layout with ``levels`` residual levels per
+    expert (SID length = experts x levels); ``mmq-ft``: the same plus behavior fine-tuning on
+    the protocol's training transitions (sids.parquet; the control's IDs beside it)."""
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     out = out or RUNS / dataset / "rq-kmeans"
     if not (out / "metrics.json").exists():
-        run_tokenize(
-            TokenizeConfig(dataset=dataset, method=method, levels=levels, out=str(out), seed=0),
-            progress=False,
-        )
+        kw: dict = {"method": method, "levels": levels}
+        if method in ("mmq", "mmq-ft"):
+            kw = {"method": "mmq", "expert_levels": levels}
+            kw |= {"finetune": "behavior"} if method == "mmq-ft" else {}
+        run_tokenize(TokenizeConfig(dataset=dataset, out=str(out), seed=0, **kw), progress=False)
     return out
 
 

@@ -86,6 +86,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "retrievers_idlen": (
+        "python benchmarks/bench_retrievers.py --datasets amazon-beauty lfm2k-mm "
+        "--ids opq:8 opq:16@0.14 --seeds 0 1 2 --results retrievers_idlen",
+        False,
+        ("commit", "command"),
+    ),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm",
