@@ -37,40 +37,29 @@ def runs(real_data_dir, tmp_path_factory):
         ),
         progress=False,
     )
-    ret = root / "ret"
-    run_retrieve(
-        RetrieveConfig(
-            dataset="lfm2k-mm",
-            model="parallel-sid",
-            sids=str(tok / "sids.parquet"),
-            out=str(ret),
-            data_dir=str(real_data_dir),
-            epochs=1,
-            valid_sample=100,
-            parallel=ParallelSIDConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0),
-            protocol=ProtocolConfig(max_history=8),
-            amp="off",
-        ),
-        progress=False,
-    )
-    fused = root / "ret-fused"  # the same retriever, with content fusion chosen on validation
-    run_retrieve(
-        RetrieveConfig(
-            dataset="lfm2k-mm",
-            model="parallel-sid",
-            sids=str(tok / "sids.parquet"),
-            out=str(fused),
-            data_dir=str(real_data_dir),
-            epochs=1,
-            valid_sample=100,
-            parallel=ParallelSIDConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0),
-            protocol=ProtocolConfig(max_history=8),
-            amp="off",
-            fusion_weights=(0.5, 4.0),
-            fusion_new_item_bias=(0.1,),
-        ),
-        progress=False,
-    )
+
+    def retrieve(out, **fusion):
+        run_retrieve(
+            RetrieveConfig(
+                dataset="lfm2k-mm",
+                model="parallel-sid",
+                sids=str(tok / "sids.parquet"),
+                out=str(out),
+                data_dir=str(real_data_dir),
+                epochs=1,
+                valid_sample=100,
+                parallel=ParallelSIDConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0),
+                protocol=ProtocolConfig(max_history=8),
+                amp="off",
+                **fusion,
+            ),
+            progress=False,
+        )
+        return out
+
+    ret = retrieve(root / "ret")
+    # the same retriever, with content fusion chosen on validation
+    fused = retrieve(root / "ret-fused", fusion_weights=(0.5, 4.0), fusion_new_item_bias=(0.1,))
     rank = root / "rank"
     run_rank(
         RankConfig(
