@@ -70,9 +70,9 @@ def retrieve(
     """A retriever's metrics (with its valid/test ranks), trained unless already finished at
     this budget: parallel-sid on ``sids`` with ``loss`` (MODEL's settings), SASRec (its
     defaults, at most SASREC_EPOCHS), or a deterministic baseline. ``fusion``: the content
-    fusion grid, RetrieveConfig's ``fusion_weights`` and ``fusion_new_item_bias``
-    (mmsid.retrieval.fusion); its result is ``m["fused"]``, with its ranks. ``temperature``
-    overrides MODEL's for parallel-sid."""
+    fusion grid, RetrieveConfig's ``fusion_weights`` and ``fusion_new_item_bias`` (and
+    ``fusion_tolerance``: how the point is chosen; mmsid.retrieval.fusion); its result is
+    ``m["fused"]``, with its ranks. ``temperature`` overrides MODEL's for parallel-sid."""
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
@@ -90,7 +90,7 @@ def retrieve(
         }
     elif model == "sasrec":
         kw = {"epochs": SASREC_EPOCHS, "patience": PATIENCE, "lr": LR}
-    kw.update({k: tuple(v) for k, v in (fusion or {}).items()})
+    kw.update({k: v if k == "fusion_tolerance" else tuple(v) for k, v in (fusion or {}).items()})
     if not _finished(out, kw):
         cfg = RetrieveConfig(
             dataset=dataset, model=model, out=str(out), seed=seed, device="cpu", **kw
@@ -121,7 +121,8 @@ def _finished(out: Path, kw: dict) -> bool:
     if ws or bs:
         grid = {(w, b) for w in {0.0, *ws} for b in {0.0, *bs}}
         fused = json.loads((out / "metrics.json").read_text()).get("fused") or {}
-        return grid == {(g["weight"], g["new_item_bias"]) for g in fused.get("grid", [])}
+        same = fused.get("tolerance") == kw.get("fusion_tolerance", 0.0)
+        return same and grid == {(g["weight"], g["new_item_bias"]) for g in fused.get("grid", [])}
     return True
 
 

@@ -13,7 +13,7 @@ import torch
 
 from mmsid.errors import ConfigError
 from mmsid.retrieval.baselines import ContentKNN
-from mmsid.retrieval.fusion import ContentFusion, FusionGrid, fusion_reference
+from mmsid.retrieval.fusion import ContentFusion, FusionGrid, choose_point, fusion_reference
 from mmsid.retrieval.parallel import ParallelSID, ParallelSIDConfig
 from mmsid.retrieval.sasrec import SASRec, SASRecConfig
 
@@ -131,6 +131,7 @@ def test_stage_picks_the_grid_point_on_validation(real_data_dir, tmp_path):
     for slice_ in ("all", "cold"):
         assert points[0.0, 0.0][slice_] == pytest.approx(r["valid"][slice_][sel])
     chosen = points[f["weight"], f["new_item_bias"]]["all"]
+    chosen_cold = points[f["weight"], f["new_item_bias"]]["cold"]
     assert chosen == pytest.approx(f["valid"]["all"][sel])
     assert chosen == max(p["all"] for p in points.values())
     # b = 1e6 puts the cold items first: every cold target in the top ten when there are no
@@ -145,6 +146,16 @@ def test_stage_picks_the_grid_point_on_validation(real_data_dir, tmp_path):
     r2 = run_retrieve(RetrieveConfig(**kw), progress=False)
     assert r2["history"] == r["history"] and "fused" not in r2
     assert not (tmp_path / "run" / "fused_ranks.npz").exists()
+    # a tolerance: the same grid, now the best point for cold targets within half the best
+    r3 = run_retrieve(RetrieveConfig(**kw, **grid, fusion_tolerance=0.5), progress=False)
+    f3 = r3["fused"]
+    assert r3["history"] == r["history"] and f3["tolerance"] == 0.5 and f["tolerance"] == 0.0
+    assert f3["grid"] == f["grid"]
+    ok = [p for p in points.values() if p["all"] >= 0.5 * max(q["all"] for q in points.values())]
+    got = points[f3["weight"], f3["new_item_bias"]]
+    assert got in ok and got["cold"] == max(p["cold"] for p in ok)
+    assert got["cold"] >= chosen_cold
+    assert got["all"] == pytest.approx(f3["valid"]["all"][sel])
 
 
 def test_cli_prints_the_fused_rows(real_data_dir, tmp_path):
@@ -162,3 +173,28 @@ def test_cli_prints_the_fused_rows(real_data_dir, tmp_path):
     bad = [*args[:4], "popularity", "--set", "fusion_weights=1", "--out", str(tmp_path / "p")]
     r = CliRunner().invoke(main, bad)
     assert r.exit_code != 0 and "no exact score to fuse" in r.output
+
+
+def test_choose_point_trades_overall_recall_for_new_items_only_within_the_tolerance():
+    """Tolerance 0: the best overall point (ties: the earlier). Tolerance t: the best cold point
+    among those within t of the best overall, so never below that floor and never worse on cold
+    items than the overall choice; with no cold target, the tolerance has nothing to read."""
+
+    def pts(alls, colds, n=7):
+        return [{"all": {"r": a}, "cold": {"r": c, "n": n}} for a, c in zip(alls, colds)]
+
+    p = pts([0.100, 0.0995, 0.090, 0.100], [0.0, 0.05, 0.2, 0.01])
+    assert choose_point(p, "r") == 0
+    assert choose_point(p, "r", 0.01) == 1
+    assert choose_point(p, "r", 0.2) == 2
+    assert choose_point(pts([0.1, 0.09], [0.0, 0.3], n=0), "r", 0.5) == 0
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        g = int(rng.integers(1, 12))
+        alls = rng.integers(5, 10, g) / 100  # ties on purpose
+        colds = rng.integers(0, 5, g) / 10
+        p, t = pts(alls, colds), float(rng.uniform(0.0, 0.6))
+        g0, gt = choose_point(p, "r"), choose_point(p, "r", t)
+        assert g0 == int(np.flatnonzero(alls == alls.max())[0])
+        ok = alls >= (1 - t) * alls.max()
+        assert ok[gt] and colds[gt] == colds[ok].max() and colds[gt] >= colds[g0]

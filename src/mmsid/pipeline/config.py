@@ -86,6 +86,9 @@ class RetrievalSection:
     # split from these grids (0 always a candidate); both empty = no fused rows
     fusion_weights: list[float] = field(default_factory=lambda: list(WEIGHT_GRID))
     fusion_new_item_bias: list[float] = field(default_factory=lambda: list(NEW_ITEM_BIAS_GRID))
+    # 0: the grid's best overall point; t > 0: the best for new-item (cold) targets among the
+    # points within t x the best overall (mmsid.retrieval.fusion.choose_point)
+    fusion_tolerance: float = 0.0
 
 
 @dataclass

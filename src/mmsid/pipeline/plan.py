@@ -160,6 +160,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                 {
                     "fusion_weights": tuple(rt.fusion_weights),
                     "fusion_new_item_bias": tuple(rt.fusion_new_item_bias),
+                    "fusion_tolerance": rt.fusion_tolerance,
                 }
                 if model in FUSABLE
                 else {}

@@ -25,8 +25,13 @@ a negative, gets a score from its codes (parallel-sid) or its untrained embeddin
 no calibration against the rest. ``b`` is that calibration, a log-prior for new items, read off
 validation like w (on amazon-beauty validation, parallel-sid's new items are neither scored
 systematically lower nor higher on average, but a small b moves cold items into the top ten at
-almost no cost to warm ones). The grid point is chosen by the overall validation metric, never
-by the cold slice's. Our choice, not a paper's.
+almost no cost to warm ones). Our choice, not a paper's.
+
+Which grid point (:func:`choose_point`): by default the best on the overall validation metric,
+never the cold slice's. A catalogue that must surface its new items can set a tolerance t: among
+the points whose overall validation metric is at least (1 - t) x the best, the one whose
+validation metric on new-item targets (the cold slice) is highest. t bounds what new items may
+cost everyone else, on validation; test never chooses. Our choice, not a paper's.
 """
 
 from __future__ import annotations
@@ -43,6 +48,21 @@ from mmsid.retrieval.baselines import ContentKNN
 # on amazon-beauty) to well over SASRec's logits'
 WEIGHT_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 NEW_ITEM_BIAS_GRID = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
+
+
+def choose_point(points: list[dict[str, dict]], select: str, tolerance: float = 0.0) -> int:
+    """The chosen grid point's index. ``points``: per grid point, validation metrics per slice
+    ({"all": {select: v, ...}, "cold": {..., "n": users}, ...}), grid order (smaller w, then
+    smaller b, first). Tolerance 0: the best ``all`` (ties: the earlier point). Tolerance t > 0:
+    among the points with ``all`` >= (1 - t) x the best, the best ``cold`` (ties: the better
+    ``all``, then the earlier point); with no cold target to read, as tolerance 0."""
+    alls = [p["all"][select] for p in points]
+    overall = max(range(len(points)), key=lambda g: (alls[g], -g))
+    if not tolerance or not points[0].get("cold", {}).get("n"):
+        return overall
+    floor = (1.0 - tolerance) * alls[overall]
+    ok = [g for g in range(len(points)) if alls[g] >= floor]
+    return max(ok, key=lambda g: (points[g]["cold"][select], alls[g], -g))
 
 
 class ContentFusion(nn.Module):

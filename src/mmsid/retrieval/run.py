@@ -53,6 +53,7 @@ BUDGET_KEYS = (
     "patience",
     "fusion_weights",
     "fusion_new_item_bias",
+    "fusion_tolerance",
 )
 
 
@@ -98,6 +99,9 @@ class RetrieveConfig:
     # model alone. Both empty = no fusion
     fusion_weights: tuple[float, ...] = ()
     fusion_new_item_bias: tuple[float, ...] = ()
+    # 0: the grid's best overall point; t > 0: the best point for new-item (cold) targets among
+    # those within t x the best overall validation ``select`` (fusion.choose_point)
+    fusion_tolerance: float = 0.0
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
@@ -122,6 +126,7 @@ class RetrieveConfig:
             eval_batch_size=(1, None),
             warmup_steps=(0, None),
             max_steps=(0, None),
+            fusion_tolerance=(0.0, 1.0),
         )
         for name in ("fusion_weights", "fusion_new_item_bias"):
             if any(w < 0 for w in getattr(self, name)):
@@ -390,10 +395,10 @@ def item_content(
 
 def _fuse(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, progress) -> dict:
     """Content fusion: (w, b) from the grid by ``select`` on the whole validation split (every
-    grid point from one pass over the users; ties: the smaller w, then the smaller b), then
+    grid point from one pass over the users; ``fusion_tolerance``: fusion.choose_point), then
     test at that point; writes ``fused_ranks.npz``. ``grid`` records each point's validation
     ``select`` per slice."""
-    from mmsid.retrieval.fusion import ContentFusion, FusionGrid
+    from mmsid.retrieval.fusion import ContentFusion, FusionGrid, choose_point
 
     fused = ContentFusion(model, _content(cfg), 0.0).to(device)  # one content table
     grid, k, split = cfg.fusion_grid, max(cfg.ks), data.valid
@@ -411,13 +416,14 @@ def _fuse(cfg: RetrieveConfig, model, data: RetrievalData, out: Path, device, pr
         retrieval_metrics(tops[:, g], split.target, ks=cfg.ks, slices=slices)
         for g in range(len(grid))
     ]
-    best = max(range(len(grid)), key=lambda g: (on_valid[g]["all"][cfg.select], -g))
+    best = choose_point(on_valid, cfg.select, cfg.fusion_tolerance)
     fused.weight, fused.new_item_bias = grid[best]
     valid = (on_valid[best], target_rank(tops[:, best], split.target))
     res = _finish(cfg, fused, data, out, device, progress, "fused_ranks", valid=valid)
     return {
         "weight": fused.weight,
         "new_item_bias": fused.new_item_bias,
+        "tolerance": cfg.fusion_tolerance,
         "grid": [
             {"weight": w, "new_item_bias": b, "valid": {n: v[cfg.select] for n, v in m.items()}}
             for (w, b), m in zip(grid, on_valid, strict=True)
