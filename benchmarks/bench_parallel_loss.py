@@ -44,15 +44,27 @@ def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path
     """The SID table's run folder (tokenizer seed 0, fitted on the protocol's warm items).
     ``mmq``: MMQ stage 1 at its default expert layout with ``levels`` residual levels per
     expert (SID length = experts x levels); ``mmq-ft``: the same plus behavior fine-tuning on
-    the protocol's training transitions (sids.parquet; the control's IDs beside it)."""
+    the protocol's training transitions (sids.parquet; the control's IDs beside it). ``psrq``:
+    alpha as ``mmsid run``'s default (TokenizerSection.alpha, 0.25: at the paper's 1.0 deep
+    levels copy the first on ml100k-mm, 270 items under one 3-code prefix). A finished folder
+    made with other settings is an error, never reused."""
+    import yaml
+
+    from mmsid.pipeline.config import TokenizerSection
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     out = out or RUNS / dataset / "rq-kmeans"
-    if not (out / "metrics.json").exists():
-        kw: dict = {"method": method, "levels": levels}
-        if method in ("mmq", "mmq-ft"):
-            kw = {"method": "mmq", "expert_levels": levels}
-            kw |= {"finetune": "behavior"} if method == "mmq-ft" else {}
+    kw: dict = {"method": method, "levels": levels}
+    if method == "psrq":
+        kw["alpha"] = TokenizerSection.alpha
+    if method in ("mmq", "mmq-ft"):
+        kw = {"method": "mmq", "expert_levels": levels}
+        kw |= {"finetune": "behavior"} if method == "mmq-ft" else {}
+    if (out / "metrics.json").exists():
+        made = yaml.safe_load((out / "config.yaml").read_text())
+        if any(made.get(k) != v for k, v in kw.items()):
+            raise SystemExit(f"{out}: made with {made}, not {kw}; move it away to remake it")
+    else:
         run_tokenize(TokenizeConfig(dataset=dataset, out=str(out), seed=0, **kw), progress=False)
     return out
 

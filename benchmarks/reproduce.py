@@ -92,6 +92,19 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "retrievers_ids": (
+        "python benchmarks/bench_retrievers.py --datasets ml100k-mm lfm2k-mm "
+        "--ids opq:8 rq-kmeans:3 rq-vae:3 psrq:3 mmq-ft:1 --seeds 0 1 2 --results retrievers_ids",
+        False,
+        ("commit", "command"),
+    ),
+    "retrievers_newitems": (
+        "python benchmarks/bench_retrievers.py --datasets amazon-beauty "
+        "--ids opq:8 opq:16@0.14 --seeds 0 1 2 --new-item-tolerance 0.02 "
+        "--results retrievers_newitems",
+        False,
+        ("commit", "command"),
+    ),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm",
