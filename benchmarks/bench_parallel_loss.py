@@ -82,8 +82,8 @@ def retrieve(
     """A retriever's metrics (with its valid/test ranks), trained unless already finished at
     this budget: parallel-sid on ``sids`` with ``loss`` (MODEL's settings), SASRec (its
     defaults, at most SASREC_EPOCHS), or a deterministic baseline. ``fusion``: the content
-    fusion grid, RetrieveConfig's ``fusion_weights`` and ``fusion_new_item_bias`` (and
-    ``fusion_tolerance``: how the point is chosen; mmsid.retrieval.fusion); its result is
+    fusion settings as RetrieveConfig takes them (``fusion_weights`` and ``fusion_new_item_bias``
+    tuples, ``fusion_tolerance``: how the point is chosen; mmsid.retrieval.fusion); its result is
     ``m["fused"]``, with its ranks. ``temperature`` overrides MODEL's for parallel-sid."""
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
@@ -102,7 +102,7 @@ def retrieve(
         }
     elif model == "sasrec":
         kw = {"epochs": SASREC_EPOCHS, "patience": PATIENCE, "lr": LR}
-    kw.update({k: v if k == "fusion_tolerance" else tuple(v) for k, v in (fusion or {}).items()})
+    kw.update(fusion or {})
     if not _finished(out, kw):
         cfg = RetrieveConfig(
             dataset=dataset, model=model, out=str(out), seed=seed, device="cpu", **kw

@@ -60,11 +60,9 @@ def fusion(tolerance: float = 0.0) -> dict:
     }
 
 
-def sasrec_runs(dataset: str, seeds: list[int], tolerance: float = 0.0) -> list[dict]:
+def sasrec_runs(dataset: str, seeds: list[int], fuse: dict) -> list[dict]:
     return [
-        retrieve(
-            dataset, "sasrec", s, out=RUNS / dataset / f"sasrec/seed{s}", fusion=fusion(tolerance)
-        )
+        retrieve(dataset, "sasrec", s, out=RUNS / dataset / f"sasrec/seed{s}", fusion=fuse)
         for s in seeds
     ]
 
@@ -117,7 +115,7 @@ def main() -> None:
     if a.only:
         for ds in a.datasets:
             if a.only == "sasrec":
-                sasrec_runs(ds, a.seeds, tol)
+                sasrec_runs(ds, a.seeds, fuse)
             else:
                 for spec in a.ids:
                     runs_for(ds, spec, a.seeds, fuse)
@@ -171,7 +169,7 @@ def main() -> None:
     ]
     paired, tradeoff = [], []
     for ds in a.datasets:
-        sas = sasrec_runs(ds, a.seeds, tol)
+        sas = sasrec_runs(ds, a.seeds, fuse)
         trained = {  # each row's results and the runs that trained its model
             "sasrec (item ids)": (sas, sas),
             "sasrec + content": ([m["fused"] for m in sas], sas),
