@@ -47,15 +47,23 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "parallel_ids"
 IDS = ("rq-kmeans:3", "opq:8")
+# MMQ's three ID tables from one fit with behavior fine-tuning (mmsid.tokenize_mmq): the IDs of
+# stage 1 (before fine-tuning), after fine-tuning, and after the control's fine-tuning (behavior
+# weight 0, same epochs), so the three rows differ only by what the issue asks to isolate.
+MMQ_IDS = {
+    "mmq": "sids_stage1.parquet",
+    "mmq-ft": "sids.parquet",
+    "mmq-ctl": "sids_control.parquet",
+}
 
 
 def parse_ids(spec: str) -> tuple[str, int, float | None]:
     """``METHOD:LEVELS[@TEMPERATURE]`` -> (method, levels, temperature or None = MODEL's).
     LEVELS: residual levels (rq-kmeans, rq-vae, psrq), codes (opq, pq), or levels per expert
-    (mmq: stage 1; mmq-ft: with behavior fine-tuning; bench_parallel_loss.tokenize)."""
+    (MMQ_IDS: stage 1, with behavior fine-tuning, its control; bench_parallel_loss.tokenize)."""
     ids, _, temp = spec.partition("@")
     method, _, levels = ids.partition(":")
-    ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", "mmq", "mmq-ft")
+    ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", *MMQ_IDS)
     ok = ok and levels.isdigit()
     try:
         t = float(temp) if temp else None
@@ -70,10 +78,15 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
 
 def runs_for(dataset: str, spec: str, seeds: list[int], fusion: dict | None = None):
     """Each seed's parallel-SID metrics on ``spec``'s IDs (``fusion``: with content fusion).
-    The tokenizer is shared by every temperature of one ``METHOD:LEVELS``."""
+    The tokenizer is shared by every temperature of one ``METHOD:LEVELS``, and MMQ's by its
+    three ID tables (MMQ_IDS; one fit, in the mmq-ft folder)."""
     method, levels, temp = parse_ids(spec)
     name = f"{method}-{levels}"
-    sids = tokenize(dataset, method, levels, RUNS / dataset / name / "tokenizer")
+    fit, sids_file = (name, "sids.parquet")
+    if method in MMQ_IDS:
+        fit, sids_file = f"mmq-ft-{levels}", MMQ_IDS[method]
+        method = "mmq-ft"
+    sids = tokenize(dataset, method, levels, RUNS / dataset / fit / "tokenizer")
     run = name if temp is None else f"{name}-t{temp:g}"
     return [
         retrieve(
@@ -85,6 +98,7 @@ def runs_for(dataset: str, spec: str, seeds: list[int], fusion: dict | None = No
             RUNS / dataset / run / f"seed{s}",
             fusion,
             temperature=temp,
+            sids_file=sids_file,
         )
         for s in seeds
     ]

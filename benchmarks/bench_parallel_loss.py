@@ -78,13 +78,15 @@ def retrieve(
     out: Path | None = None,
     fusion: dict | None = None,
     temperature: float | None = None,
+    sids_file: str = "sids.parquet",
 ):
     """A retriever's metrics (with its valid/test ranks), trained unless already finished at
     this budget: parallel-sid on ``sids`` with ``loss`` (MODEL's settings), SASRec (its
     defaults, at most SASREC_EPOCHS), or a deterministic baseline. ``fusion``: the content
     fusion settings as RetrieveConfig takes them (``fusion_weights`` and ``fusion_new_item_bias``
     tuples, ``fusion_tolerance``: how the point is chosen; mmsid.retrieval.fusion); its result is
-    ``m["fused"]``, with its ranks. ``temperature`` overrides MODEL's for parallel-sid."""
+    ``m["fused"]``, with its ranks. ``temperature`` overrides MODEL's for parallel-sid;
+    ``sids_file``: which of the tokenizer folder's SID tables it reads."""
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import RetrieveConfig, run_retrieve
 
@@ -92,7 +94,7 @@ def retrieve(
     kw: dict = {"epochs": 0}
     if model == "parallel-sid":
         kw = {
-            "sids": str(sids / "sids.parquet"),
+            "sids": str(sids / sids_file),
             "epochs": EPOCHS,
             "patience": PATIENCE,
             "lr": LR,
@@ -127,6 +129,9 @@ def _finished(out: Path, kw: dict) -> bool:
         import yaml
 
         cfg = yaml.safe_load((out / "config.yaml").read_text())
+        made, want = Path(cfg.get("sids") or "").name, Path(kw.get("sids") or "").name
+        if made != want:  # a run folder is one SID table's; never another's
+            raise SystemExit(f"{out}: trained on {made or 'no SIDs'}, not {want}; move it away")
         if (cfg["epochs"], cfg["patience"]) != (kw["epochs"], kw["patience"]):
             return False
     ws, bs = kw.get("fusion_weights", ()), kw.get("fusion_new_item_bias", ())

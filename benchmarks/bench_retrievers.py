@@ -3,7 +3,7 @@ alone and with content fusion (mmsid.retrieval.fusion), beside content-kNN and p
 the same protocol, seeds and users. What semantic IDs buy on head, long-tail and cold items.
 
     python benchmarks/bench_retrievers.py [--datasets amazon-beauty] [--ids opq:8 opq:16@0.14]
-        [--seeds 0 1 2] [--new-item-tolerance T] [--results STEM]
+        [--seeds 0 1 2] [--new-item-tolerance T] [--pair X Y] [--results STEM]
     python benchmarks/bench_retrievers.py --only sasrec   # one retriever's runs; writes nothing
 
 parallel-SID: bench_parallel_ids's runs (same folders: a finished one is re-evaluated with the
@@ -21,6 +21,8 @@ paired bootstrap over the same users, seeds pooled, on all users and on the issu
 (cold: against content-kNN; long tail: against SASRec). The validation trade-off of b (overall
 against cold Recall@10) is tabled for the fused models.
 Several ``--ids`` give a row pair each (alone, + content) and are compared with the first one.
+``--pair X Y`` (two of the ``--ids``, repeatable) adds X against Y on all users, cold targets
+and long-tail targets, alone and + content (e.g. MMQ + fine-tuning against its control).
 Writes benchmarks/results/retrievers.{json,md} (``--results STEM``: STEM.{json,md}).
 """
 
@@ -104,11 +106,22 @@ def main() -> None:
         help="fusion: best cold point within this share of the best overall (0 = the best)",
     )
     ap.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("X", "Y"),
+        help="also compare --ids X with --ids Y (all, cold and long-tail users)",
+    )
+    ap.add_argument(
         "--results", default="retrievers", help="results stem under benchmarks/results/"
     )
     a = ap.parse_args()
     for spec in a.ids:
         parse_ids(spec)
+    for x, y in a.pair:
+        if x not in a.ids or y not in a.ids or x == y:
+            raise SystemExit(f"--pair {x} {y}: two different ID types of --ids {' '.join(a.ids)}")
     if not 0.0 <= a.new_item_tolerance <= 1.0:
         raise SystemExit(f"--new-item-tolerance {a.new_item_tolerance}: a share in [0, 1]")
     tol, fuse = a.new_item_tolerance, fusion(a.new_item_tolerance)
@@ -127,6 +140,7 @@ def main() -> None:
     cmd += f" --ids {' '.join(a.ids)} --seeds {' '.join(map(str, a.seeds))}"
     if tol:
         cmd += f" --new-item-tolerance {tol:g}"
+    cmd += "".join(f" --pair {x} {y}" for x, y in a.pair)
     if a.results != "retrievers":
         cmd += f" --results {a.results}"
     sid_names = [f"parallel-sid ({spec})" for spec in a.ids]
@@ -138,6 +152,7 @@ def main() -> None:
         "fusion_tolerance": tol,
         "sasrec": {"epochs": SASREC_EPOCHS, "patience": PATIENCE},
         "parallel_runs": str(ID_RUNS.relative_to(HERE.parent)),
+        "pairs": a.pair,
         "datasets": {},
     }
     lines = [
@@ -225,6 +240,19 @@ def main() -> None:
             paired += paired_lines(
                 ds, runs[x], ys, (x, y), res["datasets"][ds], f"{sl}_{x}_vs_{y}_", (sl, masks[sl])
             )
+        done = set(comparisons(names))
+        for x, y, sl in asked_pairs(a.pair):
+            if sl == "all" and (x, y) in done:
+                continue
+            paired += paired_lines(
+                ds,
+                runs[x],
+                runs[y],
+                (x, y),
+                res["datasets"][ds],
+                f"{'' if sl == 'all' else sl + '_'}{x}_vs_{y}_",
+                None if sl == "all" else (sl, masks[sl]),
+            )
     lines += ["", "Paired comparisons (95% bootstrap interval):", "", *paired]
     lines += [
         "",
@@ -245,6 +273,17 @@ def main() -> None:
     write_json(RESULTS / f"{a.results}.json", res)
     write_text(RESULTS / f"{a.results}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def asked_pairs(pairs: list[list[str]]) -> list[tuple[str, str, str]]:
+    """(x row, y row, slice) of each ``--pair X Y``: alone and + content, on all users, cold
+    targets and long-tail targets."""
+    out = []
+    for x, y in pairs:
+        for tail in ("", " + content"):
+            rx, ry = f"parallel-sid ({x}){tail}", f"parallel-sid ({y}){tail}"
+            out += [(rx, ry, sl) for sl in ("all", "cold", "long_tail")]
+    return out
 
 
 def comparisons(names: list[str]) -> list[tuple[str, str]]:
