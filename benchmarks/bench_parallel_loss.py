@@ -45,18 +45,17 @@ def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path
     ``mmq``: MMQ stage 1 at its default expert layout with ``levels`` residual levels per
     expert (SID length = experts x levels); ``mmq-ft``: the same plus behavior fine-tuning on
     the protocol's training transitions (sids.parquet; the control's IDs beside it). ``psrq``:
-    alpha as ``mmsid run``'s default (TokenizerSection.alpha, 0.25: at the paper's 1.0 deep
+    alpha as every entry point's default (mmsid.tokenize.PSRQ_ALPHA, 0.25: at the paper's 1.0 deep
     levels copy the first on ml100k-mm, 270 items under one 3-code prefix). A finished folder
     made with other settings is an error, never reused."""
     import yaml
 
-    from mmsid.pipeline.config import TokenizerSection
-    from mmsid.tokenize import TokenizeConfig, run_tokenize
+    from mmsid.tokenize import PSRQ_ALPHA, TokenizeConfig, run_tokenize
 
     out = out or RUNS / dataset / "rq-kmeans"
     kw: dict = {"method": method, "levels": levels}
     if method == "psrq":
-        kw["alpha"] = TokenizerSection.alpha
+        kw["alpha"] = PSRQ_ALPHA
     if method in ("mmq", "mmq-ft"):
         kw = {"method": "mmq", "expert_levels": levels}
         kw |= {"finetune": "behavior"} if method == "mmq-ft" else {}

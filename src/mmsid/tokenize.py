@@ -40,6 +40,13 @@ DEFAULT_MODALITIES = {
 }
 
 
+# PSRQ's prefix weight for every entry point (mmsid tokenize, mmsid run, the benchmarks). The
+# paper's 1.0 makes deep levels mostly repeat the prefix, so many items share a SID (README,
+# semantic_drift.md; ml100k-mm's 3-level fit then breaks the collision cap); 0.25 keeps deep
+# levels discriminative. PSRQConfig keeps the paper's 1.0 as the algorithm's own default.
+PSRQ_ALPHA = 0.25
+
+
 @dataclass
 class TokenizeConfig:
     dataset: str
@@ -50,7 +57,7 @@ class TokenizeConfig:
     codebook_size: int = 256
     seed: int = 0
     epochs: int = 200  # trained tokenizers only
-    alpha: float = 1.0  # psrq: weight of the prefix semantic feature
+    alpha: float = PSRQ_ALPHA  # psrq: weight of the prefix semantic feature
     device: str = "cpu"
     data_dir: str | None = None
     collision_cap: int | None = None  # default: codebook_size

@@ -6,6 +6,7 @@ import click
 
 from mmsid.cli.base import _fail, _protocol, _trained, main, protocol_options
 from mmsid.errors import MMSIDError
+from mmsid.tokenize import PSRQ_ALPHA
 from mmsid.tokenize_mmq import ABLATIONS
 from mmsid.training import OPTIMIZERS, SCHEDULES
 
@@ -62,7 +63,12 @@ from mmsid.training import OPTIMIZERS, SCHEDULES
     show_default=True,
     help="MMQ --finetune: also fine-tune a control with behavior weight 0.",
 )
-@click.option("--alpha", default=1.0, show_default=True, help="PSRQ prefix weight (0 = RQ-KMeans).")
+@click.option(
+    "--alpha",
+    default=PSRQ_ALPHA,
+    show_default=True,
+    help="PSRQ prefix weight (0 = RQ-KMeans, 1 = the paper).",
+)
 @click.option(
     "--collision-cap",
     default=None,

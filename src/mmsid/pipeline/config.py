@@ -14,6 +14,7 @@ from mmsid.protocol import ProtocolConfig
 from mmsid.retrieval.fusion import NEW_ITEM_BIAS_GRID, WEIGHT_GRID
 from mmsid.retrieval.parallel import ParallelSIDConfig
 from mmsid.retrieval.tiger import TIGERConfig
+from mmsid.tokenize import PSRQ_ALPHA
 
 # mmq+ft-control: MMQ fine-tuned like mmq+ft with behavior weight 0 (what continued training
 # alone changes); mmq, mmq+ft and mmq+ft-control come from one tokenize stage. mmq-<ablation>:
@@ -36,7 +37,7 @@ class TokenizerSection:
     levels: int = 3  # rq-kmeans, rq-vae, psrq; 0 = as many codes as MMQ's SID
     codebook_size: int = 256
     epochs: int = 200  # rq-vae and mmq stage 1
-    alpha: float = 0.25  # psrq: 1 = the paper; 0.25 keeps deep levels discriminative
+    alpha: float = PSRQ_ALPHA  # psrq: 1 = the paper (mmsid.tokenize.PSRQ_ALPHA)
     finetune_epochs: int = 20  # mmq+ft stage 2
     finetune_pairs: int = 20000  # behavior pairs drawn per stage-2 epoch (0 = all)
     lambda_orth: float = 0.1
