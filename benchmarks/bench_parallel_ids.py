@@ -76,17 +76,22 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
     return method, int(levels), t
 
 
+def tokenizer_dir(dataset: str, spec: str) -> Path:
+    """The tokenizer folder of ``spec``'s IDs (MMQ's three share the mmq-ft fit)."""
+    method, levels, _ = parse_ids(spec)
+    fit = "mmq-ft" if method in MMQ_IDS else method
+    return RUNS / dataset / f"{fit}-{levels}" / "tokenizer"
+
+
 def runs_for(dataset: str, spec: str, seeds: list[int], fusion: dict | None = None):
     """Each seed's parallel-SID metrics on ``spec``'s IDs (``fusion``: with content fusion).
     The tokenizer is shared by every temperature of one ``METHOD:LEVELS``, and MMQ's by its
     three ID tables (MMQ_IDS; one fit, in the mmq-ft folder)."""
     method, levels, temp = parse_ids(spec)
     name = f"{method}-{levels}"
-    fit, sids_file = (name, "sids.parquet")
-    if method in MMQ_IDS:
-        fit, sids_file = f"mmq-ft-{levels}", MMQ_IDS[method]
-        method = "mmq-ft"
-    sids = tokenize(dataset, method, levels, RUNS / dataset / fit / "tokenizer")
+    sids_file = MMQ_IDS.get(method, "sids.parquet")
+    fit_method = "mmq-ft" if method in MMQ_IDS else method
+    sids = tokenize(dataset, fit_method, levels, tokenizer_dir(dataset, spec))
     run = name if temp is None else f"{name}-t{temp:g}"
     return [
         retrieve(
