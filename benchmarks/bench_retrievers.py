@@ -195,7 +195,7 @@ def main() -> None:
             trained[name] = (sid, sid)
             trained[f"{name} + content"] = ([m["fused"] for m in sid], sid)
             facts = id_facts(ds, spec)
-            res["datasets"].setdefault(ds, {}).setdefault("ids", {})[spec] = facts
+            res["datasets"][ds].setdefault("ids", {})[spec] = facts
             id_lines.append(id_line(ds, spec, facts))
         runs = {name: ms for name, (ms, _) in trained.items()}
         res["datasets"][ds]["protocol"] = sas[0]["protocol"]
