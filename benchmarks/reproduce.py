@@ -107,7 +107,7 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "mmq_ids_lfm2k": (
         "python benchmarks/bench_retrievers.py --datasets lfm2k-mm --ids rq-vae:8 mmq-ft:1 "
-        "mmq-ctl:1 mmq:1 rq-kmeans:8 opq:8 --seeds 0 1 2 --pair mmq-ft:1 rq-vae:8 "
+        "mmq-ctl:1 mmq:1 rq-kmeans:8 psrq:8 opq:8 --seeds 0 1 2 --pair mmq-ft:1 rq-vae:8 "
         "--pair mmq-ft:1 mmq-ctl:1 --pair mmq-ft:1 mmq:1 --results mmq_ids_lfm2k",
         False,
         ("commit", "command"),
