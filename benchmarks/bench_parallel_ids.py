@@ -76,10 +76,16 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
     return method, int(levels), t
 
 
-def tokenizer_dir(dataset: str, spec: str) -> Path:
-    """The tokenizer folder of ``spec``'s IDs (MMQ's three share the mmq-ft fit)."""
+def fit_of(spec: str) -> tuple[str, int]:
+    """(method, levels) of the tokenizer fit ``spec``'s IDs come from (MMQ's three share the
+    mmq-ft fit)."""
     method, levels, _ = parse_ids(spec)
-    fit = "mmq-ft" if method in MMQ_IDS else method
+    return ("mmq-ft" if method in MMQ_IDS else method), levels
+
+
+def tokenizer_dir(dataset: str, spec: str) -> Path:
+    """The tokenizer folder of ``spec``'s IDs."""
+    fit, levels = fit_of(spec)
     return RUNS / dataset / f"{fit}-{levels}" / "tokenizer"
 
 
@@ -90,8 +96,7 @@ def runs_for(dataset: str, spec: str, seeds: list[int], fusion: dict | None = No
     method, levels, temp = parse_ids(spec)
     name = f"{method}-{levels}"
     sids_file = MMQ_IDS.get(method, "sids.parquet")
-    fit_method = "mmq-ft" if method in MMQ_IDS else method
-    sids = tokenize(dataset, fit_method, levels, tokenizer_dir(dataset, spec))
+    sids = tokenize(dataset, *fit_of(spec), tokenizer_dir(dataset, spec))
     run = name if temp is None else f"{name}-t{temp:g}"
     return [
         retrieve(

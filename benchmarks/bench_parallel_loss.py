@@ -42,9 +42,9 @@ SLICES = ("all", "head", "long_tail", "cold")
 
 def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path | None = None):
     """The SID table's run folder (tokenizer seed 0, fitted on the protocol's warm items).
-    ``mmq``: MMQ stage 1 at its default expert layout with ``levels`` residual levels per
-    expert (SID length = experts x levels); ``mmq-ft``: the same plus behavior fine-tuning on
-    the protocol's training transitions (sids.parquet; the control's IDs beside it). ``psrq``:
+    ``mmq-ft``: MMQ at its default expert layout with ``levels`` residual levels per expert
+    (SID length = experts x levels), stage 1 then behavior fine-tuning on the protocol's
+    training transitions (sids.parquet; stage 1's and the control's IDs beside it). ``psrq``:
     alpha as every entry point's default (mmsid.tokenize.PSRQ_ALPHA, 0.25: at the paper's 1.0 deep
     levels copy the first on ml100k-mm, 270 items under one 3-code prefix). A finished folder
     made with other settings is an error, never reused."""
@@ -56,9 +56,8 @@ def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path
     kw: dict = {"method": method, "levels": levels}
     if method == "psrq":
         kw["alpha"] = PSRQ_ALPHA
-    if method in ("mmq", "mmq-ft"):
-        kw = {"method": "mmq", "expert_levels": levels}
-        kw |= {"finetune": "behavior"} if method == "mmq-ft" else {}
+    if method == "mmq-ft":
+        kw = {"method": "mmq", "expert_levels": levels, "finetune": "behavior"}
     if (out / "metrics.json").exists():
         made = yaml.safe_load((out / "config.yaml").read_text())
         if any(made.get(k) != v for k, v in kw.items()):
