@@ -35,6 +35,7 @@ from bench_parallel_loss import (
     PATIENCE,
     aggregate,
     baseline_rows,
+    best_epochs,
     metric_cells,
     paired_lines,
     retrieve,
@@ -151,7 +152,8 @@ def main() -> None:
         "Item-level loss (the default), the same model for every ID type (width 256, 2 layers, "
         "FFN 512, dropout 0.2, temperature 0.07 unless the ID type says `@T`, AdamW 1e-3; early "
         "stopping on validation "
-        f"Recall@10, patience {PATIENCE}, at most {EPOCHS} epochs), same seeds. Every "
+        f"Recall@10, patience {PATIENCE}, at most {EPOCHS} epochs; `*`: the cap ended that run), "
+        "same seeds. Every "
         "tokenizer is fitted on the protocol's warm items (seed 0); cold items get their IDs "
         "from `transform`. Mean ± 95% CI over seeds; s/epoch is training plus the per-epoch "
         "validation, one thread per run with another run on the machine's second core. The "
@@ -176,8 +178,7 @@ def main() -> None:
             for split in ("valid", "test"):
                 row[split] = agg = aggregate(ms, split)
                 lines.append(
-                    f"| {ds} | {spec} | {split} | {metric_cells(agg)} | "
-                    f"{', '.join(map(str, row['best_epoch']))} | "
+                    f"| {ds} | {spec} | {split} | {metric_cells(agg)} | {best_epochs(ms)} | "
                     f"{np.mean(row['seconds_per_epoch']):.0f} |"
                 )
             res["datasets"][ds][spec] = row

@@ -35,10 +35,12 @@ import numpy as np
 from bench_parallel_ids import MMQ_IDS, parse_ids, runs_for, tokenizer_dir
 from bench_parallel_ids import RUNS as ID_RUNS
 from bench_parallel_loss import (
+    EPOCHS,
     PATIENCE,
     SASREC_EPOCHS,
     aggregate,
     baseline_rows,
+    best_epochs,
     metric_cells,
     paired_lines,
     retrieve,
@@ -159,7 +161,8 @@ def main() -> None:
         "# Retrievers: semantic IDs (parallel-SID) vs item ids (SASRec), alone and with content",
         "",
         f"parallel-SID on {', '.join(a.ids)} IDs with bench_parallel_ids's model and budget "
-        "(`@T`: that ID type's logit temperature, else 0.07); SASRec with its defaults, early "
+        f"(at most {EPOCHS} epochs, patience {PATIENCE}; `@T`: that ID type's logit "
+        "temperature, else 0.07); SASRec with its defaults, early "
         f"stopping on validation Recall@10 (patience {PATIENCE}, at most {SASREC_EPOCHS} "
         "epochs). '+ content': after training, the model's score plus w x cosine(content of "
         "the user's last item, item content) plus b for the items the model never trained on "
@@ -174,7 +177,8 @@ def main() -> None:
             else "by overall Recall@10 on the whole validation split (the fused validation rows "
             "are where the point was chosen; neither test nor the cold slice chooses)"
         )
-        + ". Mean ± 95% CI over seeds; s/epoch is training plus the per-epoch validation.",
+        + ". Mean ± 95% CI over seeds; s/epoch is training plus the per-epoch validation; "
+        "best epochs: `*` where the epoch cap, not patience, ended the run.",
         "",
         f"Command: `{cmd}` (commit {commit}, seeds {a.seeds}).",
         "",
@@ -216,8 +220,7 @@ def main() -> None:
                 )
                 lines.append(
                     f"| {ds} | {name} | {split} | {metric_cells(agg)} | {w} | "
-                    f"{', '.join(map(str, row['best_epoch']))} | "
-                    f"{np.mean(row['seconds_per_epoch']):.0f} |"
+                    f"{best_epochs(base)} | {np.mean(row['seconds_per_epoch']):.0f} |"
                 )
             res["datasets"][ds][name] = row
         baselines = {}

@@ -43,7 +43,7 @@ class Linear(nn.Module):
         return ((self.w(batch["x"]).squeeze(1) - batch["y"]) ** 2).mean()
 
 
-def _fit(cfg: LoopConfig, ckpt=None) -> tuple[Linear, list[dict]]:
+def _fit(cfg: LoopConfig, ckpt=None, evaluate=None) -> tuple[Linear, list[dict]]:
     g = np.random.default_rng(0)
     x = torch.from_numpy(g.normal(size=(90, 6)).astype(np.float32))
     y = x @ torch.arange(6.0) + 1.0
@@ -53,7 +53,7 @@ def _fit(cfg: LoopConfig, ckpt=None) -> tuple[Linear, list[dict]]:
         cfg,
         batches=lambda rng: np.array_split(rng.permutation(90), 3),  # 3 steps per epoch
         make_batch=lambda idx: {"x": x[idx], "y": y[idx]},
-        evaluate=lambda m: {"neg_mse": -float(m.loss({"x": x, "y": y}).detach())},
+        evaluate=evaluate or (lambda m: {"neg_mse": -float(m.loss({"x": x, "y": y}).detach())}),
         select="neg_mse",
         checkpoint=ckpt,
         progress=False,
@@ -80,3 +80,32 @@ def test_a_step_budget_ends_at_an_epoch_end_and_resumes_exactly(tmp_path):
     assert not torch.allclose(final["adamw"], final["adafactor"])
     with pytest.raises(ValueError, match="optimizer"):
         _fit(LoopConfig(optimizer="sgd"))
+
+
+def test_a_larger_epoch_cap_extends_a_capped_run_and_keeps_an_early_stopped_one(tmp_path):
+    """What the benchmarks rely on when they raise their shared epoch cap: at a constant
+    learning rate, a run the cap ended resumes and lands where one run at the larger cap lands,
+    and a run that patience ended trains no further (and is not validated again)."""
+    base = dict(lr=0.05, patience=2)
+    m1, h1 = _fit(LoopConfig(**base, epochs=3), tmp_path / "capped.pt")
+    assert len(h1) == 3 and h1[-1]["stopped"] == "epochs"
+    m2, h2 = _fit(LoopConfig(**base, epochs=6), tmp_path / "capped.pt")
+    m3, h3 = _fit(LoopConfig(**base, epochs=6))
+    assert len(h2) == len(h3) == 6 and h2[-1]["stopped"] == h3[-1]["stopped"] == "epochs"
+    for a, b in zip(m2.state_dict().values(), m3.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(m1.w.weight, m2.w.weight)  # the extension trained
+
+    scores = iter([1.0, 2.0, 2.0, 2.0, 2.0, 2.0])  # improves once, then plateaus
+    m4, h4 = _fit(
+        LoopConfig(**base, epochs=5), tmp_path / "stopped.pt", lambda m: {"neg_mse": next(scores)}
+    )
+    assert len(h4) == 4 and h4[-1]["stopped"] == "early_stopping"  # best at 2, 2 stale epochs
+
+    def never(m):
+        raise AssertionError("a run patience ended was validated again")
+
+    m5, h5 = _fit(LoopConfig(**base, epochs=50), tmp_path / "stopped.pt", never)
+    assert len(h5) == 4 and h5[-1]["stopped"] == "early_stopping"
+    for a, b in zip(m4.state_dict().values(), m5.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
