@@ -13,7 +13,7 @@ Per data set and ID type ``method:levels``: one SID table (tokenizer seed 0, fit
 protocol's warm items; cold items get IDs from ``transform``), then per model seed one
 parallel-SID retriever with ``parallel.loss=item`` and bench_parallel_loss's model and budget
 (width 256, 2 layers, FFN 512, dropout 0.2, temperature 0.07, AdamW 1e-3 constant; early
-stopping on validation Recall@10, patience 10, at most 40 epochs), and popularity /
+stopping on validation Recall@10, patience 10, at most 100 epochs), and popularity /
 content-kNN on the same protocol. The item loss costs about m gathers per (position, item), so
 longer IDs cost more per epoch: seconds per epoch (training + the per-epoch validation) are
 reported. Runs live under ``runs/parallel_ids/`` (re-running reuses finished runs and resumes
@@ -43,6 +43,7 @@ from bench_parallel_loss import (
 )
 
 from mmsid.io import write_json, write_text
+from mmsid.tokenize_mmq import ABLATIONS
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -57,14 +58,19 @@ MMQ_IDS = {
     "mmq-ctl": "sids_control.parquet",
 }
 
+# MMQ + fine-tuning with one part taken away (mmsid.tokenize_mmq.ABLATIONS), each its own fit
+# (stage 1, fine-tuning and control, as mmq-ft's); its rows read the fine-tuned IDs
+MMQ_ABLATED = tuple(f"mmq-ft-{a}" for a in ABLATIONS if a != "none")
+
 
 def parse_ids(spec: str) -> tuple[str, int, float | None]:
     """``METHOD:LEVELS[@TEMPERATURE]`` -> (method, levels, temperature or None = MODEL's).
     LEVELS: residual levels (rq-kmeans, rq-vae, psrq), codes (opq, pq), or levels per expert
-    (MMQ_IDS: stage 1, with behavior fine-tuning, its control; bench_parallel_loss.tokenize)."""
+    (MMQ_IDS: stage 1, with behavior fine-tuning, its control; MMQ_ABLATED: fine-tuned MMQ
+    without one part; bench_parallel_loss.tokenize)."""
     ids, _, temp = spec.partition("@")
     method, _, levels = ids.partition(":")
-    ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", *MMQ_IDS)
+    ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", *MMQ_IDS, *MMQ_ABLATED)
     ok = ok and levels.isdigit()
     try:
         t = float(temp) if temp else None

@@ -10,7 +10,7 @@ seeds. The choice is read on validation; test figures are reported beside it.
 Per data set: one RQ-KMeans table (3 x 256, tokenizer seed 0, fitted on the protocol's warm
 items; cold items get IDs from ``transform``), then per model seed one retriever per loss
 (retrieval.yaml's CPU-sized model: width 256, 2 layers, FFN 512, dropout 0.2, temperature
-0.07, AdamW 1e-3 constant; early stopping on validation Recall@10, patience 10, at most 40
+0.07, AdamW 1e-3 constant; early stopping on validation Recall@10, patience 10, at most 100
 epochs), and popularity / content-kNN on the same protocol for reference. Runs live under
 ``runs/parallel_loss/`` (re-running reuses finished runs, resumes the others, or extends them to
 a larger budget; ``--only`` runs a subset and writes nothing). Mean ± 95% CI over seeds; the
@@ -48,7 +48,9 @@ def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path
     """The SID table's run folder (tokenizer seed 0, fitted on the protocol's warm items).
     ``mmq-ft``: MMQ at its default expert layout with ``levels`` residual levels per expert
     (SID length = experts x levels), stage 1 then behavior fine-tuning on the protocol's
-    training transitions (sids.parquet; stage 1's and the control's IDs beside it). ``psrq``:
+    training transitions (sids.parquet; stage 1's and the control's IDs beside it);
+    ``mmq-ft-ABLATION``: the same with one of mmsid.tokenize_mmq.ABLATIONS (no-orth,
+    shared-only, specific-only, one-expert). ``psrq``:
     alpha as every entry point's default (mmsid.tokenize.PSRQ_ALPHA, 0.25: at the paper's 1.0 deep
     levels copy the first on ml100k-mm, 270 items under one 3-code prefix). A finished folder
     made with other settings is an error, never reused."""
@@ -60,8 +62,10 @@ def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path
     kw: dict = {"method": method, "levels": levels}
     if method == "psrq":
         kw["alpha"] = PSRQ_ALPHA
-    if method == "mmq-ft":
+    if method.startswith("mmq-ft"):  # mmq-ft-ABLATION: one part of the method taken away
+        ablation = method.removeprefix("mmq-ft").removeprefix("-") or "none"
         kw = {"method": "mmq", "expert_levels": levels, "finetune": "behavior"}
+        kw["ablation"] = ablation
     if (out / "metrics.json").exists():
         made = yaml.safe_load((out / "config.yaml").read_text())
         if any(made.get(k) != v for k, v in kw.items()):

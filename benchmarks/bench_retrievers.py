@@ -32,7 +32,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from bench_parallel_ids import MMQ_IDS, parse_ids, runs_for, tokenizer_dir
+from bench_parallel_ids import MMQ_ABLATED, MMQ_IDS, parse_ids, runs_for, tokenizer_dir
 from bench_parallel_ids import RUNS as ID_RUNS
 from bench_parallel_loss import (
     EPOCHS,
@@ -300,8 +300,8 @@ def main() -> None:
 def id_facts(dataset: str, spec: str) -> dict:
     """The SID table ``spec``'s runs read, over every item (cold ones included): codes per SID,
     the share of items whose full SID another item shares, the lowest share of a position's
-    codebook in use; for MMQ + fine-tuning, what its tokenizer's metrics.json says of stage 2
-    beside its control (mmsid.tokenize_mmq; shares over the fitted items)."""
+    codebook in use; for MMQ + fine-tuning and its ablations, what the tokenizer's metrics.json
+    says of stage 2 beside its control (mmsid.tokenize_mmq; shares over the fitted items)."""
     import json
 
     from mmsid.ids import SIDTable, collision_rate
@@ -313,7 +313,7 @@ def id_facts(dataset: str, spec: str) -> dict:
     used = [len(np.unique(c)) / m["codebook_size"] for c in codes.T]
     facts = {"codes": codes.shape[1], "collision_rate": collision_rate(codes)}
     facts["min_utilization"] = min(used)
-    if method == "mmq-ft":
+    if method == "mmq-ft" or method in MMQ_ABLATED:
         ft = m["stage2"]
         facts |= {
             "sid_changed_share": ft["sid_changed_share"],
