@@ -38,6 +38,7 @@ RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "ranking_ids"
 EPOCHS, PATIENCE = 20, 2  # RankConfig's defaults
 SLICES = ("all", "head", "long_tail", "cold", "rare<30")
+SPLITS = ("valid", "test")
 
 
 def sid_table(dataset: str, spec: str) -> Path:
@@ -79,9 +80,6 @@ def rank(dataset: str, model: str, seed: int, out: Path, sids: Path | None = Non
         m["scores"] = {s: {k: z[f"{s}_{k}"] for k in ("user", "label", "score")} for s in SPLITS}
         m["test_masks"] = dict(zip(z["slice_names"].tolist(), z["test_masks"]))
     return m
-
-
-SPLITS = ("valid", "test")
 
 
 def runs_for(dataset: str, name: str, seeds: list[int]) -> list[dict]:
