@@ -108,8 +108,7 @@ def best_epochs(ms: list[dict]) -> str:
         if not hist:
             continue
         best = max(hist, key=lambda h: h["valid_auc"])["epoch"]
-        capped = len(hist) >= EPOCHS and EPOCHS - best < PATIENCE  # patience never ran out
-        cells.append(f"{best}{'*' if capped else ''}")
+        cells.append(f"{best}{'*' if m.get('stopped') == 'epochs' else ''}")
     return ", ".join(cells)
 
 

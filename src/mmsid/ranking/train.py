@@ -124,6 +124,7 @@ def fit(
             "epoch": h["epoch"],
             "train_loss": h["train_loss"],
             **{f"valid_{k}": v for k, v in h["valid"].items()},
+            **({"stopped": h["stopped"]} if "stopped" in h else {}),  # why training ended
         }
         for h in hist
     ]
