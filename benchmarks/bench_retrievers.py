@@ -23,7 +23,10 @@ against cold Recall@10) is tabled for the fused models.
 Several ``--ids`` give a row pair each (alone, + content) and are compared with the first one.
 ``--pair X Y`` (two of the ``--ids``, repeatable) adds X against Y on all users, cold targets
 and long-tail targets, alone and + content (e.g. MMQ + fine-tuning against its control).
-Writes benchmarks/results/retrievers.{json,md} (``--results STEM``: STEM.{json,md}).
+Each MMQ fit among the ``--ids`` (mmq-ft and its ablations) gets mmq_experts's per-expert table
+and plot (gate mass, routing, utilization, perplexity after stage 1, fine-tuning, control).
+Writes benchmarks/results/retrievers.{json,md} (``--results STEM``: STEM.{json,md}, and
+STEM_DATASET_experts.png per data set with an MMQ fit).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from bench_parallel_loss import (
     paired_lines,
     retrieve,
 )
+from mmq_experts import expert_lines, experts_plot, mmq_fits
 
 from mmsid.io import write_json, write_text
 from mmsid.retrieval.fusion import NEW_ITEM_BIAS_GRID, WEIGHT_GRID
@@ -186,7 +190,7 @@ def main() -> None:
         "cold R@10 (users) | w; b | best epochs | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    paired, tradeoff, id_lines = [], [], []
+    paired, tradeoff, id_lines, expert_rows = [], [], [], []
     for ds in a.datasets:
         sas = sasrec_runs(ds, a.seeds, fuse)
         res["datasets"][ds] = {}
@@ -201,6 +205,11 @@ def main() -> None:
             facts = id_facts(ds, spec)
             res["datasets"][ds].setdefault("ids", {})[spec] = facts
             id_lines.append(id_line(ds, spec, facts))
+        fits = mmq_fits(ds, a.ids)
+        if fits:
+            res["datasets"][ds]["experts"] = fits
+            experts_plot(ds, fits, RESULTS / f"{a.results}_{ds}_experts.png")
+            expert_rows += [r for fit, f in fits.items() for r in expert_lines(ds, fit, f)]
         runs = {name: ms for name, (ms, _) in trained.items()}
         res["datasets"][ds]["protocol"] = sas[0]["protocol"]
         for name, (ms, base) in trained.items():
@@ -275,6 +284,20 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
         *id_lines,
     ]
+    if expert_rows:
+        lines += [
+            "",
+            "MMQ's experts per fit (tokenizer seed 0; plots: "
+            f"`{a.results}_<data set>_experts.png`): gate mass (mean softmax weight over the "
+            "group's items), routed share (items whose largest gate weight is this expert), and "
+            "the expert's least-used level: code utilization (share of its codebook in use) and "
+            "perplexity (exp of the code-use entropy; codebook 256). Each cell: stage 1 → "
+            "fine-tuned (control).",
+            "",
+            "| data set | fit | expert | gate mass | routed share | utilization | perplexity |",
+            "|---|---|---|---|---|---|---|",
+            *expert_rows,
+        ]
     lines += ["", "Paired comparisons (95% bootstrap interval):", "", *paired]
     lines += [
         "",

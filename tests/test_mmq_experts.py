@@ -1,0 +1,89 @@
+"""benchmarks/mmq_experts.py: the per-expert report of a real MMQ fit (issue 17) reads every
+expert of every stage, with gate masses that are each group's distribution over its experts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def fitted_dir(real_data_dir, tmp_path_factory) -> Path:
+    """A short MMQ fit with behavior fine-tuning and its control on lfm2k-mm."""
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    out = tmp_path_factory.mktemp("mmq") / "tok"
+    cfg = TokenizeConfig(
+        dataset="lfm2k-mm",
+        method="mmq",
+        out=str(out),
+        data_dir=str(real_data_dir),
+        epochs=3,
+        finetune="behavior",
+        finetune_epochs=1,
+        finetune_pairs=2048,
+    )
+    run_tokenize(cfg, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(fitted_dir) -> dict:
+    return json.loads((fitted_dir / "metrics.json").read_text())
+
+
+def test_expert_report_covers_every_expert_and_stage(fitted, tmp_path):
+    from mmq_experts import expert_facts, expert_lines, experts_plot
+
+    f = expert_facts(fitted)
+    experts = [f"{e['group']}/{e['expert']}" for e in fitted["stage1"]["experts"]]
+    # 2 shared + 2 per modality (text and two audio embeddings) at the defaults
+    assert len(experts) == 8 and len(set(experts)) == 8
+    for stage in ("stage1", "stage2", "control"):
+        assert [e["expert"] for e in f[stage]] == experts
+        for group in {x.split("/")[0] for x in experts}:
+            mass = [e["gate_mass"] for e in f[stage] if e["expert"].startswith(group + "/")]
+            routed = [e["routed_share"] for e in f[stage] if e["expert"].startswith(group + "/")]
+            assert sum(mass) == pytest.approx(1.0, abs=1e-4)
+            assert sum(routed) == pytest.approx(1.0, abs=1e-4)
+            assert 0.0 <= f["gate_entropy"][stage][group] <= 1.0
+        for e in f[stage]:
+            assert 0.0 < e["utilization"] <= 1.0
+            assert 1.0 <= e["perplexity"] <= f["codebook_size"]
+    # the least-used level is what the report shows
+    first = fitted["stage1"]["experts"][0]
+    assert f["stage1"][0]["utilization"] == min(first["utilization"])
+
+    rows = expert_lines("lfm2k-mm", "mmq-ft:1", f)
+    assert len(rows) == len(experts) + 1 and rows[-1].count("→") == 4  # one per gate group
+    assert all(r.count("(") == 4 for r in rows[:-1])  # the control in every cell
+    experts_plot("lfm2k-mm", {"mmq-ft:1": f}, tmp_path / "experts.png")
+    assert (tmp_path / "experts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_fit_without_fine_tuning_reports_stage_1_only(fitted):
+    from mmq_experts import expert_facts, expert_lines
+
+    stage1_only = {k: v for k, v in fitted.items() if k != "stage2"}
+    f = expert_facts(stage1_only)
+    assert "stage2" not in f and "control" not in f
+    assert all("(" not in r and "→" not in r.split("|")[4] for r in expert_lines("x", "mmq:1", f))
+
+
+def test_mmq_fits_reads_one_fit_per_tokenizer_folder(fitted_dir, monkeypatch):
+    """MMQ's three ID tables share the mmq-ft fit; other ID types have no experts."""
+    import mmq_experts
+
+    asked = []
+    monkeypatch.setattr(
+        mmq_experts, "tokenizer_dir", lambda ds, spec: asked.append(spec) or fitted_dir
+    )
+    fits = mmq_experts.mmq_fits("lfm2k-mm", ["rq-vae:8", "mmq-ft:1", "mmq:1", "mmq-ctl:1"])
+    assert list(fits) == ["mmq-ft:1"] and asked == ["mmq-ft:1"]
+    fits = mmq_experts.mmq_fits("lfm2k-mm", ["mmq:1", "mmq-ft-no-orth:1", "opq:8"])
+    assert list(fits) == ["mmq-ft:1", "mmq-ft-no-orth:1"]
