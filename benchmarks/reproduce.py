@@ -116,11 +116,11 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "mmq_ids_ml100k": (
         "python benchmarks/bench_retrievers.py --datasets ml100k-mm --ids rq-vae:6 mmq-ft:1 "
         "mmq-ctl:1 mmq:1 rq-kmeans:6 psrq:6 opq:6 mmq-ft-one-expert:1 mmq-ft-one-expert:2 "
-        "mmq-ft-no-orth:1 mmq-ft-specific-only:1 "
+        "mmq-ft-no-orth:1 mmq-ft-specific-only:1 mmq-ft-shared-only:1 "
         "--seeds 0 1 2 --pair mmq-ft:1 rq-vae:6 --pair mmq-ft:1 mmq-ctl:1 --pair mmq-ft:1 mmq:1 "
         "--pair mmq-ft:1 mmq-ft-one-expert:1 --pair mmq-ft:1 mmq-ft-one-expert:2 "
         "--pair mmq-ft:1 rq-kmeans:6 --pair mmq-ft:1 mmq-ft-no-orth:1 "
-        "--pair mmq-ft:1 mmq-ft-specific-only:1 "
+        "--pair mmq-ft:1 mmq-ft-specific-only:1 --pair mmq-ft:1 mmq-ft-shared-only:1 "
         "--results mmq_ids_ml100k",
         False,
         ("commit", "command"),
