@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bench_parallel_ids import MMQ_ABLATED, MMQ_IDS, parse_ids, tokenizer_dir
+from bench_parallel_ids import MMQ_ABLATED, fit_of, tokenizer_dir
 
 STAGES = (("stage1", "stage 1"), ("stage2", "fine-tuned"), ("control", "control"))
 
@@ -49,10 +49,10 @@ def mmq_fits(dataset: str, specs: list[str]) -> dict[str, dict]:
     fit (mmq, mmq-ft and mmq-ctl share the mmq-ft fit; each ablation is its own)."""
     fits: dict[str, dict] = {}
     for spec in specs:
-        method, levels, _ = parse_ids(spec)
-        if method not in MMQ_IDS and method not in MMQ_ABLATED:
+        fit, levels = fit_of(spec)
+        if fit != "mmq-ft" and fit not in MMQ_ABLATED:
             continue
-        name = f"{'mmq-ft' if method in MMQ_IDS else method}:{levels}"
+        name = f"{fit}:{levels}"
         if name not in fits:
             m = json.loads((tokenizer_dir(dataset, spec) / "metrics.json").read_text())
             fits[name] = expert_facts(m)
