@@ -190,7 +190,7 @@ def main() -> None:
         "cold R@10 (users) | w; b | best epochs | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    paired, tradeoff, id_lines, expert_rows = [], [], [], []
+    paired, tradeoff, id_lines, expert_rows, codebooks = [], [], [], [], set()
     for ds in a.datasets:
         sas = sasrec_runs(ds, a.seeds, fuse)
         res["datasets"][ds] = {}
@@ -210,6 +210,7 @@ def main() -> None:
             res["datasets"][ds]["experts"] = fits
             experts_plot(ds, fits, RESULTS / f"{a.results}_{ds}_experts.png")
             expert_rows += [r for fit, f in fits.items() for r in expert_lines(ds, fit, f)]
+            codebooks |= {f["codebook_size"] for f in fits.values()}
         runs = {name: ms for name, (ms, _) in trained.items()}
         res["datasets"][ds]["protocol"] = sas[0]["protocol"]
         for name, (ms, base) in trained.items():
@@ -291,8 +292,12 @@ def main() -> None:
             f"`{a.results}_<data set>_experts.png`): gate mass (mean softmax weight over the "
             "group's items), routed share (items whose largest gate weight is this expert), and "
             "the expert's least-used level: code utilization (share of its codebook in use) and "
-            "perplexity (exp of the code-use entropy; codebook 256). Each cell: stage 1 → "
-            "fine-tuned (control).",
+            "perplexity (exp of the code-use entropy; codebook "
+            f"{', '.join(map(str, sorted(codebooks)))}). Each cell: stage 1 → fine-tuned "
+            "(control). Under each fit: its gate entropy per group (mean over items, divided by "
+            "log of the group's experts; 0: each item on one expert) and the measured mean abs "
+            "cosine between the shared and specific parts that the orthogonality term pushes "
+            "to 0 (n/a: a layout without one of them).",
             "",
             "| data set | fit | expert | gate mass | routed share | utilization | perplexity |",
             "|---|---|---|---|---|---|---|",

@@ -22,7 +22,9 @@ def expert_facts(metrics: dict) -> dict:
     and ``gate_entropy`` {stage: {group: the mean over items of the gate's entropy / log(number
     of experts)}} (1: every item spread evenly over the group's experts; 0: each on one).
     ``utilization`` and ``perplexity`` are the expert's lowest over its levels (the least-used
-    codebook; the share of the codebook_size codes in use, and exp(entropy) of code use)."""
+    codebook; the share of the codebook_size codes in use, and exp(entropy) of code use).
+    ``orthogonality`` {stage: mean |cos| between the shared and specific parts, without the
+    lambda weight; None where a layout has no shared or no specific part}."""
     stage2 = metrics.get("stage2") or {}
     found = {"stage1": metrics["stage1"], "stage2": stage2, "control": stage2.get("control")}
     out: dict = {"codebook_size": metrics["codebook_size"]}
@@ -41,6 +43,8 @@ def expert_facts(metrics: dict) -> dict:
             for e in st["experts"]
         ]
         out.setdefault("gate_entropy", {})[key] = {g: v["entropy"] for g, v in st["gates"].items()}
+        cos = st.get("orthogonality_abs_cos")
+        out.setdefault("orthogonality", {})[key] = None if cos is None or cos != cos else cos
     return out
 
 
@@ -81,6 +85,10 @@ def expert_lines(dataset: str, fit: str, f: dict) -> list[str]:
         for g in ent["stage1"]
     )
     rows.append(f"| {dataset} | {fit} | gate entropy: {groups} | | | | |")
+    cos = [f["orthogonality"][s] for s, _ in STAGES if s in f["orthogonality"]]
+    text = " → ".join("n/a" if c is None else f"{c:.3f}" for c in cos[:2])
+    text += f" ({'n/a' if cos[2] is None else format(cos[2], '.3f')})" if len(cos) > 2 else ""
+    rows.append(f"| {dataset} | {fit} | shared vs specific mean abs cos: {text} | | | | |")
     return rows
 
 

@@ -59,9 +59,18 @@ def test_expert_report_covers_every_expert_and_stage(fitted, tmp_path):
     first = fitted["stage1"]["experts"][0]
     assert f["stage1"][0]["utilization"] == min(first["utilization"])
 
+    # the measured shared-vs-specific |cos| of each stage, as the tokenizer reported it
+    got = {"stage1": fitted["stage1"], "stage2": fitted["stage2"]}
+    got["control"] = fitted["stage2"]["control"]
+    for stage, report in got.items():
+        assert f["orthogonality"][stage] == report["orthogonality_abs_cos"]
+        assert 0.0 <= f["orthogonality"][stage] <= 1.0
+
     rows = expert_lines("lfm2k-mm", "mmq-ft:1", f)
-    assert len(rows) == len(experts) + 1 and rows[-1].count("→") == 4  # one per gate group
-    assert all(r.count("(") == 4 for r in rows[:-1])  # the control in every cell
+    assert len(rows) == len(experts) + 2 and rows[-2].count("→") == 4  # one per gate group
+    assert all(r.count("(") == 4 for r in rows[:-2])  # the control in every cell
+    assert rows[-1].count("→") == 1 and rows[-1].count("(") == 1
+    assert f"{f['orthogonality']['stage1']:.3f}" in rows[-1]
     experts_plot("lfm2k-mm", {"mmq-ft:1": f}, tmp_path / "experts.png")
     assert (tmp_path / "experts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -73,6 +82,16 @@ def test_a_fit_without_fine_tuning_reports_stage_1_only(fitted):
     f = expert_facts(stage1_only)
     assert "stage2" not in f and "control" not in f
     assert all("(" not in r and "→" not in r.split("|")[4] for r in expert_lines("x", "mmq:1", f))
+
+
+def test_a_layout_without_shared_or_specific_parts_reports_no_cosine(fitted):
+    """shared-only and specific-only fits measure no shared-vs-specific cosine (NaN): n/a."""
+    from mmq_experts import expert_facts, expert_lines
+
+    one_part = {**fitted, "stage1": {**fitted["stage1"], "orthogonality_abs_cos": float("nan")}}
+    f = expert_facts({k: v for k, v in one_part.items() if k != "stage2"})
+    assert f["orthogonality"] == {"stage1": None}
+    assert "abs cos: n/a |" in expert_lines("x", "mmq-ft-shared-only:1", f)[-1]
 
 
 def test_mmq_fits_reads_one_fit_per_tokenizer_folder(fitted_dir, monkeypatch):
