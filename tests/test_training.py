@@ -101,6 +101,13 @@ def test_a_larger_epoch_cap_extends_a_capped_run_and_keeps_an_early_stopped_one(
         LoopConfig(**base, epochs=5), tmp_path / "stopped.pt", lambda m: {"neg_mse": next(scores)}
     )
     assert len(h4) == 4 and h4[-1]["stopped"] == "early_stopping"  # best at 2, 2 stale epochs
+    # patience running out on the cap's last epoch is convergence, not the cap
+    scores = iter([1.0, 2.0, 2.0, 2.0])
+    _, h = _fit(LoopConfig(**base, epochs=4), evaluate=lambda m: {"neg_mse": next(scores)})
+    assert len(h) == 4 and h[-1]["stopped"] == "early_stopping"
+    scores = iter([1.0, 2.0, 2.0])  # one stale epoch when the cap came: capped
+    _, h = _fit(LoopConfig(**base, epochs=3), evaluate=lambda m: {"neg_mse": next(scores)})
+    assert len(h) == 3 and h[-1]["stopped"] == "epochs"
 
     def never(m):
         raise AssertionError("a run patience ended was validated again")

@@ -105,8 +105,9 @@ def train(
     A checkpoint is resumed only when its ``run_key`` (the caller's config hash) matches; the
     epoch count is not part of the key, so re-running with more epochs extends a finished run.
     Returns the history: one dict per epoch (train loss, seconds, and the validation metrics
-    on validated epochs); the last also has ``stopped``: ``epochs`` (all ran),
-    ``early_stopping`` (patience ran out), ``max_minutes`` (cut by the time limit) or
+    on validated epochs); the last also has ``stopped``: ``epochs`` (the cap ended it with
+    patience left), ``early_stopping`` (patience ran out, on the cap's last epoch too),
+    ``max_minutes`` (cut by the time limit) or
     ``max_steps`` (the step budget was reached); every row has its optimiser ``steps``."""
     ctx = distributed.context()
     torch.manual_seed(cfg.seed + ctx.rank)  # rank 0 draws what a one-process run draws
@@ -232,6 +233,8 @@ def train(
                     "history": history,
                 },
             )
+    if stopped == "epochs" and cfg.patience and stale >= cfg.patience:
+        stopped = "early_stopping"  # patience ran out on the last epoch: converged, not capped
     if best_state is not None:
         model.load_state_dict(best_state)
     if history:  # the last row says why training ended (a time limit must not pass unseen)
