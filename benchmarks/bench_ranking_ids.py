@@ -15,8 +15,11 @@ PATIENCE, at most EPOCHS epochs; ``*`` marks a run the cap ended). Mean ± 95% C
 slice (head, long_tail, cold, rare<30: the samples whose item is in it); paired bootstrap of
 AUC over the same users (seeds pooled): each ID type against DIN on item ids and against the
 first ID type, on validation and test, and on test's cold and rare<30 samples; ``--pair X Y``
-adds X against Y. Runs live under ``runs/ranking_ids/`` (a finished run is reused, an
-unfinished one resumed; a folder made from another SID table is an error).
+adds X against Y. Below the AUC tables: the SID tables' facts (codes, collisions, utilization,
+what fine-tuning changed beyond its control) and MMQ's experts per fit (mmq_experts, plotted
+to ``STEM_DATASET_experts.png``), as bench_retrievers reports them. Runs live under
+``runs/ranking_ids/`` (a finished run is reused, an unfinished one resumed; a folder made
+from another SID table is an error).
 Writes benchmarks/results/ranking_ids.{json,md} (``--results STEM``: STEM.{json,md}).
 """
 
@@ -29,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from bench_parallel_ids import MMQ_IDS, fit_of, parse_ids, tokenizer_dir
 from bench_parallel_loss import tokenize
+from bench_retrievers import id_table, sid_reports
+from mmq_experts import expert_table
 
 from mmsid.eval.stats import mean_ci, paired_auc
 from mmsid.io import write_json, write_text
@@ -176,10 +181,14 @@ def main() -> None:
         f"Command: `{cmd}` (commit {commit}, seeds {a.seeds}).",
         "",
     ]
-    pairs = []
+    pairs, id_rows, expert_rows, codebooks = [], [], [], set()
     for ds in a.datasets:
         runs = {name: runs_for(ds, name, a.seeds) for name in names}
         store: dict = {}
+        ids, experts = sid_reports(ds, a.ids, a.results, store)
+        id_rows += ids
+        expert_rows += experts
+        codebooks |= {f["codebook_size"] for f in store.get("experts", {}).values()}
         m0 = runs["din"][0]
         sizes = ", ".join(f"{sl} {m0['test'][sl]['n']}" for sl in SLICES)
         lines += [
@@ -205,7 +214,15 @@ def main() -> None:
             pairs += paired(ds, runs[x], runs[y], (x, y), store)
         pairs.append("")
         res["datasets"][ds] = store
-    lines += ["Paired AUC differences over the same users (95% bootstrap interval):", "", *pairs]
+    lines += id_table(id_rows)[1:]  # the tables above end with a blank line
+    if expert_rows:
+        lines += expert_table(a.results, expert_rows, codebooks)
+    lines += [
+        "",
+        "Paired AUC differences over the same users (95% bootstrap interval):",
+        "",
+        *pairs,
+    ]
     write_json(RESULTS / f"{a.results}.json", res)
     write_text(RESULTS / f"{a.results}.md", "\n".join(lines).rstrip() + "\n")
     print("\n".join(lines))

@@ -48,7 +48,7 @@ from bench_parallel_loss import (
     paired_lines,
     retrieve,
 )
-from mmq_experts import expert_lines, experts_plot, mmq_fits
+from mmq_experts import expert_lines, expert_table, experts_plot, mmq_fits
 
 from mmsid.io import write_json, write_text
 from mmsid.retrieval.fusion import NEW_ITEM_BIAS_GRID, WEIGHT_GRID
@@ -202,15 +202,10 @@ def main() -> None:
             sid = runs_for(ds, spec, a.seeds, fuse)
             trained[name] = (sid, sid)
             trained[f"{name} + content"] = ([m["fused"] for m in sid], sid)
-            facts = id_facts(ds, spec)
-            res["datasets"][ds].setdefault("ids", {})[spec] = facts
-            id_lines.append(id_line(ds, spec, facts))
-        fits = mmq_fits(ds, a.ids)
-        if fits:
-            res["datasets"][ds]["experts"] = fits
-            experts_plot(ds, fits, RESULTS / f"{a.results}_{ds}_experts.png")
-            expert_rows += [r for fit, f in fits.items() for r in expert_lines(ds, fit, f)]
-            codebooks |= {f["codebook_size"] for f in fits.values()}
+        ids, experts = sid_reports(ds, a.ids, a.results, res["datasets"][ds])
+        id_lines += ids
+        expert_rows += experts
+        codebooks |= {f["codebook_size"] for f in res["datasets"][ds].get("experts", {}).values()}
         runs = {name: ms for name, (ms, _) in trained.items()}
         res["datasets"][ds]["protocol"] = sas[0]["protocol"]
         for name, (ms, base) in trained.items():
@@ -270,39 +265,9 @@ def main() -> None:
                 f"{'' if sl == 'all' else sl + '_'}{x}_vs_{y}_",
                 None if sl == "all" else (sl, masks[sl]),
             )
-    lines += [
-        "",
-        "The SID tables the runs read (tokenizer seed 0), over every item: codes per SID, the "
-        "share of items whose full SID another item shares, the lowest share of a position's "
-        "codebook in use. For MMQ + fine-tuning, from its tokenizer's report: the share of "
-        "fitted items whose SID fine-tuning changed from stage 1, the same for the control "
-        "(behavior weight 0, same epochs), their difference (what the behavior term changed "
-        "beyond the control) and the share of all items whose fine-tuned SID differs from the "
-        "control's.",
-        "",
-        "| data set | IDs | codes | collision rate | min utilization | changed by fine-tuning | "
-        "by the control | beyond the control | fine-tuned vs control differ |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *id_lines,
-    ]
+    lines += id_table(id_lines)
     if expert_rows:
-        lines += [
-            "",
-            "MMQ's experts per fit (tokenizer seed 0; plots: "
-            f"`{a.results}_<data set>_experts.png`): gate mass (mean softmax weight over the "
-            "group's items), routed share (items whose largest gate weight is this expert), and "
-            "the expert's least-used level: code utilization (share of its codebook in use) and "
-            "perplexity (exp of the code-use entropy; codebook "
-            f"{', '.join(map(str, sorted(codebooks)))}). Each cell: stage 1 → fine-tuned "
-            "(control). Under each fit: its gate entropy per group (mean over items, divided by "
-            "log of the group's experts; 0: each item on one expert) and the measured mean abs "
-            "cosine between the shared and specific parts that the orthogonality term pushes "
-            "to 0 (n/a: a layout without one of them).",
-            "",
-            "| data set | fit | expert | gate mass | routed share | utilization | perplexity |",
-            "|---|---|---|---|---|---|---|",
-            *expert_rows,
-        ]
+        lines += expert_table(a.results, expert_rows, codebooks)
     lines += ["", "Paired comparisons (95% bootstrap interval):", "", *paired]
     lines += [
         "",
@@ -363,6 +328,42 @@ def id_line(dataset: str, spec: str, f: dict) -> str:
         ]
     cells += [""] * (7 - len(cells))
     return f"| {dataset} | {spec} | {' | '.join(cells)} |"
+
+
+def sid_reports(ds: str, specs: list[str], stem: str, store: dict) -> tuple[list, list]:
+    """``ds``'s SID-table rows (id_facts of each spec) and expert rows (each MMQ fit the specs
+    read, mmq_experts), with the facts kept in ``store`` (``ids``, ``experts``) and the
+    experts plotted to ``STEM_DATASET_experts.png``."""
+    id_rows = []
+    for spec in specs:
+        facts = id_facts(ds, spec)
+        store.setdefault("ids", {})[spec] = facts
+        id_rows.append(id_line(ds, spec, facts))
+    fits = mmq_fits(ds, specs)
+    if not fits:
+        return id_rows, []
+    store["experts"] = fits
+    experts_plot(ds, fits, RESULTS / f"{stem}_{ds}_experts.png")
+    return id_rows, [r for fit, f in fits.items() for r in expert_lines(ds, fit, f)]
+
+
+def id_table(id_lines: list[str]) -> list[str]:
+    """The SID-table section of a results Markdown (id_line rows under their header)."""
+    return [
+        "",
+        "The SID tables the runs read (tokenizer seed 0), over every item: codes per SID, the "
+        "share of items whose full SID another item shares, the lowest share of a position's "
+        "codebook in use. For MMQ + fine-tuning, from its tokenizer's report: the share of "
+        "fitted items whose SID fine-tuning changed from stage 1, the same for the control "
+        "(behavior weight 0, same epochs), their difference (what the behavior term changed "
+        "beyond the control) and the share of all items whose fine-tuned SID differs from the "
+        "control's.",
+        "",
+        "| data set | IDs | codes | collision rate | min utilization | changed by fine-tuning | "
+        "by the control | beyond the control | fine-tuned vs control differ |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *id_lines,
+    ]
 
 
 def asked_pairs(pairs: list[list[str]]) -> list[tuple[str, str, str]]:

@@ -92,6 +92,27 @@ def expert_lines(dataset: str, fit: str, f: dict) -> list[str]:
     return rows
 
 
+def expert_table(stem: str, rows: list[str], codebooks: set[int]) -> list[str]:
+    """The experts section of a results Markdown: expert_lines rows under their header
+    (``stem``: the results stem its plots are named after)."""
+    return [
+        "",
+        f"MMQ's experts per fit (tokenizer seed 0; plots: `{stem}_<data set>_experts.png`): "
+        "gate mass (mean softmax weight over the group's items), routed share (items whose "
+        "largest gate weight is this expert), and the expert's least-used level: code "
+        "utilization (share of its codebook in use) and perplexity (exp of the code-use "
+        f"entropy; codebook {', '.join(map(str, sorted(codebooks)))}). Each cell: stage 1 → "
+        "fine-tuned (control). Under each fit: its gate entropy per group (mean over items, "
+        "divided by log of the group's experts; 0: each item on one expert) and the measured "
+        "mean abs cosine between the shared and specific parts that the orthogonality term "
+        "pushes to 0 (n/a: a layout without one of them).",
+        "",
+        "| data set | fit | expert | gate mass | routed share | utilization | perplexity |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def experts_plot(dataset: str, fits: dict[str, dict], path: Path) -> None:
     """One row per fit: gate mass, code utilization and perplexity / codebook size per
     expert, a bar per stage (stage 1, fine-tuned, control)."""

@@ -106,3 +106,25 @@ def test_mmq_fits_reads_one_fit_per_tokenizer_folder(fitted_dir, monkeypatch):
     assert list(fits) == ["mmq-ft:1"] and asked == ["mmq-ft:1"]
     fits = mmq_experts.mmq_fits("lfm2k-mm", ["mmq:1", "mmq-ft-no-orth:1", "opq:8"])
     assert list(fits) == ["mmq-ft:1", "mmq-ft-no-orth:1"]
+
+
+def test_sid_reports_tables_every_id_type_and_each_fit_once(fitted_dir, tmp_path, monkeypatch):
+    """The SID-table and expert sections both benches write (bench_retrievers.sid_reports):
+    a row per ID type read from its table, MMQ's experts once per fit, the plot beside them."""
+    import bench_retrievers
+    import mmq_experts
+
+    for mod in (bench_retrievers, mmq_experts):
+        monkeypatch.setattr(mod, "tokenizer_dir", lambda ds, spec: fitted_dir)
+    monkeypatch.setattr(bench_retrievers, "RESULTS", tmp_path)
+    store: dict = {}
+    ids, experts = bench_retrievers.sid_reports("lfm2k-mm", ["mmq-ft:1", "mmq:1"], "x", store)
+    assert [r.split(" | ")[1] for r in ids] == ["mmq-ft:1", "mmq:1"]
+    assert store["ids"]["mmq-ft:1"]["codes"] == store["ids"]["mmq:1"]["codes"] == 8
+    assert 0.0 <= store["ids"]["mmq-ft:1"]["collision_rate"] <= 1.0
+    # fine-tuning's shares are MMQ + fine-tuning's; stage 1's row has none
+    assert "sid_changed_share" in store["ids"]["mmq-ft:1"]
+    assert "sid_changed_share" not in store["ids"]["mmq:1"]
+    assert list(store["experts"]) == ["mmq-ft:1"] and len(experts) == 8 + 2
+    assert (tmp_path / "x_lfm2k-mm_experts.png").is_file()
+    assert bench_retrievers.sid_reports("lfm2k-mm", [], "y", {}) == ([], [])
