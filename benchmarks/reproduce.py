@@ -143,9 +143,10 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "ranking_idlen_lfm2k": (
         "python benchmarks/bench_ranking_ids.py --datasets lfm2k-mm --ids rq-vae:16 mmq-ft:2 "
-        "mmq-ctl:2 rq-kmeans:16 opq:16 psrq:16 mmq-ft:1 rq-vae:8 --seeds 0 1 2 --pair mmq-ft:2 "
-        "mmq-ctl:2 --pair mmq-ft:2 rq-kmeans:16 --pair mmq-ft:2 opq:16 --pair mmq-ft:2 psrq:16 "
-        "--pair mmq-ft:2 mmq-ft:1 --pair rq-vae:16 rq-vae:8 --results ranking_idlen_lfm2k",
+        "mmq-ctl:2 mmq:2 rq-kmeans:16 opq:16 psrq:16 mmq-ft:1 rq-vae:8 --seeds 0 1 2 --pair "
+        "mmq-ft:2 mmq-ctl:2 --pair mmq-ft:2 mmq:2 --pair mmq-ft:2 rq-kmeans:16 --pair mmq-ft:2 "
+        "opq:16 --pair mmq-ft:2 psrq:16 --pair mmq-ft:2 mmq-ft:1 --pair rq-vae:16 rq-vae:8 "
+        "--results ranking_idlen_lfm2k",
         False,
         ("commit", "command"),
     ),
