@@ -185,10 +185,10 @@ def main() -> None:
     for ds in a.datasets:
         runs = {name: runs_for(ds, name, a.seeds) for name in names}
         store: dict = {}
-        ids, experts = sid_reports(ds, a.ids, a.results, store)
+        ids, experts, sizes = sid_reports(ds, a.ids, a.results, store)
         id_rows += ids
         expert_rows += experts
-        codebooks |= {f["codebook_size"] for f in store.get("experts", {}).values()}
+        codebooks |= sizes
         m0 = runs["din"][0]
         sizes = ", ".join(f"{sl} {m0['test'][sl]['n']}" for sl in SLICES)
         lines += [

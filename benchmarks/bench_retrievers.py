@@ -202,10 +202,10 @@ def main() -> None:
             sid = runs_for(ds, spec, a.seeds, fuse)
             trained[name] = (sid, sid)
             trained[f"{name} + content"] = ([m["fused"] for m in sid], sid)
-        ids, experts = sid_reports(ds, a.ids, a.results, res["datasets"][ds])
+        ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds])
         id_lines += ids
         expert_rows += experts
-        codebooks |= {f["codebook_size"] for f in res["datasets"][ds].get("experts", {}).values()}
+        codebooks |= sizes
         runs = {name: ms for name, (ms, _) in trained.items()}
         res["datasets"][ds]["protocol"] = sas[0]["protocol"]
         for name, (ms, base) in trained.items():
@@ -330,10 +330,10 @@ def id_line(dataset: str, spec: str, f: dict) -> str:
     return f"| {dataset} | {spec} | {' | '.join(cells)} |"
 
 
-def sid_reports(ds: str, specs: list[str], stem: str, store: dict) -> tuple[list, list]:
-    """``ds``'s SID-table rows (id_facts of each spec) and expert rows (each MMQ fit the specs
-    read, mmq_experts), with the facts kept in ``store`` (``ids``, ``experts``) and the
-    experts plotted to ``STEM_DATASET_experts.png``."""
+def sid_reports(ds: str, specs: list[str], stem: str, store: dict) -> tuple[list, list, set]:
+    """``ds``'s SID-table rows (id_facts of each spec), expert rows (each MMQ fit the specs
+    read, mmq_experts) and those fits' codebook sizes, with the facts kept in ``store``
+    (``ids``, ``experts``) and the experts plotted to ``STEM_DATASET_experts.png``."""
     id_rows = []
     for spec in specs:
         facts = id_facts(ds, spec)
@@ -341,10 +341,11 @@ def sid_reports(ds: str, specs: list[str], stem: str, store: dict) -> tuple[list
         id_rows.append(id_line(ds, spec, facts))
     fits = mmq_fits(ds, specs)
     if not fits:
-        return id_rows, []
+        return id_rows, [], set()
     store["experts"] = fits
     experts_plot(ds, fits, RESULTS / f"{stem}_{ds}_experts.png")
-    return id_rows, [r for fit, f in fits.items() for r in expert_lines(ds, fit, f)]
+    rows = [r for fit, f in fits.items() for r in expert_lines(ds, fit, f)]
+    return id_rows, rows, {f["codebook_size"] for f in fits.values()}
 
 
 def id_table(id_lines: list[str]) -> list[str]:

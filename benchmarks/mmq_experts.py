@@ -9,6 +9,7 @@ as the numbers beside them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def expert_facts(metrics: dict) -> dict:
         ]
         out.setdefault("gate_entropy", {})[key] = {g: v["entropy"] for g, v in st["gates"].items()}
         cos = st.get("orthogonality_abs_cos")
-        out.setdefault("orthogonality", {})[key] = None if cos is None or cos != cos else cos
+        out.setdefault("orthogonality", {})[key] = None if cos is None or math.isnan(cos) else cos
     return out
 
 
@@ -67,10 +68,12 @@ def expert_lines(dataset: str, fit: str, f: dict) -> list[str]:
     """Markdown rows ``| data set | fit | expert | gate mass | routed | utilization |
     perplexity |``, each cell stage 1 → fine-tuned (control)."""
 
+    def staged(vals: list, fmt: str) -> str:  # stage 1 → fine-tuned (control); None: n/a
+        text = ["n/a" if v is None else format(v, fmt) for v in vals]
+        return " → ".join(text[:2]) + (f" ({text[2]})" if len(text) > 2 else "")
+
     def cell(key: str, fmt: str) -> str:
-        vals = [f[s][i][key] for s, _ in STAGES if s in f]
-        text = " → ".join(format(v, fmt) for v in vals[:2])
-        return text + (f" ({vals[2]:{fmt}})" if len(vals) > 2 else "")
+        return staged([f[s][i][key] for s, _ in STAGES if s in f], fmt)
 
     rows = []
     for i, e in enumerate(f["stage1"]):
@@ -85,9 +88,7 @@ def expert_lines(dataset: str, fit: str, f: dict) -> list[str]:
         for g in ent["stage1"]
     )
     rows.append(f"| {dataset} | {fit} | gate entropy: {groups} | | | | |")
-    cos = [f["orthogonality"][s] for s, _ in STAGES if s in f["orthogonality"]]
-    text = " → ".join("n/a" if c is None else f"{c:.3f}" for c in cos[:2])
-    text += f" ({'n/a' if cos[2] is None else format(cos[2], '.3f')})" if len(cos) > 2 else ""
+    text = staged([f["orthogonality"][s] for s, _ in STAGES if s in f["orthogonality"]], ".3f")
     rows.append(f"| {dataset} | {fit} | shared vs specific mean abs cos: {text} | | | | |")
     return rows
 

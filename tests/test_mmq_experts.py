@@ -118,7 +118,9 @@ def test_sid_reports_tables_every_id_type_and_each_fit_once(fitted_dir, tmp_path
         monkeypatch.setattr(mod, "tokenizer_dir", lambda ds, spec: fitted_dir)
     monkeypatch.setattr(bench_retrievers, "RESULTS", tmp_path)
     store: dict = {}
-    ids, experts = bench_retrievers.sid_reports("lfm2k-mm", ["mmq-ft:1", "mmq:1"], "x", store)
+    ids, experts, sizes = bench_retrievers.sid_reports(
+        "lfm2k-mm", ["mmq-ft:1", "mmq:1"], "x", store
+    )
     assert [r.split(" | ")[1] for r in ids] == ["mmq-ft:1", "mmq:1"]
     assert store["ids"]["mmq-ft:1"]["codes"] == store["ids"]["mmq:1"]["codes"] == 8
     assert 0.0 <= store["ids"]["mmq-ft:1"]["collision_rate"] <= 1.0
@@ -127,4 +129,4 @@ def test_sid_reports_tables_every_id_type_and_each_fit_once(fitted_dir, tmp_path
     assert "sid_changed_share" not in store["ids"]["mmq:1"]
     assert list(store["experts"]) == ["mmq-ft:1"] and len(experts) == 8 + 2
     assert (tmp_path / "x_lfm2k-mm_experts.png").is_file()
-    assert bench_retrievers.sid_reports("lfm2k-mm", [], "y", {}) == ([], [])
+    assert bench_retrievers.sid_reports("lfm2k-mm", [], "y", {}) == ([], [], set())
