@@ -10,7 +10,9 @@ validation; test figures are reported beside it, with the cost (seconds per epoc
 of m code cosines, so their spread, and the temperature that suits it, changes with m.
 
 Per data set and ID type ``method:levels``: one SID table (tokenizer seed 0, fitted on the
-protocol's warm items; cold items get IDs from ``transform``), then per model seed one
+protocol's warm items; cold items get IDs from ``transform``; ``--refit-tokenizers``: model
+seed s reads a table fitted with tokenizer seed s, so the seeds' intervals include refitting
+the tokenizer, at one tokenizer fit per seed), then per model seed one
 parallel-SID retriever with ``parallel.loss=item`` and bench_parallel_loss's model and budget
 (width 256, 2 layers, FFN 512, dropout 0.2, temperature 0.07, AdamW 1e-3 constant; early
 stopping on validation Recall@10, patience 10, at most 100 epochs), and popularity /
@@ -90,35 +92,71 @@ def fit_of(spec: str) -> tuple[str, int]:
     return ("mmq-ft" if method in MMQ_IDS else method), levels
 
 
-def tokenizer_dir(dataset: str, spec: str) -> Path:
-    """The tokenizer folder of ``spec``'s IDs."""
+def tokenizer_dir(dataset: str, spec: str, seed: int = 0) -> Path:
+    """The tokenizer folder of ``spec``'s IDs fitted with tokenizer seed ``seed``."""
     fit, levels = fit_of(spec)
-    return RUNS / dataset / f"{fit}-{levels}" / "tokenizer"
+    return (
+        RUNS / dataset / f"{fit}-{levels}" / ("tokenizer" if seed == 0 else f"tokenizer-seed{seed}")
+    )
 
 
-def runs_for(dataset: str, spec: str, seeds: list[int], fusion: dict | None = None):
-    """Each seed's parallel-SID metrics on ``spec``'s IDs (``fusion``: with content fusion).
-    The tokenizer is shared by every temperature of one ``METHOD:LEVELS``, and MMQ's by its
-    three ID tables (MMQ_IDS; one fit, in the mmq-ft folder)."""
+def tokenizer_seed(seed: int, refit: bool) -> int:
+    """The tokenizer seed a model of seed ``seed`` reads: 0 (one SID table for every model seed,
+    the default), or with ``refit`` its own, so the spread over seeds also covers refitting the
+    tokenizer (MMQ's fits are not bit-reproducible across runs, and one fit can decide a
+    comparison)."""
+    return seed if refit else 0
+
+
+def seed_folder(seed: int, refit: bool) -> str:
+    """A model seed's run folder name: ``seed{s}``, or ``seed{s}-tok{t}`` where it reads
+    tokenizer seed t > 0 (model seed 0 reads tokenizer seed 0 either way: one run)."""
+    t = tokenizer_seed(seed, refit)
+    return f"seed{seed}" if t == 0 else f"seed{seed}-tok{t}"
+
+
+def runs_for(
+    dataset: str, spec: str, seeds: list[int], fusion: dict | None = None, refit: bool = False
+):
+    """Each seed's parallel-SID metrics on ``spec``'s IDs (``fusion``: with content fusion;
+    ``refit``: each seed on its own tokenizer fit, tokenizer_seed). The tokenizer is shared by
+    every temperature of one ``METHOD:LEVELS``, and MMQ's by its three ID tables (MMQ_IDS; one
+    fit, in the mmq-ft folder)."""
     method, levels, temp = parse_ids(spec)
     name = f"{method}-{levels}"
     sids_file = MMQ_IDS.get(method, "sids.parquet")
-    sids = tokenize(dataset, *fit_of(spec), tokenizer_dir(dataset, spec))
     run = name if temp is None else f"{name}-t{temp:g}"
-    return [
-        retrieve(
-            dataset,
-            "parallel-sid",
-            s,
-            "item",
-            sids,
-            RUNS / dataset / run / f"seed{s}",
-            fusion,
-            temperature=temp,
-            sids_file=sids_file,
+    out = []
+    for s in seeds:
+        t = tokenizer_seed(s, refit)
+        sids = tokenize(dataset, *fit_of(spec), tokenizer_dir(dataset, spec, t), seed=t)
+        out.append(
+            retrieve(
+                dataset,
+                "parallel-sid",
+                s,
+                "item",
+                sids,
+                RUNS / dataset / run / seed_folder(s, refit),
+                fusion,
+                temperature=temp,
+                sids_file=sids_file,
+            )
         )
-        for s in seeds
-    ]
+    return out
+
+
+REFIT_HELP = (
+    "model seed s reads IDs from a tokenizer fitted with seed s (default: every seed reads "
+    "tokenizer seed 0's), so the intervals over seeds include refitting the tokenizer"
+)
+
+
+def tokenizer_note(tseeds: list[int]) -> str:
+    """How a results file says which tokenizer fits its runs read."""
+    if set(tseeds) == {0}:
+        return "tokenizer seed 0, one SID table for every model seed"
+    return f"model seed s reads tokenizer seed s: {', '.join(map(str, tseeds))}"
 
 
 def main() -> None:
@@ -127,6 +165,7 @@ def main() -> None:
     ap.add_argument("--ids", nargs="+", default=list(IDS), help="METHOD:LEVELS, first = base")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--only", help="run this ID type's retrievers; write nothing")
+    ap.add_argument("--refit-tokenizers", action="store_true", help=REFIT_HELP)
     ap.add_argument(
         "--results", default="parallel_ids", help="results stem under benchmarks/results/"
     )
@@ -135,20 +174,22 @@ def main() -> None:
         parse_ids(spec)
     if a.only:
         for ds in a.datasets:
-            runs_for(ds, a.only, a.seeds)
+            runs_for(ds, a.only, a.seeds, refit=a.refit_tokenizers)
         return
     from mmsid.pipeline import git_commit
 
     commit = git_commit()  # before anything is written
     cmd = "python benchmarks/bench_parallel_ids.py --datasets " + " ".join(a.datasets)
     cmd += " --ids " + " ".join(a.ids) + " --seeds " + " ".join(map(str, a.seeds))
+    cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     if a.results != "parallel_ids":
         cmd += f" --results {a.results}"
+    tseeds = [tokenizer_seed(s, a.refit_tokenizers) for s in a.seeds]
     res: dict = {
         "command": cmd,
         "commit": commit,
         "seeds": a.seeds,
-        "tokenizer_seed": 0,
+        "tokenizer_seeds": tseeds,
         "retriever": {**MODEL, "loss": "item", "epochs": EPOCHS, "patience": PATIENCE, "lr": LR},
         "datasets": {},
     }
@@ -160,10 +201,10 @@ def main() -> None:
         "stopping on validation "
         f"Recall@10, patience {PATIENCE}, at most {EPOCHS} epochs; `*`: the cap ended that run), "
         "same seeds. Every "
-        "tokenizer is fitted on the protocol's warm items (seed 0); cold items get their IDs "
-        "from `transform`. Mean ± 95% CI over seeds; s/epoch is training plus the per-epoch "
-        "validation, one thread per run with another run on the machine's second core. The "
-        "choice is read on validation.",
+        f"tokenizer is fitted on the protocol's warm items ({tokenizer_note(tseeds)}); cold "
+        "items get their IDs from `transform`. Mean ± 95% CI over seeds; s/epoch is "
+        "training plus the per-epoch validation, one thread per run with another run on the "
+        "machine's second core. The choice is read on validation.",
         "",
         f"Command: `{cmd}` (commit {commit}, seeds {a.seeds}).",
         "",
@@ -173,7 +214,7 @@ def main() -> None:
     ]
     paired = []
     for ds in a.datasets:
-        runs = {spec: runs_for(ds, spec, a.seeds) for spec in a.ids}
+        runs = {spec: runs_for(ds, spec, a.seeds, refit=a.refit_tokenizers) for spec in a.ids}
         res["datasets"][ds] = {"protocol": runs[a.ids[0]][0]["protocol"]}
         for spec, ms in runs.items():
             row: dict = {

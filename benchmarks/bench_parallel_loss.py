@@ -44,8 +44,14 @@ SASREC_EPOCHS = 200  # SASRec's epochs are cheap (no per-code heads): patience d
 SLICES = ("all", "head", "long_tail", "cold")
 
 
-def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path | None = None):
-    """The SID table's run folder (tokenizer seed 0, fitted on the protocol's warm items).
+def tokenize(
+    dataset: str,
+    method: str = "rq-kmeans",
+    levels: int = 3,
+    out: Path | None = None,
+    seed: int = 0,
+):
+    """The SID table's run folder (tokenizer seed ``seed``, fitted on the protocol's warm items).
     ``mmq-ft``: MMQ at its default expert layout with ``levels`` residual levels per expert
     (SID length = experts x levels), stage 1 then behavior fine-tuning on the protocol's
     training transitions (sids.parquet; stage 1's and the control's IDs beside it);
@@ -68,10 +74,11 @@ def tokenize(dataset: str, method: str = "rq-kmeans", levels: int = 3, out: Path
         kw["ablation"] = ablation
     if (out / "metrics.json").exists():
         made = yaml.safe_load((out / "config.yaml").read_text())
-        if any(made.get(k) != v for k, v in kw.items()):
-            raise SystemExit(f"{out}: made with {made}, not {kw}; move it away to remake it")
+        want = {**kw, "seed": seed}
+        if any(made.get(k) != v for k, v in want.items()):
+            raise SystemExit(f"{out}: made with {made}, not {want}; move it away to remake it")
     else:
-        run_tokenize(TokenizeConfig(dataset=dataset, out=str(out), seed=0, **kw), progress=False)
+        run_tokenize(TokenizeConfig(dataset=dataset, out=str(out), seed=seed, **kw), progress=False)
     return out
 
 

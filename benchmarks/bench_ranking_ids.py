@@ -1,7 +1,8 @@
 """Issue 17's ranking column: CTR AUC of DIN over each ID type's SID table against DIN over item
 ids and popularity, on one protocol, the same samples and seeds. The SID tables are
-bench_parallel_ids's (the same tokenizer folders, fitted on warm items with tokenizer seed 0),
-so an ID type's retrieval and ranking rows read one table.
+bench_parallel_ids's (the same tokenizer folders, fitted on warm items with tokenizer seed 0;
+``--refit-tokenizers``: ranker seed s reads tokenizer seed s's, as bench_parallel_ids), so an
+ID type's retrieval and ranking rows read one table.
 
     python benchmarks/bench_ranking_ids.py --datasets ml100k-mm --ids rq-vae:6 mmq-ft:1 mmq:1
         [--seeds 0 1 2] [--pair mmq-ft:1 mmq-ctl:1] [--results STEM]
@@ -30,7 +31,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bench_parallel_ids import MMQ_IDS, fit_of, parse_ids, tokenizer_dir
+from bench_parallel_ids import (
+    MMQ_IDS,
+    REFIT_HELP,
+    fit_of,
+    parse_ids,
+    seed_folder,
+    tokenizer_dir,
+    tokenizer_note,
+    tokenizer_seed,
+)
 from bench_parallel_loss import tokenize
 from bench_retrievers import id_table, sid_reports
 from mmq_experts import expert_table
@@ -46,16 +56,17 @@ SLICES = ("all", "head", "long_tail", "cold", "rare<30")
 SPLITS = ("valid", "test")
 
 
-def sid_table(dataset: str, spec: str) -> Path:
-    """``spec``'s SID table, fitted here unless bench_parallel_ids already fitted it."""
-    tok = tokenize(dataset, *fit_of(spec), tokenizer_dir(dataset, spec))
+def sid_table(dataset: str, spec: str, seed: int = 0) -> Path:
+    """``spec``'s SID table from tokenizer seed ``seed``, fitted here unless bench_parallel_ids
+    already fitted it."""
+    tok = tokenize(dataset, *fit_of(spec), tokenizer_dir(dataset, spec, seed), seed=seed)
     return tok / MMQ_IDS.get(parse_ids(spec)[0], "sids.parquet")
 
 
 def _made_from(path: str) -> str:
-    """A SID table's identity across moved folders: its tokenizer's run and its file."""
+    """A SID table's identity across moved folders: its tokenizer's run, fit and file."""
     p = Path(path)
-    return f"{p.parent.parent.name}/{p.name}"
+    return f"{p.parent.parent.name}/{p.parent.name}/{p.name}"
 
 
 def rank(dataset: str, model: str, seed: int, out: Path, sids: Path | None = None) -> dict:
@@ -87,16 +98,24 @@ def rank(dataset: str, model: str, seed: int, out: Path, sids: Path | None = Non
     return m
 
 
-def runs_for(dataset: str, name: str, seeds: list[int]) -> list[dict]:
+def runs_for(dataset: str, name: str, seeds: list[int], refit: bool = False) -> list[dict]:
     """Each seed's run of ``name``: din (item ids), popularity (deterministic: one run) or an
-    ID type's din-sid."""
+    ID type's din-sid (``refit``: seed s on tokenizer seed s's table, tokenizer_seed)."""
     folder = RUNS / dataset / name.replace(":", "-")
     if name == "popularity":
         return [rank(dataset, "popularity", 0, folder)]
     if name == "din":
         return [rank(dataset, "din", s, folder / f"seed{s}") for s in seeds]
-    table = sid_table(dataset, name)
-    return [rank(dataset, "din-sid", s, folder / f"seed{s}", table) for s in seeds]
+    return [
+        rank(
+            dataset,
+            "din-sid",
+            s,
+            folder / seed_folder(s, refit),
+            sid_table(dataset, name, tokenizer_seed(s, refit)),
+        )
+        for s in seeds
+    ]
 
 
 def cell(c: dict) -> str:
@@ -145,6 +164,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("X", "Y"))
     ap.add_argument("--only", action="store_true", help="train the runs; write nothing")
+    ap.add_argument("--refit-tokenizers", action="store_true", help=REFIT_HELP)
     ap.add_argument("--results", default="ranking_ids", help="results stem")
     a = ap.parse_args()
     for spec in a.ids:
@@ -156,7 +176,7 @@ def main() -> None:
     if a.only:
         for ds in a.datasets:
             for name in names:
-                runs_for(ds, name, a.seeds)
+                runs_for(ds, name, a.seeds, a.refit_tokenizers)
         return
     from mmsid.pipeline import git_commit
 
@@ -164,9 +184,12 @@ def main() -> None:
     cmd = f"python benchmarks/bench_ranking_ids.py --datasets {' '.join(a.datasets)}"
     cmd += f" --ids {' '.join(a.ids)} --seeds {' '.join(map(str, a.seeds))}"
     cmd += "".join(f" --pair {x} {y}" for x, y in a.pair)
+    cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     if a.results != "ranking_ids":
         cmd += f" --results {a.results}"
+    tseeds = [tokenizer_seed(s, a.refit_tokenizers) for s in a.seeds]
     res: dict = {"command": cmd, "commit": commit, "seeds": a.seeds, "datasets": {}}
+    res["tokenizer_seeds"] = tseeds
     res["ranker"] = {"model": "din-sid", "epochs": EPOCHS, "patience": PATIENCE}
     lines = [
         "# Ranking: DIN over each ID type's SIDs against DIN over item ids",
@@ -174,7 +197,8 @@ def main() -> None:
         "din-sid: DIN with the item id's embedding plus its SID codes' (mmsid.ranking.din); one "
         "popularity-sampled negative per positive; early stopping on validation AUC (patience "
         f"{PATIENCE}, at most {EPOCHS} epochs; `*`: the cap ended that run). The SID tables are "
-        "bench_parallel_ids's (tokenizer seed 0, fitted on warm items; cold items get IDs from "
+        f"bench_parallel_ids's ({tokenizer_note(tseeds)}, fitted on warm items; cold items "
+        "get IDs from "
         "`transform`). AUC, mean ± 95% CI over seeds, by slice (the samples whose item is in "
         "it; n = samples); popularity is deterministic.",
         "",
@@ -183,9 +207,9 @@ def main() -> None:
     ]
     pairs, id_rows, expert_rows, codebooks = [], [], [], set()
     for ds in a.datasets:
-        runs = {name: runs_for(ds, name, a.seeds) for name in names}
+        runs = {name: runs_for(ds, name, a.seeds, a.refit_tokenizers) for name in names}
         store: dict = {}
-        ids, experts, sizes = sid_reports(ds, a.ids, a.results, store)
+        ids, experts, sizes = sid_reports(ds, a.ids, a.results, store, tseeds[0])
         id_rows += ids
         expert_rows += experts
         codebooks |= sizes
@@ -214,9 +238,9 @@ def main() -> None:
             pairs += paired(ds, runs[x], runs[y], (x, y), store)
         pairs.append("")
         res["datasets"][ds] = store
-    lines += id_table(id_rows)[1:]  # the tables above end with a blank line
+    lines += id_table(id_rows, tseeds[0])[1:]  # the tables above end with a blank line
     if expert_rows:
-        lines += expert_table(a.results, expert_rows, codebooks)
+        lines += expert_table(a.results, expert_rows, codebooks, tseeds[0])
     lines += [
         "",
         "Paired AUC differences over the same users (95% bootstrap interval):",

@@ -35,7 +35,16 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from bench_parallel_ids import MMQ_ABLATED, MMQ_IDS, parse_ids, runs_for, tokenizer_dir
+from bench_parallel_ids import (
+    MMQ_ABLATED,
+    MMQ_IDS,
+    REFIT_HELP,
+    parse_ids,
+    runs_for,
+    tokenizer_dir,
+    tokenizer_note,
+    tokenizer_seed,
+)
 from bench_parallel_ids import RUNS as ID_RUNS
 from bench_parallel_loss import (
     EPOCHS,
@@ -105,6 +114,7 @@ def main() -> None:
     )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--only", choices=("sasrec", "parallel-sid"), help="run these; write nothing")
+    ap.add_argument("--refit-tokenizers", action="store_true", help=REFIT_HELP)
     ap.add_argument(
         "--new-item-tolerance",
         type=float,
@@ -137,7 +147,7 @@ def main() -> None:
                 sasrec_runs(ds, a.seeds, fuse)
             else:
                 for spec in a.ids:
-                    runs_for(ds, spec, a.seeds, fuse)
+                    runs_for(ds, spec, a.seeds, fuse, a.refit_tokenizers)
         return
     from mmsid.pipeline import git_commit
 
@@ -147,6 +157,7 @@ def main() -> None:
     if tol:
         cmd += f" --new-item-tolerance {tol:g}"
     cmd += "".join(f" --pair {x} {y}" for x, y in a.pair)
+    cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     if a.results != "retrievers":
         cmd += f" --results {a.results}"
     sid_names = [f"parallel-sid ({spec})" for spec in a.ids]
@@ -154,6 +165,7 @@ def main() -> None:
         "command": cmd,
         "commit": commit,
         "seeds": a.seeds,
+        "tokenizer_seeds": [tokenizer_seed(s, a.refit_tokenizers) for s in a.seeds],
         "fusion_grid": {"weight": [0.0, *WEIGHT_GRID], "new_item_bias": [0.0, *NEW_ITEM_BIAS_GRID]},
         "fusion_tolerance": tol,
         "sasrec": {"epochs": SASREC_EPOCHS, "patience": PATIENCE},
@@ -166,9 +178,10 @@ def main() -> None:
         "",
         f"parallel-SID on {', '.join(a.ids)} IDs with bench_parallel_ids's model and budget "
         f"(at most {EPOCHS} epochs, patience {PATIENCE}; `@T`: that ID type's logit "
-        "temperature, else 0.07); SASRec with its defaults, early "
-        f"stopping on validation Recall@10 (patience {PATIENCE}, at most {SASREC_EPOCHS} "
-        "epochs). '+ content': after training, the model's score plus w x cosine(content of "
+        f"temperature, else 0.07; {tokenizer_note(res['tokenizer_seeds'])}); SASRec with its "
+        f"defaults, early stopping on validation Recall@10 (patience {PATIENCE}, at most "
+        f"{SASREC_EPOCHS} epochs). '+ content': after training, the model's score plus w x "
+        "cosine(content of "
         "the user's last item, item content) plus b for the items the model never trained on "
         "(the cold ones), (w, b) chosen per run from w in "
         f"{{0, {', '.join(map(str, WEIGHT_GRID))}}} and b in "
@@ -199,10 +212,11 @@ def main() -> None:
             "sasrec + content": ([m["fused"] for m in sas], sas),
         }
         for spec, name in zip(a.ids, sid_names):
-            sid = runs_for(ds, spec, a.seeds, fuse)
+            sid = runs_for(ds, spec, a.seeds, fuse, a.refit_tokenizers)
             trained[name] = (sid, sid)
             trained[f"{name} + content"] = ([m["fused"] for m in sid], sid)
-        ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds])
+        tseed = res["tokenizer_seeds"][0]
+        ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds], tseed)
         id_lines += ids
         expert_rows += experts
         codebooks |= sizes
@@ -265,9 +279,9 @@ def main() -> None:
                 f"{'' if sl == 'all' else sl + '_'}{x}_vs_{y}_",
                 None if sl == "all" else (sl, masks[sl]),
             )
-    lines += id_table(id_lines)
+    lines += id_table(id_lines, res["tokenizer_seeds"][0])
     if expert_rows:
-        lines += expert_table(a.results, expert_rows, codebooks)
+        lines += expert_table(a.results, expert_rows, codebooks, res["tokenizer_seeds"][0])
     lines += ["", "Paired comparisons (95% bootstrap interval):", "", *paired]
     lines += [
         "",
@@ -290,17 +304,18 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def id_facts(dataset: str, spec: str) -> dict:
-    """The SID table ``spec``'s runs read, over every item (cold ones included): codes per SID,
-    the share of items whose full SID another item shares, the lowest share of a position's
-    codebook in use; for MMQ + fine-tuning and its ablations, what the tokenizer's metrics.json
-    says of stage 2 beside its control (mmsid.tokenize_mmq; shares over the fitted items)."""
+def id_facts(dataset: str, spec: str, tseed: int = 0) -> dict:
+    """The SID table ``spec``'s runs read (tokenizer seed ``tseed``), over every item (cold
+    ones included): codes per SID, the share of items whose full SID another item shares, the
+    lowest share of a position's codebook in use; for MMQ + fine-tuning and its ablations, what
+    the tokenizer's metrics.json says of stage 2 beside its control (mmsid.tokenize_mmq; shares
+    over the fitted items)."""
     import json
 
     from mmsid.ids import SIDTable, collision_rate
 
     method = parse_ids(spec)[0]
-    folder = tokenizer_dir(dataset, spec)
+    folder = tokenizer_dir(dataset, spec, tseed)
     m = json.loads((folder / "metrics.json").read_text())
     codes = SIDTable.load(folder / MMQ_IDS.get(method, "sids.parquet")).codes  # (N, L)
     used = [len(np.unique(c)) / m["codebook_size"] for c in codes.T]
@@ -330,16 +345,19 @@ def id_line(dataset: str, spec: str, f: dict) -> str:
     return f"| {dataset} | {spec} | {' | '.join(cells)} |"
 
 
-def sid_reports(ds: str, specs: list[str], stem: str, store: dict) -> tuple[list, list, set]:
+def sid_reports(
+    ds: str, specs: list[str], stem: str, store: dict, tseed: int = 0
+) -> tuple[list, list, set]:
     """``ds``'s SID-table rows (id_facts of each spec), expert rows (each MMQ fit the specs
-    read, mmq_experts) and those fits' codebook sizes, with the facts kept in ``store``
-    (``ids``, ``experts``) and the experts plotted to ``STEM_DATASET_experts.png``."""
+    read, mmq_experts; all at tokenizer seed ``tseed``) and those fits' codebook sizes, with
+    the facts kept in ``store`` (``ids``, ``experts``) and the experts plotted to
+    ``STEM_DATASET_experts.png``."""
     id_rows = []
     for spec in specs:
-        facts = id_facts(ds, spec)
+        facts = id_facts(ds, spec, tseed)
         store.setdefault("ids", {})[spec] = facts
         id_rows.append(id_line(ds, spec, facts))
-    fits = mmq_fits(ds, specs)
+    fits = mmq_fits(ds, specs, tseed)
     if not fits:
         return id_rows, [], set()
     store["experts"] = fits
@@ -348,13 +366,14 @@ def sid_reports(ds: str, specs: list[str], stem: str, store: dict) -> tuple[list
     return id_rows, rows, {f["codebook_size"] for f in fits.values()}
 
 
-def id_table(id_lines: list[str]) -> list[str]:
+def id_table(id_lines: list[str], tseed: int = 0) -> list[str]:
     """The SID-table section of a results Markdown (id_line rows under their header)."""
     return [
         "",
-        "The SID tables the runs read (tokenizer seed 0), over every item: codes per SID, the "
-        "share of items whose full SID another item shares, the lowest share of a position's "
-        "codebook in use. For MMQ + fine-tuning, from its tokenizer's report: the share of "
+        f"The SID tables the runs read (tokenizer seed {tseed}), over every item: codes per "
+        "SID, the share of items whose full SID another item shares, the lowest share of a "
+        "position's codebook in use. For MMQ + fine-tuning, from its tokenizer's report: the "
+        "share of "
         "fitted items whose SID fine-tuning changed from stage 1, the same for the control "
         "(behavior weight 0, same epochs), their difference (what the behavior term changed "
         "beyond the control) and the share of all items whose fine-tuned SID differs from the "

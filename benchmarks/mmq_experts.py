@@ -49,9 +49,10 @@ def expert_facts(metrics: dict) -> dict:
     return out
 
 
-def mmq_fits(dataset: str, specs: list[str]) -> dict[str, dict]:
-    """mmq_experts.expert_facts of each MMQ fit ``specs`` read, named ``METHOD:LEVELS`` of the
-    fit (mmq, mmq-ft and mmq-ctl share the mmq-ft fit; each ablation is its own)."""
+def mmq_fits(dataset: str, specs: list[str], tseed: int = 0) -> dict[str, dict]:
+    """mmq_experts.expert_facts of each MMQ fit ``specs`` read (tokenizer seed ``tseed``), named
+    ``METHOD:LEVELS`` of the fit (mmq, mmq-ft and mmq-ctl share the mmq-ft fit; each ablation is
+    its own)."""
     fits: dict[str, dict] = {}
     for spec in specs:
         fit, levels = fit_of(spec)
@@ -59,7 +60,7 @@ def mmq_fits(dataset: str, specs: list[str]) -> dict[str, dict]:
             continue
         name = f"{fit}:{levels}"
         if name not in fits:
-            m = json.loads((tokenizer_dir(dataset, spec) / "metrics.json").read_text())
+            m = json.loads((tokenizer_dir(dataset, spec, tseed) / "metrics.json").read_text())
             fits[name] = expert_facts(m)
     return fits
 
@@ -93,12 +94,12 @@ def expert_lines(dataset: str, fit: str, f: dict) -> list[str]:
     return rows
 
 
-def expert_table(stem: str, rows: list[str], codebooks: set[int]) -> list[str]:
+def expert_table(stem: str, rows: list[str], codebooks: set[int], tseed: int = 0) -> list[str]:
     """The experts section of a results Markdown: expert_lines rows under their header
-    (``stem``: the results stem its plots are named after)."""
+    (``stem``: the results stem its plots are named after; ``tseed``: the fits' tokenizer seed)."""
     return [
         "",
-        f"MMQ's experts per fit (tokenizer seed 0; plots: `{stem}_<data set>_experts.png`): "
+        f"MMQ's experts per fit (tokenizer seed {tseed}; plots: `{stem}_<data set>_experts.png`): "
         "gate mass (mean softmax weight over the group's items), routed share (items whose "
         "largest gate weight is this expert), and the expert's least-used level: code "
         "utilization (share of its codebook in use) and perplexity (exp of the code-use "

@@ -100,10 +100,12 @@ def test_mmq_fits_reads_one_fit_per_tokenizer_folder(fitted_dir, monkeypatch):
 
     asked = []
     monkeypatch.setattr(
-        mmq_experts, "tokenizer_dir", lambda ds, spec: asked.append(spec) or fitted_dir
+        mmq_experts,
+        "tokenizer_dir",
+        lambda ds, spec, seed: asked.append((spec, seed)) or fitted_dir,
     )
     fits = mmq_experts.mmq_fits("lfm2k-mm", ["rq-vae:8", "mmq-ft:1", "mmq:1", "mmq-ctl:1"])
-    assert list(fits) == ["mmq-ft:1"] and asked == ["mmq-ft:1"]
+    assert list(fits) == ["mmq-ft:1"] and asked == [("mmq-ft:1", 0)]
     fits = mmq_experts.mmq_fits("lfm2k-mm", ["mmq:1", "mmq-ft-no-orth:1", "opq:8"])
     assert list(fits) == ["mmq-ft:1", "mmq-ft-no-orth:1"]
 
@@ -115,7 +117,7 @@ def test_sid_reports_tables_every_id_type_and_each_fit_once(fitted_dir, tmp_path
     import mmq_experts
 
     for mod in (bench_retrievers, mmq_experts):
-        monkeypatch.setattr(mod, "tokenizer_dir", lambda ds, spec: fitted_dir)
+        monkeypatch.setattr(mod, "tokenizer_dir", lambda ds, spec, seed: fitted_dir)
     monkeypatch.setattr(bench_retrievers, "RESULTS", tmp_path)
     store: dict = {}
     ids, experts, sizes = bench_retrievers.sid_reports(

@@ -1,0 +1,75 @@
+"""The benches' ``--refit-tokenizers`` (benchmarks/bench_parallel_ids.py): model seed s reads a
+SID table fitted with tokenizer seed s, so the seeds' intervals include refitting the tokenizer;
+without it every seed reads tokenizer seed 0's table. A tokenizer folder made with another seed
+is an error, never reused."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def test_each_model_seed_gets_its_own_tokenizer_folder_only_when_refitting():
+    from bench_parallel_ids import seed_folder, tokenizer_dir, tokenizer_seed
+
+    assert [tokenizer_seed(s, False) for s in (0, 1, 2)] == [0, 0, 0]
+    assert [tokenizer_seed(s, True) for s in (0, 1, 2)] == [0, 1, 2]
+    assert [seed_folder(s, False) for s in (0, 1, 2)] == ["seed0", "seed1", "seed2"]
+    assert [seed_folder(s, True) for s in (0, 1, 2)] == ["seed0", "seed1-tok1", "seed2-tok2"]
+    dirs = [tokenizer_dir("lfm2k-mm", "mmq-ctl:2", t) for t in (0, 1, 2)]
+    assert len(set(dirs)) == 3 and dirs[0].name == "tokenizer"
+    # MMQ's three ID tables share one fit per tokenizer seed
+    assert tokenizer_dir("lfm2k-mm", "mmq:2", 1) == tokenizer_dir("lfm2k-mm", "mmq-ft:2", 1)
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_ranker_and_retriever_seeds_read_the_tokenizer_seed_they_are_given(refit, monkeypatch):
+    """bench_ranking_ids and bench_parallel_ids: which table each model seed trains on, and
+    where its run goes (the tokenizer and the models are recorded, not trained)."""
+    import bench_parallel_ids
+    import bench_ranking_ids
+
+    fitted, ranked, retrieved = [], [], []
+
+    def fake_tokenize(dataset, method, levels, out, seed=0):
+        fitted.append((method, levels, out.name, seed))
+        return out
+
+    def fake_rank(dataset, model, seed, out, sids=None):
+        ranked.append((seed, out.name, sids.parent.name, sids.name))
+        return {}
+
+    def fake_retrieve(dataset, model, seed, loss, sids, out, fusion, **kw):
+        retrieved.append((seed, out.name, sids.name, kw["sids_file"]))
+        return {}
+
+    monkeypatch.setattr(bench_ranking_ids, "tokenize", fake_tokenize)
+    monkeypatch.setattr(bench_ranking_ids, "rank", fake_rank)
+    monkeypatch.setattr(bench_parallel_ids, "tokenize", fake_tokenize)
+    monkeypatch.setattr(bench_parallel_ids, "retrieve", fake_retrieve)
+    bench_ranking_ids.runs_for("lfm2k-mm", "mmq-ctl:2", [0, 1, 2], refit)
+    bench_parallel_ids.runs_for("lfm2k-mm", "mmq-ctl:2", [0, 1, 2], refit=refit)
+
+    want = [0, 1, 2] if refit else [0, 0, 0]
+    tok = ["tokenizer", "tokenizer-seed1", "tokenizer-seed2"] if refit else ["tokenizer"] * 3
+    runs = ["seed0", "seed1-tok1", "seed2-tok2"] if refit else ["seed0", "seed1", "seed2"]
+    assert fitted == [("mmq-ft", 2, t, s) for t, s in zip(tok, want)] * 2
+    assert ranked == [(s, r, t, "sids_control.parquet") for s, r, t in zip([0, 1, 2], runs, tok)]
+    assert retrieved == [(s, r, t, "sids_control.parquet") for s, r, t in zip([0, 1, 2], runs, tok)]
+
+
+def test_a_tokenizer_folder_made_with_another_seed_is_not_reused(real_data_dir, tmp_path):
+    """bench_parallel_loss.tokenize fits with the seed it is given and refuses a finished
+    folder whose config has another seed (settings the same)."""
+    from bench_parallel_loss import tokenize
+
+    out = tokenize("lfm2k-mm", "rq-kmeans", 1, tmp_path / "tok", seed=1)
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 1
+    assert tokenize("lfm2k-mm", "rq-kmeans", 1, out, seed=1) == out  # same seed: reused
+    with pytest.raises(SystemExit, match="'seed': 0"):
+        tokenize("lfm2k-mm", "rq-kmeans", 1, out, seed=0)
