@@ -209,7 +209,7 @@ def main() -> None:
     for ds in a.datasets:
         runs = {name: runs_for(ds, name, a.seeds, a.refit_tokenizers) for name in names}
         store: dict = {}
-        ids, experts, sizes = sid_reports(ds, a.ids, a.results, store, tseeds[0])
+        ids, experts, sizes = sid_reports(ds, a.ids, a.results, store, tseeds)
         id_rows += ids
         expert_rows += experts
         codebooks |= sizes
@@ -238,7 +238,7 @@ def main() -> None:
             pairs += paired(ds, runs[x], runs[y], (x, y), store)
         pairs.append("")
         res["datasets"][ds] = store
-    lines += id_table(id_rows, tseeds[0])[1:]  # the tables above end with a blank line
+    lines += id_table(id_rows, tseeds)[1:]  # the tables above end with a blank line
     if expert_rows:
         lines += expert_table(a.results, expert_rows, codebooks, tseeds[0])
     lines += [

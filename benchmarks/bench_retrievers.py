@@ -215,8 +215,8 @@ def main() -> None:
             sid = runs_for(ds, spec, a.seeds, fuse, a.refit_tokenizers)
             trained[name] = (sid, sid)
             trained[f"{name} + content"] = ([m["fused"] for m in sid], sid)
-        tseed = res["tokenizer_seeds"][0]
-        ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds], tseed)
+        tseeds = res["tokenizer_seeds"]
+        ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds], tseeds)
         id_lines += ids
         expert_rows += experts
         codebooks |= sizes
@@ -279,7 +279,7 @@ def main() -> None:
                 f"{'' if sl == 'all' else sl + '_'}{x}_vs_{y}_",
                 None if sl == "all" else (sl, masks[sl]),
             )
-    lines += id_table(id_lines, res["tokenizer_seeds"][0])
+    lines += id_table(id_lines, res["tokenizer_seeds"])
     if expert_rows:
         lines += expert_table(a.results, expert_rows, codebooks, res["tokenizer_seeds"][0])
     lines += ["", "Paired comparisons (95% bootstrap interval):", "", *paired]
@@ -346,18 +346,22 @@ def id_line(dataset: str, spec: str, f: dict) -> str:
 
 
 def sid_reports(
-    ds: str, specs: list[str], stem: str, store: dict, tseed: int = 0
+    ds: str, specs: list[str], stem: str, store: dict, tseeds: tuple[int, ...] = (0,)
 ) -> tuple[list, list, set]:
-    """``ds``'s SID-table rows (id_facts of each spec), expert rows (each MMQ fit the specs
-    read, mmq_experts; all at tokenizer seed ``tseed``) and those fits' codebook sizes, with
-    the facts kept in ``store`` (``ids``, ``experts``) and the experts plotted to
-    ``STEM_DATASET_experts.png``."""
+    """``ds``'s SID-table rows (id_facts of each spec at each of the runs' tokenizer seeds
+    ``tseeds``, labelled ``SPEC (tokenizer seed T)`` where there are several), expert rows
+    (each MMQ fit the specs read, mmq_experts, at the first tokenizer seed) and those fits'
+    codebook sizes, with the facts kept in ``store`` (``ids`` by row label, ``experts``) and
+    the experts plotted to ``STEM_DATASET_experts.png``."""
+    seen = list(dict.fromkeys(tseeds))
     id_rows = []
     for spec in specs:
-        facts = id_facts(ds, spec, tseed)
-        store.setdefault("ids", {})[spec] = facts
-        id_rows.append(id_line(ds, spec, facts))
-    fits = mmq_fits(ds, specs, tseed)
+        for t in seen:
+            label = spec if len(seen) == 1 else f"{spec} (tokenizer seed {t})"
+            facts = id_facts(ds, spec, t)
+            store.setdefault("ids", {})[label] = facts
+            id_rows.append(id_line(ds, label, facts))
+    fits = mmq_fits(ds, specs, seen[0])
     if not fits:
         return id_rows, [], set()
     store["experts"] = fits
@@ -366,11 +370,12 @@ def sid_reports(
     return id_rows, rows, {f["codebook_size"] for f in fits.values()}
 
 
-def id_table(id_lines: list[str], tseed: int = 0) -> list[str]:
+def id_table(id_lines: list[str], tseeds: tuple[int, ...] = (0,)) -> list[str]:
     """The SID-table section of a results Markdown (id_line rows under their header)."""
+    seeds = ", ".join(map(str, dict.fromkeys(tseeds)))
     return [
         "",
-        f"The SID tables the runs read (tokenizer seed {tseed}), over every item: codes per "
+        f"The SID tables the runs read (tokenizer seed {seeds}), over every item: codes per "
         "SID, the share of items whose full SID another item shares, the lowest share of a "
         "position's codebook in use. For MMQ + fine-tuning, from its tokenizer's report: the "
         "share of "

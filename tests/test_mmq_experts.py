@@ -132,3 +132,30 @@ def test_sid_reports_tables_every_id_type_and_each_fit_once(fitted_dir, tmp_path
     assert list(store["experts"]) == ["mmq-ft:1"] and len(experts) == 8 + 2
     assert (tmp_path / "x_lfm2k-mm_experts.png").is_file()
     assert bench_retrievers.sid_reports("lfm2k-mm", [], "y", {}) == ([], [], set())
+
+
+def test_sid_reports_give_a_row_per_tokenizer_fit_when_seeds_refit(
+    fitted_dir, tmp_path, monkeypatch
+):
+    """With --refit-tokenizers each model seed reads its own fit: one SID-table row per fit
+    (what fine-tuning changed differs between fits), the experts from the first one."""
+    import bench_retrievers
+    import mmq_experts
+
+    asked = []
+    for mod in (bench_retrievers, mmq_experts):
+        monkeypatch.setattr(
+            mod, "tokenizer_dir", lambda ds, spec, seed: asked.append(seed) or fitted_dir
+        )
+    monkeypatch.setattr(bench_retrievers, "RESULTS", tmp_path)
+    store: dict = {}
+    ids, experts, _ = bench_retrievers.sid_reports(
+        "lfm2k-mm", ["mmq-ft:1", "opq:8"], "x", store, (0, 1, 2)
+    )
+    labels = [r.split(" | ")[1] for r in ids]
+    assert labels == [f"{s} (tokenizer seed {t})" for s in ("mmq-ft:1", "opq:8") for t in (0, 1, 2)]
+    assert list(store["ids"]) == labels
+    assert asked == [0, 1, 2, 0, 1, 2, 0]  # the last: the expert table's fit
+    assert len(experts) == 8 + 2
+    head = bench_retrievers.id_table(ids, (0, 1, 2))[1]
+    assert "tokenizer seed 0, 1, 2" in head
