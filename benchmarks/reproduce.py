@@ -150,6 +150,14 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "ranking_refit_lfm2k": (
+        "python benchmarks/bench_ranking_ids.py --datasets lfm2k-mm --ids rq-vae:8 mmq-ft:1 "
+        "mmq-ctl:1 mmq:1 rq-kmeans:8 psrq:8 opq:8 --seeds 0 1 2 --pair mmq-ft:1 mmq-ctl:1 "
+        "--pair mmq-ft:1 mmq:1 --pair mmq-ft:1 rq-kmeans:8 --pair mmq-ft:1 psrq:8 --pair "
+        "mmq-ft:1 opq:8 --refit-tokenizers --results ranking_refit_lfm2k",
+        False,
+        ("commit", "command"),
+    ),
     "tables": (
         "python benchmarks/bench_pipeline.py --config benchmarks/configs/tables.yaml "
         "--datasets ml100k-mm lfm2k-mm",
