@@ -152,7 +152,8 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "retrievers_refit_lfm2k": (
         "python benchmarks/bench_retrievers.py --datasets lfm2k-mm --ids mmq-ft:1 mmq-ctl:1 "
-        "--seeds 0 1 2 --pair mmq-ft:1 mmq-ctl:1 --refit-tokenizers "
+        "rq-vae:8 --seeds 0 1 2 --pair mmq-ft:1 mmq-ctl:1 --pair mmq-ft:1 rq-vae:8 "
+        "--refit-tokenizers "
         "--results retrievers_refit_lfm2k",
         False,
         ("commit", "command"),
