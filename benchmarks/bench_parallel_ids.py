@@ -108,6 +108,11 @@ def tokenizer_seed(seed: int, refit: bool) -> int:
     return seed if refit else 0
 
 
+def tokenizer_seeds(seeds: list[int], refit: bool) -> list[int]:
+    """The tokenizer seed each of ``seeds`` reads (tokenizer_seed), as results files record it."""
+    return [tokenizer_seed(s, refit) for s in seeds]
+
+
 def seed_folder(seed: int, refit: bool) -> str:
     """A model seed's run folder name: ``seed{s}``, or ``seed{s}-tok{t}`` where it reads
     tokenizer seed t > 0 (model seed 0 reads tokenizer seed 0 either way: one run)."""
@@ -184,7 +189,7 @@ def main() -> None:
     cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     if a.results != "parallel_ids":
         cmd += f" --results {a.results}"
-    tseeds = [tokenizer_seed(s, a.refit_tokenizers) for s in a.seeds]
+    tseeds = tokenizer_seeds(a.seeds, a.refit_tokenizers)
     res: dict = {
         "command": cmd,
         "commit": commit,

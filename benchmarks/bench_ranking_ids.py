@@ -40,6 +40,7 @@ from bench_parallel_ids import (
     tokenizer_dir,
     tokenizer_note,
     tokenizer_seed,
+    tokenizer_seeds,
 )
 from bench_parallel_loss import tokenize
 from bench_retrievers import id_table, sid_reports
@@ -187,7 +188,7 @@ def main() -> None:
     cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     if a.results != "ranking_ids":
         cmd += f" --results {a.results}"
-    tseeds = [tokenizer_seed(s, a.refit_tokenizers) for s in a.seeds]
+    tseeds = tokenizer_seeds(a.seeds, a.refit_tokenizers)
     res: dict = {"command": cmd, "commit": commit, "seeds": a.seeds, "datasets": {}}
     res["tokenizer_seeds"] = tseeds
     res["ranker"] = {"model": "din-sid", "epochs": EPOCHS, "patience": PATIENCE}

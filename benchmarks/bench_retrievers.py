@@ -43,7 +43,7 @@ from bench_parallel_ids import (
     runs_for,
     tokenizer_dir,
     tokenizer_note,
-    tokenizer_seed,
+    tokenizer_seeds,
 )
 from bench_parallel_ids import RUNS as ID_RUNS
 from bench_parallel_loss import (
@@ -161,11 +161,12 @@ def main() -> None:
     if a.results != "retrievers":
         cmd += f" --results {a.results}"
     sid_names = [f"parallel-sid ({spec})" for spec in a.ids]
+    tseeds = tokenizer_seeds(a.seeds, a.refit_tokenizers)
     res: dict = {
         "command": cmd,
         "commit": commit,
         "seeds": a.seeds,
-        "tokenizer_seeds": [tokenizer_seed(s, a.refit_tokenizers) for s in a.seeds],
+        "tokenizer_seeds": tseeds,
         "fusion_grid": {"weight": [0.0, *WEIGHT_GRID], "new_item_bias": [0.0, *NEW_ITEM_BIAS_GRID]},
         "fusion_tolerance": tol,
         "sasrec": {"epochs": SASREC_EPOCHS, "patience": PATIENCE},
@@ -178,7 +179,7 @@ def main() -> None:
         "",
         f"parallel-SID on {', '.join(a.ids)} IDs with bench_parallel_ids's model and budget "
         f"(at most {EPOCHS} epochs, patience {PATIENCE}; `@T`: that ID type's logit "
-        f"temperature, else 0.07; {tokenizer_note(res['tokenizer_seeds'])}); SASRec with its "
+        f"temperature, else 0.07; {tokenizer_note(tseeds)}); SASRec with its "
         f"defaults, early stopping on validation Recall@10 (patience {PATIENCE}, at most "
         f"{SASREC_EPOCHS} epochs). '+ content': after training, the model's score plus w x "
         "cosine(content of "
@@ -215,7 +216,6 @@ def main() -> None:
             sid = runs_for(ds, spec, a.seeds, fuse, a.refit_tokenizers)
             trained[name] = (sid, sid)
             trained[f"{name} + content"] = ([m["fused"] for m in sid], sid)
-        tseeds = res["tokenizer_seeds"]
         ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds], tseeds)
         id_lines += ids
         expert_rows += experts
@@ -279,9 +279,9 @@ def main() -> None:
                 f"{'' if sl == 'all' else sl + '_'}{x}_vs_{y}_",
                 None if sl == "all" else (sl, masks[sl]),
             )
-    lines += id_table(id_lines, res["tokenizer_seeds"])
+    lines += id_table(id_lines, tseeds)
     if expert_rows:
-        lines += expert_table(a.results, expert_rows, codebooks, res["tokenizer_seeds"][0])
+        lines += expert_table(a.results, expert_rows, codebooks, tseeds[0])
     lines += ["", "Paired comparisons (95% bootstrap interval):", "", *paired]
     lines += [
         "",
