@@ -5,7 +5,8 @@ RQ-KMeans and RQ-VAE. Peak RSS is measured with each encoder alone in its own pr
     python benchmarks/bench_tokenizers.py            # everything (about 15 min on 2 cores)
     python benchmarks/bench_tokenizers.py --quick    # 100k synthetic + real sets only
 
-Encode throughput: both encoders timed in one process in alternating rounds (job_paired).
+Encode throughput: the encoders timed in one process in alternating rounds (job_paired): mmsid's
+default CPU path (NumPy's BLAS), its torch path (``MMSID_CPU_ENCODE=torch``) and faiss.
 Writes benchmarks/results/tokenizers.json and tokenizers.md.
 """
 
@@ -27,6 +28,12 @@ HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("MMSID_RESULTS_DIR") or HERE / "results")
 L, K = 3, 256
 THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
+# Seconds of rest before each timed encode. A BLAS's worker threads spin for a while after a call
+# (OpenBLAS about 2^28 cycles, ~0.1 s) and take a core from whichever encoder runs next: timed
+# back to back, mmsid's torch path measured 0.70-0.82x faiss after the NumPy path had run and
+# 0.92-0.93x with this rest (same code, same process; throwaway script, 2026-12-03).
+PAUSE_S = 0.3
+ENCODERS = ("mmsid", "mmsid-torch", "faiss")
 
 
 def _peak_rss_mb() -> float:
@@ -61,16 +68,18 @@ def _codebooks(x: np.ndarray):
     return tok.module.codebooks.detach().to(torch.float32)
 
 
-def gemm_rate(d: int) -> float:
-    """Measured fp32 GEMM rate (GFLOP/s, median over repeats) at the shape encode runs:
-    (8192 x d) @ (d x L*K), the fast path's one GEMM per chunk."""
+def gemm_rate(d: int, lib: str) -> float:
+    """Measured fp32 GEMM rate (GFLOP/s, median over repeats) of ``lib`` (numpy or torch) at
+    the shape encode runs: (2048 x d) @ (d x L*K), the one GEMM per chunk."""
     import torch
 
-    a, b = torch.randn(8192, d), torch.randn(d, L * K)
+    a, b = torch.randn(2048, d), torch.randn(d, L * K)
+    if lib == "numpy":
+        a, b = a.numpy(), b.numpy()
     for _ in range(3):
         a @ b
     dt, _ = _timed(lambda: a @ b, min_total=1.0, max_runs=200)
-    return 2 * 8192 * d * L * K / dt / 1e9
+    return 2 * 2048 * d * L * K / dt / 1e9
 
 
 def _timed(fn, min_total: float = 1.0, max_runs: int = 50):
@@ -90,17 +99,18 @@ def _encoder(impl: str, x: np.ndarray, C):
     import torch
 
     n, d = x.shape
-    if impl == "mmsid":
+    if impl.startswith("mmsid"):
         from mmsid.quantizers import ResidualQuantizer, ResidualQuantizerConfig
 
+        backend = "torch" if impl == "mmsid-torch" else None  # None: the default CPU path
         rq = ResidualQuantizer(
             cfg=ResidualQuantizerConfig(levels=L, codebook_size=K, dim=d, kmeans_init=False)
         )
         rq.codebooks.data = C.clone()
         xt = torch.from_numpy(x)
         tables = rq.lookup_tables()  # like faiss's compute_codebook_tables, outside the timer
-        rq.encode(xt[:4096], tables=tables)  # warm-up
-        return lambda: rq.encode(xt, tables=tables).numpy()
+        rq.encode(xt[:4096], tables=tables, backend=backend)  # warm-up
+        return lambda: rq.encode(xt, tables=tables, backend=backend).numpy()
     import faiss
 
     faiss.omp_set_num_threads(THREADS)
@@ -126,11 +136,12 @@ def job_alone(data: str, impl: str, codebooks: str) -> dict:
 def job_paired(
     data: str, codebooks: str, min_rounds: int = 5, max_rounds: int = 41, budget_s: float = 10.0
 ):
-    """Both encoders in one process, timed in alternating rounds (the first to run swaps every
+    """The encoders in one process, timed in alternating rounds (the order reverses every
     round), so a machine whose speed drifts (a shared VM: two unpaired runs of this benchmark
-    gave the same data set ratios 0.88 and 1.34) slows both alike. The ratio is the geometric
-    mean of the per-round speed ratios with a 95% t interval over rounds. The codebooks are
-    saved to ``codebooks`` for the lone runs that measure each encoder's peak RSS."""
+    gave the same data set ratios 0.88 and 1.34) slows all alike; each timed call follows a
+    rest of PAUSE_S. A ratio is the geometric mean of the per-round speed ratios (an mmsid
+    path / faiss) with a 95% t interval over rounds. The codebooks are saved to ``codebooks``
+    for the lone runs that measure each encoder's peak RSS."""
     import torch
 
     from mmsid.eval.stats import speed_ratio
@@ -139,17 +150,19 @@ def job_paired(
     x = _data(data)
     C = _codebooks(x)  # (L, K, d)
     np.save(codebooks, C.numpy())
-    enc = {impl: _encoder(impl, x, C) for impl in ("mmsid", "faiss")}
-    times: dict[str, list[float]] = {"mmsid": [], "faiss": []}
+    enc = {impl: _encoder(impl, x, C) for impl in ENCODERS}
+    times: dict[str, list[float]] = {impl: [] for impl in ENCODERS}
     codes = {}
     r = 0
     while r < min_rounds or (r < max_rounds and min(map(sum, times.values())) < budget_s):
-        for impl in ("mmsid", "faiss") if r % 2 == 0 else ("faiss", "mmsid"):
+        for impl in ENCODERS if r % 2 == 0 else ENCODERS[::-1]:
+            time.sleep(PAUSE_S)
             t = time.perf_counter()
             codes[impl] = enc[impl]()
             times[impl].append(time.perf_counter() - t)
         r += 1
     ratio, lo, hi = speed_ratio(times["mmsid"], times["faiss"])
+    t_ratio, t_lo, t_hi = speed_ratio(times["mmsid-torch"], times["faiss"])
     n, d = x.shape
     flops = 2.0 * n * L * K * d
     med = {impl: float(np.median(ts)) for impl, ts in times.items()}
@@ -162,10 +175,15 @@ def job_paired(
         "items_per_s": {impl: n / t for impl, t in med.items()},
         "ratio_vs_faiss": ratio,
         "ratio_ci95": [lo, hi],
+        "torch_path_ratio_vs_faiss": t_ratio,
+        "torch_path_ratio_ci95": [t_lo, t_hi],
         "identical_sid_share": float((codes["mmsid"] == codes["faiss"]).all(axis=1).mean()),
+        "identical_between_paths": float(
+            (codes["mmsid"] == codes["mmsid-torch"]).all(axis=1).mean()
+        ),
         "gflop": flops / 1e9,
         "gflop_per_s": flops / med["mmsid"] / 1e9,
-        "gemm_gflop_per_s": gemm_rate(d),
+        "gemm_gflop_per_s": {lib: gemm_rate(d, lib) for lib in ("numpy", "torch")},
     }
 
 
@@ -207,7 +225,8 @@ def _spawn(args: list[str]) -> dict:
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "TQDM_DISABLE": "1"},
+        # NumPy's BLAS sizes its thread pool at import: the same thread count as torch and faiss
+        env={**os.environ, "TQDM_DISABLE": "1", "OPENBLAS_NUM_THREADS": str(THREADS)},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -237,7 +256,8 @@ def main() -> None:
             f"encode {data}: mmsid {r['items_per_s']['mmsid']:,.0f}/s, faiss "
             f"{r['items_per_s']['faiss']:,.0f}/s, ratio {r['ratio_vs_faiss']:.2f} "
             f"[{lo:.2f}, {hi:.2f}] over {r['rounds']} rounds, identical SIDs: "
-            f"{r['identical_sid_share']:.4%}",
+            f"{r['identical_sid_share']:.4%}; torch path ratio "
+            f"{r['torch_path_ratio_vs_faiss']:.2f}",
             flush=True,
         )
     for data in synth:
@@ -251,6 +271,7 @@ def main() -> None:
     meta = {
         "command": cmd,
         "threads": THREADS,
+        "pause_s": PAUSE_S,
         "cpu": cpu_description(),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -279,23 +300,31 @@ def main() -> None:
         "",
         "## SID assignment (greedy residual encode, same codebooks, same data)",
         "",
-        "Both encoders run in one process in alternating rounds (the first to run swaps every "
-        "round); items/s is the median round, the ratio (mmsid / faiss speed) the geometric "
-        "mean over rounds with its 95% interval. Peak RSS comes from each encoder run alone in "
-        "its own process on the same codebooks.",
+        "mmsid's default CPU path (GEMM and argmins in NumPy, its BLAS), its torch path "
+        "(`MMSID_CPU_ENCODE=torch`: torch's BLAS) and faiss run in one process in alternating "
+        f"rounds (the order reverses every round), each call after {PAUSE_S} s of rest so that "
+        "no encoder pays for the previous one's spinning BLAS threads; items/s is the median "
+        "round, a ratio (mmsid / faiss speed) the geometric mean over rounds with its 95% "
+        "interval. GEMM GFLOP/s: the bare (2048 x d) x (d x 768) product in each library. Peak "
+        "RSS comes from each encoder run alone in its own process on the same codebooks.",
         "",
-        "| data | items x dim | mmsid items/s | faiss items/s | ratio [95% CI] | rounds | "
-        "identical SIDs | mmsid GFLOP/s | GEMM GFLOP/s | share of GEMM rate | "
-        "peak RSS mmsid / faiss (MB) |",
+        "| data | items x dim | mmsid items/s | faiss items/s | ratio [95% CI] | "
+        "torch path ratio [95% CI] | rounds | identical SIDs vs faiss / torch path | "
+        "mmsid GFLOP/s | "
+        "GEMM GFLOP/s numpy / torch | peak RSS mmsid / faiss (MB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in enc:
         ips, rss, (lo, hi) = r["items_per_s"], r["peak_rss_mb"], r["ratio_ci95"]
+        t_lo, t_hi = r["torch_path_ratio_ci95"]
+        gemm = r["gemm_gflop_per_s"]
         lines.append(
             f"| {r['data']} | {r['items']:,} x {r['dim']} | {ips['mmsid']:,.0f} | "
             f"{ips['faiss']:,.0f} | {r['ratio_vs_faiss']:.2f} [{lo:.2f}, {hi:.2f}] | "
-            f"{r['rounds']} | {r['identical_sid_share']:.3%} | {r['gflop_per_s']:.1f} | "
-            f"{r['gemm_gflop_per_s']:.1f} | {r['gflop_per_s'] / r['gemm_gflop_per_s']:.0%} | "
+            f"{r['torch_path_ratio_vs_faiss']:.2f} [{t_lo:.2f}, {t_hi:.2f}] | "
+            f"{r['rounds']} | {r['identical_sid_share']:.3%} / "
+            f"{r['identical_between_paths']:.3%} | {r['gflop_per_s']:.1f} | "
+            f"{gemm['numpy']:.1f} / {gemm['torch']:.1f} | "
             f"{rss['mmsid']:,.0f} / {rss['faiss']:,.0f} |"
         )
     lines += [

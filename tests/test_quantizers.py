@@ -28,8 +28,10 @@ def test_nearest_matches_brute_force(n, k, d):
     torch.testing.assert_close(sq_distances(x, c), torch.cdist(x, c) ** 2, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("levels", [1, 2, 4])
-def test_encode_matches_reference_and_decode(levels):
+def test_encode_matches_reference_and_decode(levels, backend, monkeypatch):
+    monkeypatch.setenv("MMSID_CPU_ENCODE", backend)
     g = torch.Generator().manual_seed(levels)
     rq = ResidualQuantizer(
         cfg=ResidualQuantizerConfig(levels=levels, codebook_size=16, dim=8, kmeans_init=False)
@@ -51,6 +53,34 @@ def test_encode_matches_reference_and_decode(levels):
         )
         short.codebooks.data = rq.codebooks.data[:-1].clone()
         assert torch.equal(short.encode(x), codes[:, :-1])
+
+
+def test_cpu_encode_backends_agree_on_any_input_dtype(monkeypatch):
+    """The NumPy and torch loops give the same codes, chunk boundaries included; half-precision
+    rows (memory-mapped float16 features) and rows that require grad are encoded as their
+    float32 values; a misspelt backend is refused by name."""
+    g = torch.Generator().manual_seed(3)
+    rq = ResidualQuantizer(
+        cfg=ResidualQuantizerConfig(levels=3, codebook_size=32, dim=24, kmeans_init=False)
+    )
+    x = torch.randn(1000, 24, generator=g)
+    codes = {}
+    for backend in ("numpy", "torch"):
+        monkeypatch.setenv("MMSID_CPU_ENCODE", backend)
+        codes[backend] = rq.encode(x, chunk=333)
+    assert torch.equal(codes["numpy"], codes["torch"])
+    assert torch.equal(rq.encode(x, backend="torch"), codes["torch"])
+    assert torch.equal(codes["numpy"], rq.encode_reference(x))
+    monkeypatch.setenv("MMSID_CPU_ENCODE", "numpy")
+    half = x.to(torch.float16)
+    assert torch.equal(rq.encode(half, chunk=100), rq.encode(half.float()))
+    assert torch.equal(rq.encode(x.clone().requires_grad_(True)), codes["numpy"])
+    assert rq.encode(x[:0]).shape == (0, 3)
+    monkeypatch.setenv("MMSID_CPU_ENCODE", "blas")
+    with pytest.raises(ValueError, match="MMSID_CPU_ENCODE='blas'"):
+        rq.encode(x)
+    with pytest.raises(ValueError, match="backend='blas'"):
+        rq.encode(x, backend="blas")
 
 
 def test_one_level_rq_equals_kmeans_assignment():

@@ -10,8 +10,10 @@ initialisation of every level from the first batch; dead-code restart; optional 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -177,8 +179,9 @@ class ResidualQuantizer(nn.Module):
         self,
         x: torch.Tensor,
         *,
-        chunk: int = 8192,
+        chunk: int | None = None,
         tables: tuple[torch.Tensor, torch.Tensor, dict] | None = None,
+        backend: str | None = None,
     ) -> torch.Tensor:
         """Greedy residual encoding with one GEMM for all levels. (N, d) -> (N, L).
 
@@ -187,9 +190,19 @@ class ResidualQuantizer(nn.Module):
         one (B, d) x (d, L*K) GEMM, the second from precomputed codebook cross products
         (K x K per level pair), so no residual is ever materialised. ||r_l||^2 does not change
         the argmin. The same algebra as faiss's ``use_beam_LUT`` path at beam size 1.
+
+        On the CPU the chunks run through NumPy (its BLAS) unless ``backend="torch"`` or
+        ``MMSID_CPU_ENCODE=torch`` (:func:`cpu_encode_backend`); elsewhere through torch. Both
+        give the same codes up to float near-ties (the two BLAS sum in different orders).
+        ``chunk`` rows per GEMM: by default 2,048 through NumPy (the fastest of 512-8,192 at
+        catalogue shapes on the measured CPU), 8,192 through torch.
         """
         L, K, _ = self.codebooks.shape
-        neg2_flat, c_sq, cross2 = tables if tables is not None else self.lookup_tables()
+        tables = tables if tables is not None else self.lookup_tables()
+        if x.device.type == "cpu" and cpu_encode_backend(backend) == "numpy":
+            return _encode_numpy(x, tables, L, K, chunk or 2048)
+        chunk = chunk or 8192
+        neg2_flat, c_sq, cross2 = tables
         codes = torch.empty(x.shape[0], L, dtype=torch.int64, device=x.device)
         for s in range(0, x.shape[0], chunk):
             xb = x[s : s + chunk]
@@ -199,7 +212,7 @@ class ResidualQuantizer(nn.Module):
             for lvl in range(L):
                 sc = score[:, lvl]  # (B, K)
                 for m in range(lvl):
-                    sc += cross2[(m, lvl)][cb[:, m]]  # (B, K)
+                    sc.add_(torch.index_select(cross2[(m, lvl)], 0, cb[:, m]))  # (B, K)
                 cb[:, lvl] = sc.argmin(dim=1)
         return codes
 
@@ -221,3 +234,47 @@ class ResidualQuantizer(nn.Module):
         """(N, L) codes -> (N, d) sum of the chosen codewords (a prefix of levels is allowed)."""
         levels = torch.arange(codes.shape[1], device=codes.device)
         return self.codebooks[levels, codes].sum(dim=1)  # (N, L, d) -> (N, d)
+
+
+CPU_ENCODE_BACKENDS = ("numpy", "torch")
+
+
+def cpu_encode_backend(backend: str | None = None) -> str:
+    """Which library runs :meth:`ResidualQuantizer.encode` on CPU tensors: ``backend`` if
+    given, else ``MMSID_CPU_ENCODE``, else ``numpy``. The encode is one GEMM plus a few
+    (B, K) gathers and argmins per level. On the AMD EPYC machines mmsid is measured on,
+    NumPy's BLAS (OpenBLAS in its wheels) runs that GEMM faster than torch's MKL at 2,048-row
+    chunks, and the whole loop in NumPy beat the same loop in torch
+    (``benchmarks/results/tokenizers.md`` times both paths against faiss). Set ``torch`` where
+    torch's BLAS is the faster one.
+    """
+    where = "backend" if backend is not None else "MMSID_CPU_ENCODE"
+    backend = backend if backend is not None else os.environ.get("MMSID_CPU_ENCODE", "numpy")
+    if backend not in CPU_ENCODE_BACKENDS:
+        raise ValueError(f"{where}={backend!r}: use one of {CPU_ENCODE_BACKENDS}")
+    return backend
+
+
+def _encode_numpy(
+    x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor, dict], L: int, K: int, chunk: int
+) -> torch.Tensor:
+    """:meth:`ResidualQuantizer.encode`'s loop on NumPy arrays (views of the torch tensors, no
+    copies; float16 / bfloat16 rows are widened a chunk at a time). (N, d) -> (N, L)."""
+    neg2_flat, c_sq = (t.detach().numpy() for t in tables[:2])
+    cross = {key: t.detach().numpy() for key, t in tables[2].items()}
+    w = neg2_flat.T  # (d, L*K), a transposed view: BLAS reads it as is
+    codes = np.empty((x.shape[0], L), dtype=np.int64)
+    for s in range(0, x.shape[0], chunk):
+        xb = x[s : s + chunk].detach()
+        if xb.dtype not in (torch.float32, torch.float64):
+            xb = xb.to(torch.float32)
+        score = xb.numpy() @ w  # (B, L*K)
+        score += c_sq
+        score = score.reshape(-1, L, K)  # (B, L, K)
+        cb = codes[s : s + chunk]
+        for lvl in range(L):
+            sc = score[:, lvl]  # (B, K)
+            for m in range(lvl):
+                sc += cross[(m, lvl)][cb[:, m]]  # (B, K)
+            cb[:, lvl] = sc.argmin(axis=1)
+    return torch.from_numpy(codes)
