@@ -194,8 +194,9 @@ class ResidualQuantizer(nn.Module):
         On the CPU the chunks run through NumPy (its BLAS) unless ``backend="torch"`` or
         ``MMSID_CPU_ENCODE=torch`` (:func:`cpu_encode_backend`); elsewhere through torch. Both
         give the same codes up to float near-ties (the two BLAS sum in different orders).
-        ``chunk`` rows per GEMM: by default 2,048 through NumPy (the fastest of 512-8,192 at
-        catalogue shapes on the measured CPU), 8,192 through torch.
+        ``chunk`` rows per GEMM: by default 2,048 through NumPy (with 1,024, the quickest of
+        512-8,192 in a development timing at these catalogues' shapes: a block of scores stays
+        in cache for the per-level steps), 8,192 through torch.
         """
         L, K, _ = self.codebooks.shape
         tables = tables if tables is not None else self.lookup_tables()
@@ -242,11 +243,10 @@ CPU_ENCODE_BACKENDS = ("numpy", "torch")
 def cpu_encode_backend(backend: str | None = None) -> str:
     """Which library runs :meth:`ResidualQuantizer.encode` on CPU tensors: ``backend`` if
     given, else ``MMSID_CPU_ENCODE``, else ``numpy``. The encode is one GEMM plus a few
-    (B, K) gathers and argmins per level. On the AMD EPYC machines mmsid is measured on,
-    NumPy's BLAS (OpenBLAS in its wheels) runs that GEMM faster than torch's MKL at 2,048-row
-    chunks, and the whole loop in NumPy beat the same loop in torch
-    (``benchmarks/results/tokenizers.md`` times both paths against faiss). Set ``torch`` where
-    torch's BLAS is the faster one.
+    (B, K) gathers and argmins per level. On the AMD EPYC machines mmsid is measured on, the
+    bare GEMMs of NumPy's OpenBLAS and torch's MKL run at similar rates, but the whole loop ran
+    3-9% faster in NumPy at every catalogue shape (``benchmarks/results/tokenizers.md`` times
+    both paths against faiss). Set ``torch`` where torch's is the faster one.
     """
     where = "backend" if backend is not None else "MMSID_CPU_ENCODE"
     backend = backend if backend is not None else os.environ.get("MMSID_CPU_ENCODE", "numpy")
