@@ -266,10 +266,7 @@ def main() -> None:
             paired += paired_lines(
                 ds, runs[x], ys, (x, y), res["datasets"][ds], f"{sl}_{x}_vs_{y}_", (sl, masks[sl])
             )
-        done = set(comparisons(names))
-        for x, y, sl in asked_pairs(a.pair):
-            if sl == "all" and (x, y) in done:
-                continue
+        for x, y, sl in asked_pairs(a.pair, comparisons(names)):
             paired += paired_lines(
                 ds,
                 runs[x],
@@ -391,15 +388,18 @@ def id_table(id_lines: list[str], tseeds: tuple[int, ...] = (0,)) -> list[str]:
     ]
 
 
-def asked_pairs(pairs: list[list[str]]) -> list[tuple[str, str, str]]:
+def asked_pairs(
+    pairs: list[list[str]], done: list[tuple[str, str]] = ()
+) -> list[tuple[str, str, str]]:
     """(x row, y row, slice) of each ``--pair X Y``: alone and + content, on all users, cold
-    targets and long-tail targets."""
-    out = []
+    targets and long-tail targets; the all-users line is left out where ``done`` (the
+    table's own comparisons) already holds the two rows, in either order."""
+    out, done = [], set(done) | {(y, x) for x, y in done}
     for x, y in pairs:
         for tail in ("", " + content"):
             rx, ry = f"parallel-sid ({x}){tail}", f"parallel-sid ({y}){tail}"
             out += [(rx, ry, sl) for sl in ("all", "cold", "long_tail")]
-    return out
+    return [(x, y, sl) for x, y, sl in out if sl != "all" or (x, y) not in done]
 
 
 def comparisons(names: list[str]) -> list[tuple[str, str]]:
