@@ -252,7 +252,7 @@ def main() -> None:
             res["datasets"][ds][name]["tradeoff"] = t = bias_tradeoff(runs[name])
             tradeoff += [f"| {ds} | {name} | {b:g} | {v[0]:.4f} | {v[1]:.4f} |" for b, v in t]
         paired += [""] if paired else []
-        for x, y in comparisons(names):
+        for x, y in comparisons(names, asked=a.pair):
             paired += paired_lines(
                 ds, runs[x], runs[y], (x, y), res["datasets"][ds], f"{x}_vs_{y}_"
             )
@@ -266,7 +266,7 @@ def main() -> None:
             paired += paired_lines(
                 ds, runs[x], ys, (x, y), res["datasets"][ds], f"{sl}_{x}_vs_{y}_", (sl, masks[sl])
             )
-        for x, y, sl in asked_pairs(a.pair, comparisons(names)):
+        for x, y, sl in asked_pairs(a.pair):
             paired += paired_lines(
                 ds,
                 runs[x],
@@ -388,30 +388,30 @@ def id_table(id_lines: list[str], tseeds: tuple[int, ...] = (0,)) -> list[str]:
     ]
 
 
-def asked_pairs(
-    pairs: list[list[str]], done: list[tuple[str, str]] = ()
-) -> list[tuple[str, str, str]]:
+def asked_pairs(pairs: list[list[str]]) -> list[tuple[str, str, str]]:
     """(x row, y row, slice) of each ``--pair X Y``: alone and + content, on all users, cold
-    targets and long-tail targets; the all-users line is left out where ``done`` (the
-    table's own comparisons) already holds the two rows, in either order."""
-    out, done = [], set(done) | {(y, x) for x, y in done}
+    targets and long-tail targets."""
+    out = []
     for x, y in pairs:
         for tail in ("", " + content"):
             rx, ry = f"parallel-sid ({x}){tail}", f"parallel-sid ({y}){tail}"
             out += [(rx, ry, sl) for sl in ("all", "cold", "long_tail")]
-    return [(x, y, sl) for x, y, sl in out if sl != "all" or (x, y) not in done]
+    return out
 
 
-def comparisons(names: list[str]) -> list[tuple[str, str]]:
+def comparisons(names: list[str], asked: list[list[str]] = ()) -> list[tuple[str, str]]:
     """The paired (x, y) of the table's rows ``names`` = [SASRec, SASRec + content, then per ID
     type: alone, + content]: each ID type against item ids, what content adds to each model,
-    both fused, and each further ID type against the first, alone and fused."""
+    both fused, and each further ID type against the first, alone and fused. A comparison that
+    an ``asked`` ``--pair`` makes on all users, in either order, is left to that pair's lines
+    (printed once, in the order asked)."""
     sas, sas_f, sids = names[0], names[1], names[2:]
     first, first_f = sids[:2]
     pairs = [(first, sas), (sas_f, sas), (first_f, first), (first_f, sas_f)]
     for sid, sid_f in zip(sids[2::2], sids[3::2]):
         pairs += [(sid, sas), (sid_f, sid), (sid_f, sas_f), (sid, first), (sid_f, first_f)]
-    return pairs
+    taken = {(x, y) for x, y, sl in asked_pairs(asked) if sl == "all"}
+    return [(x, y) for x, y in pairs if (x, y) not in taken and (y, x) not in taken]
 
 
 if __name__ == "__main__":
