@@ -135,9 +135,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "ranking_ids_lfm2k": (
         "python benchmarks/bench_ranking_ids.py --datasets lfm2k-mm --ids rq-vae:8 mmq-ft:1 "
-        "mmq-ctl:1 mmq:1 rq-kmeans:8 psrq:8 opq:8 mmq-ft-no-orth:1 --seeds 0 1 2 --pair mmq-ft:1 "
-        "mmq-ctl:1 --pair mmq-ft:1 mmq:1 --pair mmq-ft:1 rq-kmeans:8 --pair mmq-ft:1 psrq:8 "
-        "--pair mmq-ft:1 opq:8 --pair mmq-ft:1 mmq-ft-no-orth:1 --results ranking_ids_lfm2k",
+        "mmq-ctl:1 mmq:1 rq-kmeans:8 psrq:8 opq:8 mmq-ft-no-orth:1 mmq-ft-shared-only:1 "
+        "mmq-ft-specific-only:1 mmq-ft-one-expert:1 mmq-ft-one-expert:2 --seeds 0 1 2 --pair "
+        "mmq-ft:1 mmq-ctl:1 --pair mmq-ft:1 mmq:1 --pair mmq-ft:1 rq-kmeans:8 --pair mmq-ft:1 "
+        "psrq:8 --pair mmq-ft:1 opq:8 --pair mmq-ft:1 mmq-ft-no-orth:1 --pair mmq-ft:1 "
+        "mmq-ft-shared-only:1 --pair mmq-ft:1 mmq-ft-specific-only:1 --pair mmq-ft:1 "
+        "mmq-ft-one-expert:1 --pair mmq-ft:1 mmq-ft-one-expert:2 --results ranking_ids_lfm2k",
         False,
         ("commit", "command"),
     ),
