@@ -161,6 +161,13 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "retrievers_routing_lfm2k": (
+        "python benchmarks/bench_retrievers.py --datasets lfm2k-mm --ids mmq-ft:1 "
+        "mmq-ft-one-expert:2 --seeds 0 1 2 --pair mmq-ft:1 mmq-ft-one-expert:2 "
+        "--results retrievers_routing_lfm2k",
+        False,
+        ("commit", "command"),
+    ),
     "ranking_refit_lfm2k": (
         "python benchmarks/bench_ranking_ids.py --datasets lfm2k-mm --ids rq-vae:8 mmq-ft:1 "
         "mmq-ctl:1 mmq:1 rq-kmeans:8 psrq:8 opq:8 --seeds 0 1 2 --pair mmq-ft:1 mmq-ctl:1 "
