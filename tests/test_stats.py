@@ -22,6 +22,10 @@ def test_mean_ci_by_hand():
     assert c["mean"] == 2.0 and c["ci"] == pytest.approx(4.302653 / 3**0.5, rel=1e-5)
     assert mean_ci([0.5])["ci"] is None and mean_ci([])["mean"] is None
     assert mean_ci([0.1, float("nan"), 0.3])["n"] == 2
+    # every seed's own figure is kept, in order, a dropped one as None
+    assert c["values"] == [1.0, 2.0, 3.0]
+    assert mean_ci([0.1, float("nan"), None, 0.3])["values"] == [0.1, None, None, 0.3]
+    assert mean_ci(np.array([0.5]))["values"] == [0.5] and mean_ci([])["values"] == []
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -21,16 +21,21 @@ LEVEL = 0.95
 
 
 def mean_ci(values: list[float] | np.ndarray, level: float = LEVEL) -> dict:
-    """Mean and half-width of the t interval over seeds; NaN values are dropped."""
+    """Mean and half-width of the t interval over seeds; NaN values are dropped from both.
+
+    ``values`` keeps every seed's own figure in the order given (None where it was NaN or
+    missing), so a results file shows the spread behind each cell and a later comparison can
+    be recomputed from it without the runs."""
     from scipy.stats import t
 
-    v = np.asarray([x for x in values if x is not None and x == x], dtype=np.float64)
+    seeds = [None if x is None or x != x else float(x) for x in np.asarray(values).tolist()]
+    v = np.asarray([x for x in seeds if x is not None], dtype=np.float64)
     if not len(v):
-        return {"mean": None, "ci": None, "n": 0}
+        return {"mean": None, "ci": None, "n": 0, "values": seeds}
     if len(v) == 1:
-        return {"mean": float(v[0]), "ci": None, "n": 1}
+        return {"mean": float(v[0]), "ci": None, "n": 1, "values": seeds}
     half = float(t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return {"mean": float(v.mean()), "ci": half, "n": int(len(v))}
+    return {"mean": float(v.mean()), "ci": half, "n": int(len(v)), "values": seeds}
 
 
 def speed_ratio(seconds_a, seconds_b, level: float = LEVEL) -> tuple[float, float, float]:

@@ -175,14 +175,14 @@ class Service:
         """Fusion at (w, b): the training catalogue's content from the retriever's data set
         (as the retrieve stage read it), and the items its softmax trained on (the protocol's
         warm items; every other item, cold or added, is new)."""
-        from mmsid.protocol import load_protocol
+        from mmsid.data import load_dataset
+        from mmsid.protocol import ProtocolConfig, build_protocol
         from mmsid.retrieval.run import item_content
 
         try:
-            x, widths, means = item_content(
-                cfg["dataset"], cfg.get("data_dir"), cfg.get("modalities") or [], cfg["center"]
-            )
-            proto = load_protocol(cfg["dataset"], cfg.get("data_dir"), cfg["protocol"])
+            ds = load_dataset(cfg["dataset"], cfg.get("data_dir"))  # read once for both
+            x, widths, means = item_content(ds, None, cfg.get("modalities") or [], cfg["center"])
+            proto = build_protocol(ds, ProtocolConfig(**cfg["protocol"]))
         except (OSError, KeyError) as e:
             raise DataError(
                 f"content fusion needs the retriever's data set '{cfg.get('dataset')}' ({e}); "
