@@ -161,10 +161,13 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
-    "retrievers_routing_lfm2k": (
+    "retrievers_ablations_lfm2k": (
         "python benchmarks/bench_retrievers.py --datasets lfm2k-mm --ids mmq-ft:1 "
-        "mmq-ft-one-expert:2 --seeds 0 1 2 --pair mmq-ft:1 mmq-ft-one-expert:2 "
-        "--results retrievers_routing_lfm2k",
+        "mmq-ft-no-orth:1 mmq-ft-shared-only:1 mmq-ft-specific-only:1 mmq-ft-one-expert:1 "
+        "mmq-ft-one-expert:2 --seeds 0 1 2 --pair mmq-ft:1 mmq-ft-no-orth:1 --pair mmq-ft:1 "
+        "mmq-ft-shared-only:1 --pair mmq-ft:1 mmq-ft-specific-only:1 --pair mmq-ft:1 "
+        "mmq-ft-one-expert:1 --pair mmq-ft:1 mmq-ft-one-expert:2 "
+        "--results retrievers_ablations_lfm2k",
         False,
         ("commit", "command"),
     ),
