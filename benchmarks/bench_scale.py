@@ -246,7 +246,7 @@ def report(res: dict) -> str:
         "file. Assignment: `transform(path)`, chunks of 32,768 rows. Against faiss's greedy "
         "residual encoder on the same codebooks: each chunk read once, then `transform(chunk)` "
         "and faiss's encoder in turn (the first to run swaps every chunk; each call after "
-        f"{res.get('pause_s', 0)} s of rest); the ratio (our "
+        f"{res['pause_s']} s of rest); the ratio (our "
         "speed / faiss's) is the geometric mean over chunks with its 95% interval.",
         "",
         "| items x dim | storage | method | fit s | assign s | items/s | paired: ours / faiss "

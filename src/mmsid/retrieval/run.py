@@ -375,21 +375,19 @@ def _content(cfg: RetrieveConfig) -> np.ndarray:
 
 
 def item_content(
-    dataset, data_dir: str | None, modalities: list[str], center: bool
+    dataset: str, data_dir: str | None, modalities: list[str], center: bool, ds=None
 ) -> tuple[np.ndarray, dict[str, int], dict[str, np.ndarray]]:
     """What content-kNN and content fusion read: (N, d) item content (the modalities'
     L2-normalised concatenation; empty ``modalities`` = the data set's tokenizer defaults),
     each modality's width in that order, and the centring means when ``center`` (else {}): a
     new item's content is built with the same modalities and means (mmsid.serve).
-    ``dataset``: a name (loaded from ``data_dir``) or a loaded RecDataset (``data_dir`` unused),
-    so a caller that also needs the protocol reads the files once."""
-    from mmsid.data import RecDataset, load_dataset
+    ``ds``: ``dataset`` already loaded, for a caller that also builds its protocol."""
+    from mmsid.data import load_dataset
     from mmsid.features import build_features
     from mmsid.tokenize import DEFAULT_MODALITIES, center_means, concat_features
 
-    ds = dataset if isinstance(dataset, RecDataset) else load_dataset(dataset, data_dir)
-    key = ds.name if isinstance(dataset, RecDataset) else dataset
-    names = list(modalities) or DEFAULT_MODALITIES.get(key, list(ds.modalities))
+    ds = ds if ds is not None else load_dataset(dataset, data_dir)
+    names = list(modalities) or DEFAULT_MODALITIES.get(dataset, list(ds.modalities))
     feats = build_features(ds, modalities=names, progress=False)
     means = center_means(feats, names) if center else {}
     widths = {n: int(feats.embeddings[n].shape[1]) for n in names}

@@ -181,7 +181,9 @@ class Service:
 
         try:
             ds = load_dataset(cfg["dataset"], cfg.get("data_dir"))  # read once for both
-            x, widths, means = item_content(ds, None, cfg.get("modalities") or [], cfg["center"])
+            x, widths, means = item_content(
+                cfg["dataset"], None, cfg.get("modalities") or [], cfg["center"], ds=ds
+            )
             proto = build_protocol(ds, ProtocolConfig(**cfg["protocol"]))
         except (OSError, KeyError) as e:
             raise DataError(
