@@ -23,9 +23,10 @@ from mmsid.data import load_dataset
 from mmsid.device import bf16_autocast, cpu_description
 from mmsid.io import load_torch, write_json, write_text
 from mmsid.protocol import build_protocol
+from mmsid.retrieval.config import RetrieveConfig
 from mmsid.retrieval.data import build_retrieval
 from mmsid.retrieval.models import item_sids
-from mmsid.retrieval.run import RetrieveConfig, recommend_all
+from mmsid.retrieval.run import recommend_all
 from mmsid.retrieval.tiger import TIGER, TIGERConfig, recommend_reference
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -100,8 +100,9 @@ def retrieve(
     tuples, ``fusion_tolerance``: how the point is chosen; mmsid.retrieval.fusion); its result is
     ``m["fused"]``, with its ranks. ``temperature`` overrides MODEL's for parallel-sid;
     ``sids_file``: which of the tokenizer folder's SID tables it reads."""
+    from mmsid.retrieval.config import RetrieveConfig
     from mmsid.retrieval.parallel import ParallelSIDConfig
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.run import run_retrieve
 
     out = out or RUNS / dataset / (f"parallel-{loss}/seed{seed}" if loss else model)
     kw: dict = {"epochs": 0}

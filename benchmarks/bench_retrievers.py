@@ -99,7 +99,7 @@ def bias_tradeoff(fused: list[dict]) -> list[tuple[float, tuple[float, float]]]:
 def slice_masks(dataset: str, targets: dict[str, np.ndarray]) -> dict[str, dict]:
     """{slice: {split: (users,) bool}} of the protocol's slices of each split's targets."""
     from mmsid.protocol import load_protocol
-    from mmsid.retrieval.run import RetrieveConfig
+    from mmsid.retrieval.config import RetrieveConfig
 
     proto = load_protocol(dataset, None, RetrieveConfig(dataset=dataset).protocol)
     per_split = {split: proto.slices(t) for split, t in targets.items()}

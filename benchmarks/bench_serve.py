@@ -36,8 +36,9 @@ RUNS = HERE.parent / "runs" / "serve-bench"
 
 
 def prepare(dataset: str) -> tuple[Path, Path]:
+    from mmsid.retrieval.config import RetrieveConfig
     from mmsid.retrieval.parallel import ParallelSIDConfig
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.run import run_retrieve
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     tok, ret = RUNS / dataset / "tok", RUNS / dataset / "ret"

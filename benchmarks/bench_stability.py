@@ -214,8 +214,9 @@ RETRIEVER.update(dropout=0.2, temperature=0.07, loss="code")  # as alignment_cos
 
 
 def retrieve(dataset: str, tok_run: Path, seed: int) -> Path:
+    from mmsid.retrieval.config import RetrieveConfig
     from mmsid.retrieval.parallel import ParallelSIDConfig
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.run import run_retrieve
 
     out = tok_run.parent / f"retrieve-{tok_run.name}"
     if not (out / "metrics.json").exists():
@@ -238,7 +239,8 @@ def retrieve(dataset: str, tok_run: Path, seed: int) -> Path:
 def baseline(dataset: str, model: str) -> dict:
     """A deterministic reference on the same protocol: popularity, or content-kNN (the cold
     items' only other way in: nearest warm items by content)."""
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.config import RetrieveConfig
+    from mmsid.retrieval.run import run_retrieve
 
     out = RUNS / dataset / f"retrieve-{model}"
     if not (out / "metrics.json").exists():

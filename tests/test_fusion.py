@@ -88,7 +88,8 @@ def test_one_pass_grid_equals_fusing_at_each_point():
 
 
 def test_a_model_without_exact_scores_cannot_be_fused(real_data_dir, tmp_path):
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.config import RetrieveConfig
+    from mmsid.retrieval.run import run_retrieve
 
     with pytest.raises(TypeError, match="no exact score"):
         ContentFusion(torch.nn.Linear(2, 2), np.ones((3, 2)), 1.0)
@@ -109,7 +110,8 @@ def test_stage_picks_the_grid_point_on_validation(real_data_dir, tmp_path):
     the point is the grid's best on the whole validation split, the model alone stays
     reported, the fused ranks are written, and a run without a grid drops them."""
     from mmsid.protocol import ProtocolConfig
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.config import RetrieveConfig
+    from mmsid.retrieval.run import run_retrieve
 
     kw = dict(
         dataset="lfm2k-mm",

@@ -285,7 +285,8 @@ def test_stage_on_real_data_reads_shared_sids(real_data_dir, tmp_path):
     (no collision level needed: they tie), evaluates every slice, and records its input."""
     from mmsid.ids import SIDTable
     from mmsid.protocol import ProtocolConfig
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.config import RetrieveConfig
+    from mmsid.retrieval.run import run_retrieve
 
     path = tmp_path / "sids.parquet"
     t = SIDTable.from_codes(np.random.default_rng(0).integers(4, size=(1682, 3)), codebook_size=4)

@@ -225,7 +225,7 @@ def ml_sids(real_data_dir, tmp_path_factory):
 
 
 def _cfg(real_data_dir, tmp_path, **kw):
-    from mmsid.retrieval.run import RetrieveConfig
+    from mmsid.retrieval.config import RetrieveConfig
 
     base = dict(
         dataset="ml100k-mm",
@@ -265,7 +265,7 @@ def test_stage_refuses_bad_sid_tables(real_data_dir, tmp_path, ml_sids):
         )
     with pytest.raises(ConfigError, match="needs a SID table"):
         run_retrieve(_cfg(real_data_dir, tmp_path), progress=False)
-    from mmsid.retrieval.run import RetrieveConfig
+    from mmsid.retrieval.config import RetrieveConfig
 
     with pytest.raises(ConfigError, match="schedule 'linear'"):
         RetrieveConfig(dataset="ml100k-mm", schedule="linear")

@@ -127,13 +127,13 @@ def test_a_bad_dataset_is_refused_before_the_folder_is_touched(tmp_path):
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: __import__("mmsid.retrieval.run").retrieval.run.RetrieveConfig(
+        lambda: __import__("mmsid.retrieval.config").retrieval.config.RetrieveConfig(
             dataset="d", lr=float("nan")
         ),
-        lambda: __import__("mmsid.retrieval.run").retrieval.run.RetrieveConfig(
+        lambda: __import__("mmsid.retrieval.config").retrieval.config.RetrieveConfig(
             dataset="d", batch_size=-5
         ),
-        lambda: __import__("mmsid.retrieval.run").retrieval.run.RetrieveConfig(
+        lambda: __import__("mmsid.retrieval.config").retrieval.config.RetrieveConfig(
             dataset="d", patience=-1
         ),
         lambda: __import__("mmsid.ranking.run").ranking.run.RankConfig(dataset="d", neg_ratio=0),
@@ -155,7 +155,7 @@ def test_invalid_settings_from_set_and_the_cli(real_data_dir, tmp_path):
     from mmsid.cli import main
     from mmsid.config import dotted, merge
     from mmsid.errors import ConfigError
-    from mmsid.retrieval.run import RetrieveConfig
+    from mmsid.retrieval.config import RetrieveConfig
 
     with pytest.raises(ConfigError, match="RetrieveConfig.epochs = None"):
         merge(RetrieveConfig(dataset="d"), dotted(["epochs=null"]), "--set")

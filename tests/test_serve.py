@@ -25,8 +25,9 @@ TOKEN = "test-token"
 def runs(real_data_dir, tmp_path_factory):
     from mmsid.protocol import ProtocolConfig
     from mmsid.ranking.run import RankConfig, run_rank
+    from mmsid.retrieval.config import RetrieveConfig
     from mmsid.retrieval.parallel import ParallelSIDConfig
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.run import run_retrieve
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     root = tmp_path_factory.mktemp("serve")
@@ -297,8 +298,8 @@ def test_fusion_serves_the_runs_choice_with_content_and_the_new_item_prior(
 
     from mmsid.errors import DataError
     from mmsid.protocol import load_protocol
+    from mmsid.retrieval.baselines import item_content
     from mmsid.retrieval.fusion import fusion_reference
-    from mmsid.retrieval.run import item_content
     from mmsid.serve import Service, create_app
 
     tok, plain, _, fused = runs

@@ -390,7 +390,8 @@ def retrieve_cmd(
     SID table, or a baseline; writes metrics.json (validation and test, per slice), ranks.npz,
     model.pt, curves.png."""
     from mmsid.config import dotted, merge
-    from mmsid.retrieval.run import RetrieveConfig, run_retrieve
+    from mmsid.retrieval.config import RetrieveConfig
+    from mmsid.retrieval.run import run_retrieve
 
     try:
         cfg = RetrieveConfig(

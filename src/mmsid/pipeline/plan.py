@@ -72,7 +72,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     already has most of its report."""
     from mmsid.pipeline.config import method_label
     from mmsid.ranking.run import RankConfig, run_rank
-    from mmsid.retrieval.run import FUSABLE, RetrieveConfig, run_retrieve
+    from mmsid.retrieval.config import FUSABLE, RetrieveConfig
+    from mmsid.retrieval.run import run_retrieve
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
     proto = dataclasses.asdict(cfg.protocol)

@@ -6,6 +6,9 @@
 * :class:`ContentKNN`: the items whose content embedding is closest (cosine) to the user's last
   history item, that item itself excluded. It needs no interactions, so it scores cold items
   like any other: the cold-start baseline a semantic ID has to beat.
+
+:func:`item_content` builds the content table ContentKNN (and content fusion, and the service's
+fusion) reads.
 """
 
 from __future__ import annotations
@@ -51,3 +54,23 @@ class ContentKNN(nn.Module):
         s[torch.arange(len(last), device=s.device), last] = float("-inf")  # not the item itself
         top = s.topk(k, dim=1)
         return top.indices, top.values
+
+
+def item_content(
+    dataset: str, data_dir: str | None, modalities: list[str], center: bool, ds=None
+) -> tuple[np.ndarray, dict[str, int], dict[str, np.ndarray]]:
+    """What content-kNN and content fusion read: (N, d) item content (the modalities'
+    L2-normalised concatenation; empty ``modalities`` = the data set's tokenizer defaults),
+    each modality's width in that order, and the centring means when ``center`` (else {}): a
+    new item's content is built with the same modalities and means (mmsid.serve).
+    ``ds``: ``dataset`` already loaded, for a caller that also builds its protocol."""
+    from mmsid.data import load_dataset
+    from mmsid.features import build_features
+    from mmsid.tokenize import DEFAULT_MODALITIES, center_means, concat_features
+
+    ds = ds if ds is not None else load_dataset(dataset, data_dir)
+    names = list(modalities) or DEFAULT_MODALITIES.get(dataset, list(ds.modalities))
+    feats = build_features(ds, modalities=names, progress=False)
+    means = center_means(feats, names) if center else {}
+    widths = {n: int(feats.embeddings[n].shape[1]) for n in names}
+    return concat_features(feats, names, means=means)[0], widths, means

@@ -29,7 +29,7 @@ from mmsid.retrieval.sasrec import SASRec, training_windows
 from mmsid.retrieval.tiger import TIGER
 
 if TYPE_CHECKING:
-    from mmsid.retrieval.run import RetrieveConfig
+    from mmsid.retrieval.config import RetrieveConfig
 
 
 @dataclass

@@ -177,7 +177,7 @@ class Service:
         warm items; every other item, cold or added, is new)."""
         from mmsid.data import load_dataset
         from mmsid.protocol import ProtocolConfig, build_protocol
-        from mmsid.retrieval.run import item_content
+        from mmsid.retrieval.baselines import item_content
 
         try:
             ds = load_dataset(cfg["dataset"], cfg.get("data_dir"))  # read once for both
