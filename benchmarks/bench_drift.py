@@ -22,11 +22,11 @@ import numpy as np
 from mmsid.data import load_dataset
 from mmsid.eval.codebook import coherence
 from mmsid.features import build_features
+from mmsid.features.inputs import DEFAULT_MODALITIES, concat_features
 from mmsid.ids import collision_rate
 from mmsid.io import save_png, write_json, write_text
 from mmsid.pipeline import git_commit
 from mmsid.quantizers import PSRQConfig, PSRQTokenizer, RQKMeansConfig, RQKMeansTokenizer
-from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
 
 RESULTS = Path(os.environ.get("MMSID_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "semantic_drift.png"

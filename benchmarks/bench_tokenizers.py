@@ -48,7 +48,7 @@ def _data(name: str) -> np.ndarray:
         return x / np.linalg.norm(x, axis=1, keepdims=True)
     from mmsid.data import load_dataset
     from mmsid.features import build_features
-    from mmsid.tokenize import DEFAULT_MODALITIES, concat_features
+    from mmsid.features.inputs import DEFAULT_MODALITIES, concat_features
 
     ds = load_dataset(name)
     names = DEFAULT_MODALITIES[name]

@@ -182,7 +182,7 @@ def test_a_folder_in_use_is_refused_and_a_stale_lock_is_cleared(real_data_dir, t
 
     from mmsid.errors import ConfigError
     from mmsid.pipeline import run
-    from mmsid.pipeline.runner import LOCK
+    from mmsid.pipeline.folder import LOCK
 
     out = tmp_path / "x"
     run(_tiny_run(out, real_data_dir), progress=False)
@@ -315,7 +315,7 @@ def test_kill_9_mid_run_loses_nothing_and_a_second_run_is_kept_out(real_data_dir
     from mmsid.errors import ConfigError
     from mmsid.io import TEMP
     from mmsid.pipeline import run
-    from mmsid.pipeline.runner import LOCK
+    from mmsid.pipeline.folder import LOCK
 
     out = tmp_path / "run"
     sets = {"methods": "rq-vae", "seeds": "0,1", "tokenizer.epochs": "12"}

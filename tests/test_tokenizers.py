@@ -144,8 +144,8 @@ def test_real_lfm2k_sids_unique_and_coherent(lfm2k, tmp_path):
     codes group artists with similar tags far above random pairs."""
     from mmsid.eval.codebook import coherence
     from mmsid.features import build_features
+    from mmsid.features.inputs import concat_features
     from mmsid.ids import SIDTable
-    from mmsid.tokenize import concat_features
 
     names = ["text_minilm", "audio_vggish", "audio_whisper"]
     f = build_features(lfm2k, modalities=names, cache=tmp_path, progress=False)
@@ -161,7 +161,7 @@ def test_center_removes_a_common_direction_and_keeps_absent_rows_zero():
     """Embeddings that share one large common direction (as lfm2k's audio ones do): centering
     makes them unit rows whose mean is ~0; items without the modality stay zero; off = as is."""
     from mmsid.features import ItemFeatures, l2_normalize
-    from mmsid.tokenize import concat_features
+    from mmsid.features.inputs import concat_features
 
     rng = np.random.default_rng(0)
     a = l2_normalize(5.0 + rng.normal(size=(50, 8))).astype(np.float32)

@@ -87,9 +87,9 @@ class RunInputs:
 
     def row(self, blocks: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """{name: (emb (N, d) L2-normalised, zero where absent; mask (N,))} -> (N, sum d),
-        built by the tokenize stage's own :func:`~mmsid.tokenize.concat_features`."""
+        built by the tokenize stage's own :func:`~mmsid.features.inputs.concat_features`."""
         from mmsid.features import ItemFeatures
-        from mmsid.tokenize import concat_features
+        from mmsid.features.inputs import concat_features
 
         feats = ItemFeatures(
             {n: e for n, (e, _) in blocks.items()}, {n: m for n, (_, m) in blocks.items()}

@@ -25,20 +25,12 @@ from mmsid.artefacts import sealing
 from mmsid.config import check_ranges
 from mmsid.data import load_dataset
 from mmsid.errors import ConfigError, DataError
-from mmsid.features import ItemFeatures, build_features, l2_normalize
+from mmsid.features import build_features
+from mmsid.features.inputs import DEFAULT_MODALITIES, center_means, concat_features
 from mmsid.ids import SIDTable
 from mmsid.io import write_json
 from mmsid.protocol import ProtocolConfig, load_protocol
 from mmsid.tokenize_mmq import finetune_with_control, gate_plot, mmq_settings
-
-# Baseline input per data set: the concatenation of these L2-normalised modalities.
-# lfm2k-mm: the shipped MiniLM tag features stand for text (same encoder as ours).
-DEFAULT_MODALITIES = {
-    "ml100k-mm": ["text", "image"],
-    "lfm2k-mm": ["text_minilm", "audio_vggish", "audio_whisper"],
-    "amazon-beauty": ["text"],
-}
-
 
 # PSRQ's prefix weight for every entry point (mmsid tokenize, mmsid run, the benchmarks). The
 # paper's 1.0 makes deep levels mostly repeat the prefix, so many items share a SID (README,
@@ -111,49 +103,6 @@ class TokenizeConfig:
         )
         if self.collision_cap is not None:
             check_ranges(self, collision_cap=(1, None))
-
-
-def center_means(
-    feats: ItemFeatures, names: list[str], fit_items: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """(d,) mean of each named modality over the items that have it (among ``fit_items`` when
-    given): the centering of the tokenizer input, saved with the run for new items."""
-    in_fit = np.ones(feats.n_items, dtype=bool)
-    if fit_items is not None:
-        in_fit = np.zeros(feats.n_items, dtype=bool)
-        in_fit[fit_items] = True
-    return {
-        n: feats.embeddings[n][feats.masks[n] & in_fit].mean(0)
-        for n in names
-        if feats.masks[n].any()
-    }
-
-
-def concat_features(
-    feats: ItemFeatures,
-    names: list[str],
-    *,
-    center: bool = False,
-    fit_items: np.ndarray | None = None,
-    means: dict[str, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, sum d) concatenation of the named modalities (absent rows are zero) and the mask of
-    items that have at least one of them. ``center``: each modality minus its mean over the
-    items that have it (among ``fit_items`` when given: the mean is fitted, so cold items must
-    not enter it), re-normalised (absent rows stay zero). ``means``: centre with these fitted
-    means instead (new items: mmsid.assign)."""
-    if means is None:
-        means = center_means(feats, names, fit_items) if center else {}
-    blocks = []
-    for n in names:
-        e, m = feats.embeddings[n], feats.masks[n]
-        if n in means:
-            e = e.copy()
-            e[m] = l2_normalize(e[m] - means[n][None])
-        blocks.append(e)
-    x = np.concatenate(blocks, axis=1)
-    mask = np.logical_or.reduce([feats.masks[n] for n in names])
-    return x, mask
 
 
 # methods whose fit can start from a previous fit (--align-to); the others only relabel

@@ -1,8 +1,8 @@
 """The main job: data set -> protocol -> features -> every chosen tokenizer -> retrieval and
 ranking on each, for every model seed -> one report with intervals and paired comparisons.
 
-``config`` (settings and budgets), ``plan`` (the stages), ``runner`` (caching, resume, the
-folder guard), ``report`` (seeds pooled, paired tests, report.md, plots).
+``config`` (settings and budgets), ``plan`` (the stages), ``runner`` (caching, resume),
+``folder`` (the run folder's guard), ``report`` (seeds pooled, paired tests, report.md, plots).
 """
 
 from mmsid.pipeline.config import (

@@ -43,7 +43,8 @@ class TokenizerSection:
     lambda_orth: float = 0.1
     center: bool = True  # center each modality before tokenizing (TokenizeConfig.center)
     # the modalities every tokenizer reads; empty = the data set's defaults
-    # (tokenize.DEFAULT_MODALITIES, else all of them), e.g. [title, categories] on amazon-beauty
+    # (features.inputs.DEFAULT_MODALITIES, else all of them), e.g. [title, categories] on
+    # amazon-beauty
     modalities: list[str] = field(default_factory=list)
     collision_cap: int = 1_000_000  # retrieval sizes the collision vocabulary from the data
     opq_levels: int = 32  # opq: m parallel codes (its IDs are long by design: RPG uses 16-64)

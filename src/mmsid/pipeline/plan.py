@@ -56,7 +56,7 @@ def stage_keys(stages: list[Stage]) -> dict[str, str]:
 
 
 def modalities(cfg: PipelineConfig) -> list[str]:
-    from mmsid.tokenize import DEFAULT_MODALITIES
+    from mmsid.features.inputs import DEFAULT_MODALITIES
 
     if cfg.tokenizer.modalities:
         return list(cfg.tokenizer.modalities)

@@ -1,4 +1,5 @@
-"""Running a plan: the folder guard, cached and resumed stages, a report after every stage.
+"""Running a plan: the folder guard (mmsid.pipeline.folder), cached and resumed stages, a report
+after every stage.
 
 Each stage leaves a record: ``stage.json`` (its key, status, seconds) and ``files.json`` (the
 SHA-256 of every file it wrote, mmsid.artefacts). A stage whose record is ``done`` under the
@@ -9,10 +10,8 @@ checkpoint).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from mmsid.config import load_yaml, merge
 from mmsid.errors import ConfigError
 from mmsid.io import clean_temp, write_json, write_text
 from mmsid.pipeline.config import PipelineConfig, run_hash
+from mmsid.pipeline.folder import check_before_writing, check_lock, clear_run, locked, marker_info
 from mmsid.pipeline.plan import Stage, plan, stage_keys
 from mmsid.pipeline.plots import PLOT_FILES
 
@@ -86,10 +86,10 @@ def _run(cfg, resume, overwrite, progress, command, sent: list) -> dict:
     h = run_hash(cfg)
     command = command or "mmsid.run(config)"
     marker = out / "run.json"
-    _check_before_writing(cfg, out)
-    _check_lock(out)  # before --overwrite can touch a folder another run is working in
+    check_before_writing(cfg, out)
+    check_lock(out)  # before --overwrite can touch a folder another run is working in
     if marker.exists():
-        prev = _marker(marker).get("config_hash")
+        prev = marker_info(marker).get("config_hash")
         if prev != h and overwrite:
             clear_run(out)
         elif prev != h and not resume:
@@ -103,7 +103,7 @@ def _run(cfg, resume, overwrite, progress, command, sent: list) -> dict:
             "(--overwrite only ever deletes what an mmsid run wrote)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
+    with locked(out):
         clean_temp(out)  # temporary files of a run that was killed mid-write
         write_text(out / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
         write_json(marker, {"config_hash": h, "command": command, "commit": git_commit()})
@@ -293,101 +293,6 @@ def refresh(run_dir: str | Path) -> dict:
     return snapshot(
         cfg, run_dir, stages, {}, info.get("command", "not recorded"), None, paired=True
     )
-
-
-# what a run folder holds that mmsid wrote: --overwrite removes these and nothing else
-RUN_FILES = ("config.yaml", "run.json", "results.json", "report.md", *PLOT_FILES)
-
-
-def _marker(path: Path) -> dict:
-    """run.json, checked to be one an mmsid run wrote."""
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(
-            f"{path}: unreadable ({e}); this folder is not a usable mmsid run; choose another "
-            "--out (mmsid deletes nothing it cannot show it wrote)"
-        ) from e
-    if not isinstance(info, dict) or "config_hash" not in info:
-        raise ConfigError(
-            f"{path} was not written by an mmsid run (no config_hash); choose another --out "
-            "(mmsid deletes nothing it cannot show it wrote)"
-        )
-    return info
-
-
-LOCK = ".mmsid.lock"  # "pid host" of the run working in the folder
-
-
-def _check_lock(out: Path) -> None:
-    """Refuse a folder another live mmsid run holds; remove a stale lock (its process is gone)."""
-    import os
-    import socket
-
-    lock = out / LOCK
-    if not lock.exists():
-        return
-    try:
-        pid_s, host = lock.read_text().split()
-        pid = int(pid_s)
-    except (OSError, ValueError):
-        pid, host = -1, "?"
-    here = socket.gethostname()
-    alive = False
-    if host == here and pid > 0:
-        try:
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-            alive = True
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # it exists, under another user
-            alive = True
-    if alive or (host not in (here, "?")):
-        raise ConfigError(
-            f"{out} is in use by mmsid process {pid} on {host} ({lock}); wait for it to end or "
-            "choose another --out (if that process is gone, delete the lock file)"
-        )
-    lock.unlink(missing_ok=True)  # stale: left by a run that was killed
-
-
-@contextlib.contextmanager
-def _locked(out: Path):
-    import os
-    import socket
-
-    try:
-        fd = os.open(out / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        raise ConfigError(
-            f"{out} was just taken by another mmsid run; choose another --out"
-        ) from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()} {socket.gethostname()}\n")
-    try:
-        yield
-    finally:
-        (out / LOCK).unlink(missing_ok=True)
-
-
-def clear_run(out: Path) -> None:
-    """Remove what an mmsid run wrote in ``out`` (its files and ``stages/``); anything else
-    in the folder stays, and the folder itself too."""
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    if (out / "stages").is_dir():
-        shutil.rmtree(out / "stages")
-
-
-def _check_before_writing(cfg: PipelineConfig, out: Path) -> None:
-    """Everything that can be checked before the folder is touched."""
-    from mmsid.data import REGISTRY
-
-    if cfg.dataset not in REGISTRY:
-        from mmsid.data import load_dataset
-
-        load_dataset(cfg.dataset, cfg.data_dir)  # raises DataError naming the known sets
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder")
 
 
 def git_commit() -> str | None:

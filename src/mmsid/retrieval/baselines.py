@@ -66,7 +66,7 @@ def item_content(
     ``ds``: ``dataset`` already loaded, for a caller that also builds its protocol."""
     from mmsid.data import load_dataset
     from mmsid.features import build_features
-    from mmsid.tokenize import DEFAULT_MODALITIES, center_means, concat_features
+    from mmsid.features.inputs import DEFAULT_MODALITIES, center_means, concat_features
 
     ds = ds if ds is not None else load_dataset(dataset, data_dir)
     names = list(modalities) or DEFAULT_MODALITIES.get(dataset, list(ds.modalities))

@@ -223,7 +223,7 @@ class Service:
         """(n, d) fusion content of items just embedded by the assigner: the fusion
         modalities among the run's, absent ones zero, centred as the retriever's were."""
         from mmsid.features import ItemFeatures
-        from mmsid.tokenize import concat_features
+        from mmsid.features.inputs import concat_features
 
         widths = self.fusion["widths"]
         emb, mask = {}, {}
