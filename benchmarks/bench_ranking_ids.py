@@ -43,8 +43,8 @@ from bench_parallel_ids import (
     tokenizer_seeds,
 )
 from bench_parallel_loss import tokenize
-from bench_retrievers import id_table, sid_reports
 from mmq_experts import expert_table
+from sid_tables import id_table, sid_reports
 
 from mmsid.eval.stats import mean_ci, paired_auc
 from mmsid.io import write_json, write_text

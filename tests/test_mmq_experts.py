@@ -111,18 +111,16 @@ def test_mmq_fits_reads_one_fit_per_tokenizer_folder(fitted_dir, monkeypatch):
 
 
 def test_sid_reports_tables_every_id_type_and_each_fit_once(fitted_dir, tmp_path, monkeypatch):
-    """The SID-table and expert sections both benches write (bench_retrievers.sid_reports):
+    """The SID-table and expert sections both benches write (sid_tables.sid_reports):
     a row per ID type read from its table, MMQ's experts once per fit, the plot beside them."""
-    import bench_retrievers
     import mmq_experts
+    import sid_tables
 
-    for mod in (bench_retrievers, mmq_experts):
+    for mod in (sid_tables, mmq_experts):
         monkeypatch.setattr(mod, "tokenizer_dir", lambda ds, spec, seed: fitted_dir)
-    monkeypatch.setattr(bench_retrievers, "RESULTS", tmp_path)
+    monkeypatch.setattr(sid_tables, "RESULTS", tmp_path)
     store: dict = {}
-    ids, experts, sizes = bench_retrievers.sid_reports(
-        "lfm2k-mm", ["mmq-ft:1", "mmq:1"], "x", store
-    )
+    ids, experts, sizes = sid_tables.sid_reports("lfm2k-mm", ["mmq-ft:1", "mmq:1"], "x", store)
     assert [r.split(" | ")[1] for r in ids] == ["mmq-ft:1", "mmq:1"]
     assert store["ids"]["mmq-ft:1"]["codes"] == store["ids"]["mmq:1"]["codes"] == 8
     assert 0.0 <= store["ids"]["mmq-ft:1"]["collision_rate"] <= 1.0
@@ -131,7 +129,7 @@ def test_sid_reports_tables_every_id_type_and_each_fit_once(fitted_dir, tmp_path
     assert "sid_changed_share" not in store["ids"]["mmq:1"]
     assert list(store["experts"]) == ["mmq-ft:1"] and len(experts) == 8 + 2
     assert (tmp_path / "x_lfm2k-mm_experts.png").is_file()
-    assert bench_retrievers.sid_reports("lfm2k-mm", [], "y", {}) == ([], [], set())
+    assert sid_tables.sid_reports("lfm2k-mm", [], "y", {}) == ([], [], set())
 
 
 def test_sid_reports_give_a_row_per_tokenizer_fit_when_seeds_refit(
@@ -139,17 +137,17 @@ def test_sid_reports_give_a_row_per_tokenizer_fit_when_seeds_refit(
 ):
     """With --refit-tokenizers each model seed reads its own fit: one SID-table row per fit
     (what fine-tuning changed differs between fits), the experts from the first one."""
-    import bench_retrievers
     import mmq_experts
+    import sid_tables
 
     asked = []
-    for mod in (bench_retrievers, mmq_experts):
+    for mod in (sid_tables, mmq_experts):
         monkeypatch.setattr(
             mod, "tokenizer_dir", lambda ds, spec, seed: asked.append(seed) or fitted_dir
         )
-    monkeypatch.setattr(bench_retrievers, "RESULTS", tmp_path)
+    monkeypatch.setattr(sid_tables, "RESULTS", tmp_path)
     store: dict = {}
-    ids, experts, _ = bench_retrievers.sid_reports(
+    ids, experts, _ = sid_tables.sid_reports(
         "lfm2k-mm", ["mmq-ft:1", "opq:8"], "x", store, (0, 1, 2)
     )
     labels = [r.split(" | ")[1] for r in ids]
@@ -157,5 +155,5 @@ def test_sid_reports_give_a_row_per_tokenizer_fit_when_seeds_refit(
     assert list(store["ids"]) == labels
     assert asked == [0, 1, 2, 0, 1, 2, 0]  # the last: the expert table's fit
     assert len(experts) == 8 + 2
-    head = bench_retrievers.id_table(ids, (0, 1, 2))[1]
+    head = sid_tables.id_table(ids, (0, 1, 2))[1]
     assert "tokenizer seed 0, 1, 2" in head
