@@ -127,6 +127,20 @@ def test_custom_nan_embedding(tmp_path):
         custom.load(p, embeddings={"audio": tmp_path / "e.npy"})
 
 
+def test_custom_embedding_beyond_float32_is_refused_not_cast_to_inf(tmp_path):
+    p = _write(tmp_path, "i.csv", pd.DataFrame({"user": [1, 2], "item": [3, 4]}))
+    e = np.ones((2, 3))  # float64: finite here, inf once cast to float32
+    e[1, 0] = -1e300
+    np.save(tmp_path / "e.npy", e)
+    with pytest.raises(DataError, match=r"e.npy: row 1 holds a value beyond float32's range"):
+        custom.load(p, embeddings={"audio": tmp_path / "e.npy"})
+    e[1, 0] = 3e38  # the largest values float32 holds still load, as float32
+    np.save(tmp_path / "e.npy", e)
+    ds = custom.load(p, embeddings={"audio": tmp_path / "e.npy"})
+    arr = ds.modalities["audio"].raw
+    assert arr.dtype == np.float32 and np.isfinite(arr).all()
+
+
 def test_custom_row_count_mismatch(tmp_path):
     p = _write(tmp_path, "i.csv", pd.DataFrame({"user": [1, 2], "item": [3, 4]}))
     np.save(tmp_path / "e.npy", np.ones((3, 3)))

@@ -170,6 +170,22 @@ def check_finite(arr: np.ndarray, *, source: str) -> None:
         )
 
 
+def to_float32(arr: np.ndarray, *, source: str) -> np.ndarray:
+    """``arr`` as float32, refused where it holds NaN/inf or a value float32 cannot hold
+    (|x| > 3.4e38, which the cast would silently turn into inf): DataError naming the row."""
+    if arr.dtype.kind == "f":
+        check_finite(arr, source=source)
+        limit = np.finfo(np.float32).max
+        big = np.abs(arr) > limit
+        if big.any():
+            row = int(np.flatnonzero(big.any(axis=tuple(range(1, arr.ndim))))[0])
+            raise DataError(
+                f"{source}: row {row} holds a value beyond float32's range (|x| > {limit:.2e}); "
+                f"rescale the embeddings (e.g. L2-normalize them)"
+            )
+    return arr.astype(np.float32)
+
+
 _last_read: list[Path] = []  # the last file a built-in loader began to read
 
 

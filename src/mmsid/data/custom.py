@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmsid.data.base import Modality, RecDataset, check_finite, check_numeric, finalize_interactions
+from mmsid.data.base import Modality, RecDataset, check_numeric, finalize_interactions, to_float32
 from mmsid.errors import DataError
 
 
@@ -61,7 +61,7 @@ def _read_embedding(path: Path) -> np.ndarray:
         raise DataError(f"{path}: expected a 2-D array (n_items, d), got shape {arr.shape}")
     if arr.dtype.kind not in "fiub":
         raise DataError(f"{path}: holds {arr.dtype} values; embeddings must be numbers")
-    return arr.astype(np.float32)
+    return arr
 
 
 def load(
@@ -133,7 +133,7 @@ def load(
                 f"{epath}: {arr.shape[0]} rows but the item table has "
                 f"{len(item_raw)} items; give one row per item, in item order"
             )
-        check_finite(arr, source=str(epath))
+        arr = to_float32(arr, source=str(epath))
         modalities[mod] = Modality(mod, "embedding", arr, source=str(epath))
     if text_column is not None:
         if text_column not in item_df.columns:

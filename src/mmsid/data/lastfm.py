@@ -10,11 +10,11 @@ import pandas as pd
 from mmsid.data.base import (
     Modality,
     RecDataset,
-    check_finite,
     check_numeric,
     finalize_interactions,
     guarded,
     reading,
+    to_float32,
 )
 from mmsid.data.download import resolve_data_dir
 from mmsid.errors import DataError
@@ -94,13 +94,13 @@ def load(data_dir: str | os.PathLike | None = None) -> RecDataset:
     modalities = {"text": Modality("text", "text", texts, source=str(text_path))}
     for mod, fname in EMBEDDINGS.items():
         fpath = folder / fname
-        arr = np.load(reading(fpath)).astype(np.float32)
+        arr = np.load(reading(fpath))
         if arr.ndim != 2 or arr.shape[0] != n_items:
             raise DataError(
                 f"{fpath}: shape {arr.shape}, expected ({n_items}, d) — one row per "
                 f"itemID of {path}"
             )
-        check_finite(arr, source=str(fpath))
+        arr = to_float32(arr, source=str(fpath))
         modalities[mod] = Modality(mod, "embedding", arr, source=str(fpath))
 
     items = pd.DataFrame(
