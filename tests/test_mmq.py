@@ -127,7 +127,8 @@ def test_default_layout_routes_two_experts_per_group_and_ablations_keep_their_le
     """Default: 2 shared + 2 specific experts per modality, one level each; the SID holds
     every expert's codes (6 for two modalities, 4 for one); shared-only keeps the full
     model's length, one-expert is the M + 1 layout; both stages run on one modality."""
-    from mmsid.tokenize import TokenizeConfig, mmq_settings
+    from mmsid.tokenize import TokenizeConfig
+    from mmsid.tokenize_mmq import mmq_settings
 
     cfg = TokenizeConfig(dataset="x", method="mmq", epochs=3, finetune_epochs=1)
     for dims, n in (((6,), 4), ((6, 5), 6), ((6, 5, 4), 8)):
