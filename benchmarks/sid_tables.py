@@ -17,10 +17,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def id_facts(dataset: str, spec: str, tseed: int = 0) -> dict:
     """The SID table ``spec``'s runs read (tokenizer seed ``tseed``), over every item (cold
-    ones included): codes per SID, the share of items whose full SID another item shares, the
-    lowest share of a position's codebook in use; for MMQ + fine-tuning and its ablations, what
-    the tokenizer's metrics.json says of stage 2 beside its control (mmsid.tokenize_mmq; shares
-    over the fitted items)."""
+    ones included): codes per SID, PSRQ's alpha, the share of items whose full SID another
+    item shares, the lowest share of a position's codebook in use; for MMQ + fine-tuning and
+    its ablations, what the tokenizer's metrics.json says of stage 2 beside its control
+    (mmsid.tokenize_mmq; shares over the fitted items)."""
     import json
 
     from mmsid.ids import SIDTable, collision_rate
@@ -32,6 +32,10 @@ def id_facts(dataset: str, spec: str, tseed: int = 0) -> dict:
     used = [len(np.unique(c)) / m["codebook_size"] for c in codes.T]
     facts = {"codes": codes.shape[1], "collision_rate": collision_rate(codes)}
     facts["min_utilization"] = min(used)
+    if method == "psrq":  # the issue asks PSRQ's rows to state the alpha they were fitted with
+        import yaml
+
+        facts["alpha"] = yaml.safe_load((folder / "config.yaml").read_text())["alpha"]
     if method == "mmq-ft" or method in MMQ_ABLATED:
         ft = m["stage2"]
         facts |= {
@@ -53,7 +57,8 @@ def id_line(dataset: str, spec: str, f: dict) -> str:
             f"{f['sid_differs_from_control_share']:.3f}",
         ]
     cells += [""] * (7 - len(cells))
-    return f"| {dataset} | {spec} | {' | '.join(cells)} |"
+    name = f"{spec} (alpha {f['alpha']:g})" if "alpha" in f else spec
+    return f"| {dataset} | {name} | {' | '.join(cells)} |"
 
 
 def sid_reports(

@@ -157,3 +157,23 @@ def test_sid_reports_give_a_row_per_tokenizer_fit_when_seeds_refit(
     assert len(experts) == 8 + 2
     head = sid_tables.id_table(ids, (0, 1, 2))[1]
     assert "tokenizer seed 0, 1, 2" in head
+
+
+def test_psrq_rows_state_the_alpha_their_fit_used(fitted_dir, tmp_path, monkeypatch):
+    """Issue 17 asks PSRQ's rows to state alpha: read from the fit's config, not assumed."""
+    import shutil
+
+    import sid_tables
+    import yaml
+
+    psrq = tmp_path / "psrq"
+    psrq.mkdir()
+    for name in ("sids.parquet", "metrics.json"):
+        shutil.copy(fitted_dir / name, psrq / name)
+    (psrq / "config.yaml").write_text(yaml.safe_dump({"method": "psrq", "alpha": 0.5}))
+    monkeypatch.setattr(sid_tables, "tokenizer_dir", lambda ds, spec, seed: psrq)
+    facts = sid_tables.id_facts("lfm2k-mm", "psrq:8")
+    assert facts["alpha"] == 0.5
+    assert sid_tables.id_line("lfm2k-mm", "psrq:8", facts).split(" | ")[1] == "psrq:8 (alpha 0.5)"
+    monkeypatch.setattr(sid_tables, "tokenizer_dir", lambda ds, spec, seed: fitted_dir)
+    assert "alpha" not in sid_tables.id_facts("lfm2k-mm", "mmq:1")
