@@ -173,10 +173,11 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "retrievers_idlen_lfm2k": (
         "python benchmarks/bench_retrievers.py --datasets lfm2k-mm --ids mmq-ft:2@0.14 "
-        "rq-vae:16@0.14 mmq-ctl:2@0.14 mmq:2@0.14 rq-kmeans:16@0.14 mmq-ft:1 --seeds 0 1 2 "
-        "--pair mmq-ft:2@0.14 rq-vae:16@0.14 --pair mmq-ft:2@0.14 mmq-ctl:2@0.14 --pair "
-        "mmq-ft:2@0.14 mmq:2@0.14 --pair mmq-ft:2@0.14 rq-kmeans:16@0.14 --pair mmq-ft:2@0.14 "
-        "mmq-ft:1 --results retrievers_idlen_lfm2k",
+        "rq-vae:16@0.14 mmq-ctl:2@0.14 mmq:2@0.14 rq-kmeans:16@0.14 psrq:16@0.14 opq:16@0.14 "
+        "mmq-ft:1 --seeds 0 1 2 --pair mmq-ft:2@0.14 rq-vae:16@0.14 --pair mmq-ft:2@0.14 "
+        "mmq-ctl:2@0.14 --pair mmq-ft:2@0.14 mmq:2@0.14 --pair mmq-ft:2@0.14 rq-kmeans:16@0.14 "
+        "--pair mmq-ft:2@0.14 psrq:16@0.14 --pair mmq-ft:2@0.14 opq:16@0.14 --pair "
+        "mmq-ft:2@0.14 mmq-ft:1 --results retrievers_idlen_lfm2k",
         False,
         ("commit", "command"),
     ),
