@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _reproduce():

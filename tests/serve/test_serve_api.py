@@ -1,110 +1,14 @@
-"""`mmsid serve`: every endpoint and error path in process (TestClient), recommendations
-checked against the model's own scores, new items recommendable without retraining, a
-schemathesis run against the live schema, and one real uvicorn process on loopback.
-Real lfm2k-mm data: a tokenize run and a small parallel-SID retriever trained on its IDs."""
+"""`mmsid serve` in process (TestClient): every endpoint and error path, recommendations checked
+against the model's own scores, new items recommendable without retraining, content fusion.
+Real lfm2k-mm data (the fixtures in this folder's conftest)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
-import schemathesis
 import torch
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, settings
-
-TOKEN = "test-token"
-
-
-@pytest.fixture(scope="module")
-def runs(real_data_dir, tmp_path_factory):
-    from mmsid.protocol import ProtocolConfig
-    from mmsid.ranking.run import RankConfig, run_rank
-    from mmsid.retrieval.config import RetrieveConfig
-    from mmsid.retrieval.parallel import ParallelSIDConfig
-    from mmsid.retrieval.run import run_retrieve
-    from mmsid.tokenize import TokenizeConfig, run_tokenize
-
-    root = tmp_path_factory.mktemp("serve")
-    tok = root / "tok"
-    run_tokenize(
-        TokenizeConfig(
-            dataset="lfm2k-mm", method="rq-kmeans", out=str(tok), data_dir=str(real_data_dir)
-        ),
-        progress=False,
-    )
-
-    def retrieve(out, **fusion):
-        run_retrieve(
-            RetrieveConfig(
-                dataset="lfm2k-mm",
-                model="parallel-sid",
-                sids=str(tok / "sids.parquet"),
-                out=str(out),
-                data_dir=str(real_data_dir),
-                epochs=1,
-                valid_sample=100,
-                parallel=ParallelSIDConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0),
-                protocol=ProtocolConfig(max_history=8),
-                amp="off",
-                **fusion,
-            ),
-            progress=False,
-        )
-        return out
-
-    ret = retrieve(root / "ret")
-    # the same retriever, with content fusion chosen on validation
-    fused = retrieve(root / "ret-fused", fusion_weights=(0.5, 4.0), fusion_new_item_bias=(0.1,))
-    rank = root / "rank"
-    run_rank(
-        RankConfig(
-            dataset="lfm2k-mm",
-            model="din-sid",
-            sids={"joint": str(tok / "sids.parquet")},
-            out=str(rank),
-            data_dir=str(real_data_dir),
-            epochs=1,
-        ),
-        progress=False,
-    )
-    return tok, ret, rank, fused
-
-
-@pytest.fixture()
-def service(runs, tmp_path):
-    """A fresh copy of the run per test (writes stay in the test)."""
-    import shutil
-
-    from mmsid.serve import Service
-
-    tok, ret, rank, _ = runs
-    shutil.copytree(tok, tmp_path / "tok")
-    svc = Service(tmp_path / "tok", retriever=ret, ranker=rank)
-    yield svc
-    svc.assigner.close()
-
-
-@pytest.fixture()
-def client(service):
-    from mmsid.serve import create_app
-
-    return TestClient(create_app(service, token=TOKEN, max_body=100_000))
-
-
-def _vectors(service, rows, lfm2k):
-    return [
-        {n: np.asarray(lfm2k.modalities[n].raw)[r].tolist() for n in service.assigner.inputs.names}
-        for r in rows
-    ]
-
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from serving import AUTH, TOKEN, served_scores_are_the_models, vectors
 
 
 def test_health_lookup_and_prefix(client, service):
@@ -153,7 +57,7 @@ def test_new_items_are_assigned_and_recommendable_without_retraining(client, ser
     top = client.post("/recommend", json={"history": ["3", "15"], "k": 1}).json()["items"][0]
     # a new item with the content of the top item gets its codes, so it ties with it
     body = {
-        "items": [{"item": "new-1", "embeddings": _vectors(service, [int(top["item"])], lfm2k)[0]}]
+        "items": [{"item": "new-1", "embeddings": vectors(service, [int(top["item"])], lfm2k)[0]}]
     }
     assert client.post("/items", json=body).status_code == 401  # writes need the token
     assert (
@@ -194,7 +98,7 @@ def test_add_errors_name_the_field_and_write_nothing(client, service, body, stat
 
 
 def test_changed_content_is_a_409_unless_replace(client, service, lfm2k):
-    v = _vectors(service, [1, 2], lfm2k)
+    v = vectors(service, [1, 2], lfm2k)
     first = {"items": [{"item": "c", "embeddings": v[0]}]}
     sid = client.post("/items", json=first, headers=AUTH).json()["assigned"][0]["sid"]
     assert client.post("/items", json=first, headers=AUTH).json()["assigned"][0]["sid"] == sid
@@ -228,7 +132,7 @@ def test_rank_matches_the_trained_ranker_and_scores_new_items(client, service, r
     ref = DIN(len(t.item_ids), sids={"joint": t.codes}, codebook_size=256)
     ref.load_state_dict(load_torch(runs[2] / "model.pt")["state"])
     ref.eval()
-    _served_scores_are_the_models(client, service, ref, lfm2k)
+    served_scores_are_the_models(client, service, ref, lfm2k)
     r = client.post("/rank", json={"history": ["late"], "candidates": ["nope"]})
     assert r.status_code == 404 and "nope" in r.json()["detail"]
     assert client.post("/rank", json={"history": [], "candidates": []}).status_code == 422
@@ -337,166 +241,10 @@ def test_fusion_serves_the_runs_choice_with_content_and_the_new_item_prior(
     assert [g["score"] for g in got] == pytest.approx(np.sort(ref)[::-1][:20].tolist(), abs=1e-4)
     # an item added with a warm item's content: same codes, same content term, plus b
     j = next(int(g["item"]) for g in got if trained[svc.index[g["item"]]])
-    body = {"items": [{"item": "twin", "embeddings": _vectors(svc, [j], lfm2k)[0]}]}
+    body = {"items": [{"item": "twin", "embeddings": vectors(svc, [j], lfm2k)[0]}]}
     assert client.post("/items", json=body, headers=AUTH).status_code == 200
     assert np.allclose(svc.content[svc.index["twin"]], svc.content[svc.index[str(j)]], atol=1e-6)
     every = client.post("/recommend", json={"history": hist, "k": 30}).json()["items"]
     score = {g["item"]: g["score"] for g in every}
     assert score["twin"] - score[str(j)] == pytest.approx(b, abs=1e-4)
     svc.assigner.close()
-
-
-# ---- schemathesis against the live schema --------------------------------------------------
-
-
-@pytest.fixture()
-def api_schema(service):
-    from mmsid.serve import create_app
-
-    # a body limit above the schema's own (1,000 items of this run's vectors) so that what
-    # is tested is the schema; the limit itself has its own test
-    app = create_app(service, token=None, max_body=64 << 20)
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
-
-
-@schema.parametrize()
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-)
-def test_schema_no_server_errors(case):
-    """Generated requests for every operation: no 5xx, responses as the schema says, invalid
-    requests refused. Left out: "every schema-valid request is accepted" (positive data
-    acceptance): an item with no content, or twice in one batch, is schema-valid and refused
-    (422) by rules a JSON schema cannot state."""
-    case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
-
-
-# ---- one real process on loopback ------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_real_uvicorn_process(runs, tmp_path, lfm2k):
-    import shutil
-
-    import httpx
-
-    shutil.copytree(runs[0], tmp_path / "tok")
-    port = _free_port()
-    env = {**os.environ, "MMSID_TOKEN": TOKEN, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mmsid",
-            "serve",
-            str(tmp_path / "tok"),
-            "--retriever",
-            str(runs[1]),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(proc.stdout.read1().decode() if proc.poll() is not None else "no start")
-        assert httpx.get(f"{base}/items/0").json()["sid"]
-        vec = {
-            n: np.asarray(lfm2k.modalities[n].raw)[5].tolist()
-            for n in ("text_minilm", "audio_vggish", "audio_whisper")
-        }
-        body = {"items": [{"item": "live-1", "embeddings": vec}]}
-        assert httpx.post(f"{base}/items", json=body).status_code == 401
-        r = httpx.post(f"{base}/items", json=body, headers=AUTH)
-        assert r.status_code == 200
-        rec = httpx.post(f"{base}/recommend", json={"history": ["live-1"], "k": 3})
-        assert rec.status_code == 200 and len(rec.json()["items"]) == 3
-        assert "/recommend" in httpx.get(f"{base}/openapi.json").json()["paths"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    # what the live process wrote is in the store
-    from mmsid.assign import Assigner
-
-    with Assigner(tmp_path / "tok") as a:
-        assert a.store.sid(a.version, "live-1") is not None
-
-
-def test_rank_serves_mcca_and_scores_new_items(runs, real_data_dir, tmp_path, lfm2k):
-    """An MCCA ranker over the run's IDs behind /rank: trained items get the model's own
-    scores; an item added after training with item j's content scores as j with j's id
-    embedding zeroed (its SID embeddings from the store's codes)."""
-    import shutil
-
-    from mmsid.ids import SIDTable
-    from mmsid.io import load_torch
-    from mmsid.ranking.mcca import MCCA
-    from mmsid.ranking.run import RankConfig, run_rank
-    from mmsid.serve import Service, create_app
-
-    tok = runs[0]
-    run_rank(
-        RankConfig(
-            dataset="lfm2k-mm",
-            model="mcca",
-            sids={"joint": str(tok / "sids.parquet")},
-            out=str(tmp_path / "mcca"),
-            data_dir=str(real_data_dir),
-            epochs=1,
-        ),
-        progress=False,
-    )
-    shutil.copytree(tok, tmp_path / "tok")
-    svc = Service(tmp_path / "tok", ranker=tmp_path / "mcca")
-    try:
-        client = TestClient(create_app(svc, token=TOKEN))
-        t = SIDTable.load(tok / "sids.parquet")
-        ref = MCCA(len(t.item_ids), {"joint": t.codes}, joint="joint", codebook_size=256)
-        ref.load_state_dict(load_torch(tmp_path / "mcca" / "model.pt")["state"])
-        ref.eval()
-        _served_scores_are_the_models(client, svc, ref, lfm2k)
-    finally:
-        svc.assigner.close()
-
-
-def _served_scores_are_the_models(client, service, ref, lfm2k) -> None:
-    """/rank gives the trained model ``ref``'s own scores; an item added after training with
-    item 50's content scores as 50 with 50's id embedding zeroed (and that embedding mattered)."""
-    import copy
-
-    hist, cands = ["10", "20", "30"], ["40", "50", "60"]
-    got = client.post("/rank", json={"history": hist, "candidates": cands}).json()["scores"]
-    row = torch.full((3, service.rank_history), -1, dtype=torch.long)
-    row[:, :3] = torch.tensor([10, 20, 30])
-    want = ref.predict({"history": row, "item": torch.tensor([40, 50, 60])}).tolist()
-    assert [g["score"] for g in got] == pytest.approx(want, abs=1e-6)
-    body = {"items": [{"item": "late", "embeddings": _vectors(service, [50], lfm2k)[0]}]}
-    assert client.post("/items", json=body, headers=AUTH).status_code == 200
-    late = client.post("/rank", json={"history": hist, "candidates": ["late"]}).json()
-    blank = copy.deepcopy(ref)
-    with torch.no_grad():
-        blank.item.weight[50].zero_()
-    one = {"history": row[:1], "item": torch.tensor([50])}
-    want = blank.predict(one).item()
-    assert late["scores"][0]["score"] == pytest.approx(want, abs=1e-6)
-    assert want != pytest.approx(ref.predict(one).item(), abs=1e-9)
