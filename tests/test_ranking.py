@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmsid.eval.ranking import auc, gauc, logloss
 from mmsid.protocol import build_protocol
 from mmsid.ranking.din import DIN
+from mmsid.ranking.layers import SIDEmbedding
 from mmsid.ranking.mcca import MCCA
 from mmsid.ranking.samples import build_ctr
 
@@ -72,6 +75,36 @@ def test_mcca_shape_and_padding_gets_zero_attention():
     loss = m.loss(b)
     loss.backward()
     assert all(p.grad is not None for n, p in m.named_parameters() if "sid" in n and "tables" in n)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    L=st.integers(1, 6),
+    shape=st.sampled_from([(7,), (5, 9), (2, 3, 4)]),
+    seed=st.integers(0, 2**16),
+)
+def test_sid_embedding_equals_the_per_position_reference(n, L, shape, seed):
+    """The distinct-items path gives the per-position sum's values exactly (padding row
+    included) and its gradients up to float summation order, also after the catalogue
+    grows."""
+    g = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    m = SIDEmbedding(g.integers(0, 8, (n, L)), 8, 5)
+    for grown in (False, True):
+        if grown:
+            n = n + 3
+            m.set_codes(g.integers(0, 8, (n, L)))
+        items = torch.from_numpy(g.integers(0, n + 1, shape))  # n = padding
+        fast, ref = m(items), m.forward_reference(items)
+        assert fast.shape == (*shape, 5)
+        assert torch.equal(fast, ref)
+        assert torch.equal(fast[items == n], torch.zeros_like(fast[items == n]))
+        w = torch.randn(*shape, 5)
+        g_fast = torch.autograd.grad((fast * w).sum(), list(m.parameters()))
+        g_ref = torch.autograd.grad((m.forward_reference(items) * w).sum(), list(m.parameters()))
+        for a, b in zip(g_fast, g_ref):
+            torch.testing.assert_close(a, b)
 
 
 def test_din_with_and_without_sids():
