@@ -191,6 +191,13 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "ranking_ablations16_lfm2k": (
+        "python benchmarks/bench_ranking_ids.py --datasets lfm2k-mm --ids mmq-ft:2 "
+        "mmq-ft-no-orth:2 mmq-ft-shared-only:2 mmq-ft-specific-only:2 mmq-ft-one-expert:4 "
+        "--seeds 0 1 2 --results ranking_ablations16_lfm2k",
+        False,
+        ("commit", "command"),
+    ),
     "ranking_refit_lfm2k": (
         "python benchmarks/bench_ranking_ids.py --datasets lfm2k-mm --ids rq-vae:8 mmq-ft:1 "
         "mmq-ctl:1 mmq:1 rq-kmeans:8 psrq:8 opq:8 --seeds 0 1 2 --pair mmq-ft:1 mmq-ctl:1 "
