@@ -198,6 +198,14 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "ranking_idlen_ml100k": (
+        "python benchmarks/bench_ranking_ids.py --datasets ml100k-mm --ids rq-vae:12 mmq-ft:2 "
+        "mmq-ctl:2 mmq:2 rq-kmeans:12 opq:12 psrq:12 --seeds 0 1 2 --pair mmq-ft:2 mmq-ctl:2 "
+        "--pair mmq-ft:2 mmq:2 --pair mmq-ft:2 rq-kmeans:12 --pair mmq-ft:2 opq:12 --pair "
+        "mmq-ft:2 psrq:12 --results ranking_idlen_ml100k",
+        False,
+        ("commit", "command"),
+    ),
     "ranking_refit_lfm2k": (
         "python benchmarks/bench_ranking_ids.py --datasets lfm2k-mm --ids rq-vae:8 mmq-ft:1 "
         "mmq-ctl:1 mmq:1 rq-kmeans:8 psrq:8 opq:8 --seeds 0 1 2 --pair mmq-ft:1 mmq-ctl:1 "
