@@ -60,9 +60,7 @@ class SIDEmbedding(nn.Module):
         ``forward_reference``'s exactly (same sum, same order); gradients up to float
         summation order."""
         u, inv = torch.unique(items, return_inverse=True)  # (U,), (...) into u
-        c = self.codes[u]  # (U, L)
-        e = sum(t(c[:, j]) for j, t in enumerate(self.tables))  # (U, d)
-        return e[inv]  # (..., d)
+        return self.forward_reference(u)[inv]  # (U, d) gathered to (..., d)
 
     def forward_reference(self, items: torch.Tensor) -> torch.Tensor:
         """The slow reference: every position's L code embeddings looked up and summed."""
