@@ -40,6 +40,11 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("rows", "cpu", "commit", "command"),
     ),
+    "rankers": (
+        "python benchmarks/bench_rankers.py",
+        False,
+        ("rows", "cpu", "commit", "command"),
+    ),
     "stability": (
         "python benchmarks/bench_stability.py",
         False,
