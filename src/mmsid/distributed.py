@@ -155,6 +155,30 @@ def gather_rows(part: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def gather_live(part: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of a global batch, concatenated in rank order (each rank passes its
+    :func:`shard`'s rows; parts may differ in length, an empty one included): (n_global, ...).
+
+    This rank's rows are ``part`` itself, so gradients reach them; the other ranks' rows are
+    detached copies. A term computed from the result is the global batch's term on every
+    rank, and its gradient on each rank covers the rank's own rows: summed over ranks, that is
+    the term's whole gradient (``fit_epochs``'s ``global_terms`` weight it by the world size,
+    since DistributedDataParallel averages). One process: ``part`` unchanged."""
+    if not _CTX.active:
+        return part
+    dev = part.device if _CTX.backend == "nccl" else torch.device("cpu")
+    sizes = torch.zeros(_CTX.world, dtype=torch.long, device=dev)
+    sizes[_CTX.rank] = len(part)
+    dist.all_reduce(sizes)
+    n = sizes.tolist()
+    pad = part.detach().to(dev).new_zeros((max(n), *part.shape[1:]))
+    pad[: len(part)] = part.detach()
+    parts = [torch.empty_like(pad) for _ in range(_CTX.world)]
+    dist.all_gather(parts, pad)
+    rows = [part if r == _CTX.rank else p[: n[r]].to(part.device) for r, p in enumerate(parts)]
+    return torch.cat(rows)
+
+
 class Step(nn.Module):
     """Runs a training step's loss function as ``forward``, so DistributedDataParallel sees
     the step (its gradient hooks and unused-parameter search work on any loss function of the

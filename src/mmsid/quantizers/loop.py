@@ -11,9 +11,12 @@ Launched by torchrun the loop is data-parallel (mmsid.distributed): every rank d
 global batches, trains on its part under DistributedDataParallel with its loss weighted by its
 share of rows, and code-usage counts are summed over ranks before a dead-code restart, so the
 codebooks stay identical on every rank and equal to a one-process run's up to summation
-order. Two things do not carry over and are said so: EMA codebooks (refused; their updates
-would need their own reduction), and in-batch negatives (MMQ stage 2), which are the rank's
-own part of the batch.
+order. A term of the whole batch that is not a mean over rows (MMQ stage 2's in-batch
+negatives) is a ``global_terms`` term: each rank computes it over the gathered global batch
+(mmsid.distributed.gather_live), so it too is one process's. What does not carry over, and is
+said so: EMA codebooks (refused; their updates would need their own reduction), and MMQ's
+batch-level routing terms (the gates' load balance; the means over present items when some
+items lack a modality), computed over the rank's own part.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def fit_epochs(
     init: Callable[[], None] | None = None,
     restart: Callable[[torch.Tensor], int] | None = None,
     stage: int | None = None,
+    global_terms: tuple[str, ...] = (),
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
     desc: str = "tokenizer",
@@ -66,6 +70,13 @@ def fit_epochs(
             dead codes it restarted.
         stage: recorded in history and checkpoints; a checkpoint of another stage, another
             config or another item count is ignored.
+        global_terms: loss terms that ``step_losses`` computes over the whole global batch on
+            every rank, with gradients through the rank's own rows only (gather_live). Each
+            is weighted by the world size instead of the rank's share of rows (DDP averages
+            the ranks' gradients, whose sum is the term's gradient) and logged as it is. In a
+            multi-process run ``step_losses`` is then called on every rank, an empty part of
+            the batch included, and must return these terms for it (it takes part in their
+            gathers). One process: no difference.
     """
     model, ctx = tok.module, distributed.context()
     if ctx.active:
@@ -118,19 +129,31 @@ def fit_epochs(
         for b in range(steps):
             rows = distributed.shard(perm[b * batch_size : (b + 1) * batch_size])
             scale, _ = distributed.share(len(rows), device)
+            # a term's weight: its rank's share of rows, or the world size for a global term
+            weight = {k: ctx.world for k in global_terms}
             if scale:
                 losses = step(step_losses, rows)
                 keys = list(losses)
-                loss = sum(losses.values()) * scale
+                loss = sum(v * weight.get(k, scale) for k, v in losses.items())
+            elif global_terms:  # an empty part: only the global terms, and zeros for the rest
+                losses = step(lambda r: {**step_losses(r), "": distributed.zero_loss(model)}, rows)
+                loss = sum(v * weight.get(k, 1.0) for k, v in losses.items())
             else:  # an empty part of a short last batch: zeros, but take part in the step
                 losses = {}
                 loss = step(lambda _: distributed.zero_loss(model), rows)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            # the global batch's mean of each term: the ranks' scaled terms averaged
+            # the global batch's mean of each term: the ranks' scaled terms averaged (a global
+            # term is the same on every rank)
             terms = distributed.all_sum(
-                [float(losses[k].detach()) * scale if k in losses else 0.0 for k in keys], device
+                [
+                    float(losses[k].detach()) * (1.0 if k in weight else scale)
+                    if k in losses
+                    else 0.0
+                    for k in keys
+                ],
+                device,
             )
             for k, v in zip(keys, terms, strict=True):
                 sums[k] = sums.get(k, 0.0) + v / ctx.world / steps

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmsid import distributed
 from mmsid.eval.codebook import perplexity, utilization
 from mmsid.quantizers.loop import fit_epochs, init_rows
 from mmsid.quantizers.mmq import MMQ, MMQConfig, gate_entropy, sid_length
@@ -120,6 +121,7 @@ class MMQTokenizer(Tokenizer):
             init=init if stage == 1 else None,
             restart=restart if restarts else None,
             stage=stage,
+            global_terms=("behavior",) if stage == 2 else (),
             device=device,
             checkpoint=checkpoint,
             desc=f"mmq stage {stage}",
@@ -130,15 +132,28 @@ class MMQTokenizer(Tokenizer):
     def _stage2_losses(self, get, pair: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction + quantization losses on the batch's items, plus a symmetric in-batch
         InfoNCE between items that follow each other in training sequences; soft indexing
-        carries its gradient into experts and codebooks."""
+        carries its gradient into experts and codebooks.
+
+        In a multi-process run the in-batch negatives are the whole global batch's: every
+        rank gathers the pairs' embeddings (mmsid.distributed.gather_live) and computes the
+        global batch's InfoNCE, with gradients through its own rows (a ``global_terms`` term
+        of the loop), so N processes fine-tune with one process's loss. A rank whose part of a
+        short last batch is empty still takes part in the gather and returns that term only."""
         cfg, model = self.cfg, self.module
         B = pair.shape[0]
-        out = model(get(pair.reshape(-1)), tau=cfg.tau)  # (2B, ...)
-        e = F.normalize(model.behavior(out["q"]), dim=-1).view(B, 2, -1)
-        logits = e[:, 0] @ e[:, 1].T / cfg.behavior_temperature  # (B, B)
-        target = torch.arange(B, device=logits.device)
+        if B:
+            out = model(get(pair.reshape(-1)), tau=cfg.tau)  # (2B, ...)
+            e = F.normalize(model.behavior(out["q"]), dim=-1).view(B, 2, -1)
+            a, b, losses = e[:, 0], e[:, 1], out["losses"]
+        else:  # an empty part (multi-process only): nothing of its own, the gather still runs
+            w = model.behavior.weight
+            a = b = w.new_zeros((0, w.shape[0]))
+            losses = {}
+        a, b = distributed.gather_live(a), distributed.gather_live(b)  # (B_global, d) each
+        logits = a @ b.T / cfg.behavior_temperature  # (B_global, B_global)
+        target = torch.arange(len(a), device=logits.device)
         nce = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        return {**out["losses"], "behavior": cfg.behavior_weight * nce}
+        return {**losses, "behavior": cfg.behavior_weight * nce}
 
     def finetune(
         self,
