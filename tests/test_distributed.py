@@ -313,17 +313,24 @@ def test_tiger_and_mcca_train_in_two_processes_as_in_one(tmp_path, which):
         torch.testing.assert_close(r0["state"][k], ref_state[k], rtol=1e-4, atol=1e-5)
 
 
-def _mmq_stage1(path: Path):
-    """An MMQ fitted (stage 1, one process) on two present modalities with one expert per
-    group, saved at ``path``: its stage-1 terms are all means over rows, so stage 2 in two
-    processes can match one process exactly only if its in-batch negatives are global."""
+def _mmq_data() -> np.ndarray:
+    """257 items (batches of 64 end with 1 row: rank 1's part is empty), two modalities of 8;
+    40 items lack the second and 20 the first, so the means over present items weigh the
+    ranks' parts unequally."""
+    x = np.random.default_rng(6).normal(size=(257, 16)).astype(np.float32)
+    x[:40, 8:] = 0.0
+    x[40:60, :8] = 0.0
+    return x
+
+
+def _mmq(path: Path | None = None):
+    """MMQ at its routed layout (2 shared, 2 specific experts per modality), stage 1 then
+    stage 2; saved at ``path`` when given. Returns (history, weights)."""
     from mmsid.quantizers import tokenizer_for
 
     tok = tokenizer_for(
         "mmq",
         modality_dims=(8, 8),
-        n_shared=1,
-        n_specific=1,
         codebook_size=16,
         latent_dim=8,
         hidden=(16,),
@@ -335,44 +342,40 @@ def _mmq_stage1(path: Path):
         log_steps=True,
         seed=0,
     )
-    tok.fit(_tok_data(), progress=False)
-    torch.save(tok, path)
+    x = _mmq_data()
+    tok.fit(x, progress=False)
+    tok.finetune(x, np.random.default_rng(5).integers(0, len(x), size=(90, 2)), progress=False)
+    weights = {k: v for k, v in tok.module.state_dict().items() if not k.endswith("usage")}
+    return tok.history, weights  # code-usage counts are per rank
 
 
-def _mmq_pairs() -> np.ndarray:
-    return np.random.default_rng(5).integers(0, 301, size=(90, 2))
-
-
-def _finetune(path: Path):
-    tok = torch.load(path, weights_only=False)
-    tok.finetune(_tok_data(), _mmq_pairs(), progress=False)
-    return [h for h in tok.history if h.get("stage") == 2], tok.module.state_dict()
-
-
-def _finetune_worker(rank: int, world: int, port: int, out: str) -> None:
+def _mmq_worker(rank: int, world: int, port: int, out: str) -> None:
     _join(rank, world, port)
-    hist, state = _finetune(Path(out) / "stage1.pt")
-    torch.save({"hist": hist, "state": state}, Path(out) / f"ft{rank}.pt")
+    hist, state = _mmq()
+    torch.save({"hist": hist, "state": state}, Path(out) / f"mmq{rank}.pt")
     distributed.shutdown()
 
 
-def test_mmq_finetuning_in_two_processes_uses_the_global_batch_as_negatives(tmp_path):
-    """MMQ stage 2 under a 2-process group: each rank gathers the global batch's pair
-    embeddings, so the InfoNCE over the 32 pairs of a batch (not each rank's 16), every
-    per-step loss and the fine-tuned weights equal one process's; a rank with an empty part
-    (the 1-pair last batch) still joins the gather."""
-    _mmq_stage1(tmp_path / "stage1.pt")
-    _spawn(_finetune_worker, str(tmp_path))
-    r0, r1 = (torch.load(tmp_path / f"ft{r}.pt") for r in (0, 1))
-    ref_hist, ref_state = _finetune(tmp_path / "stage1.pt")
-    assert len(_steps(ref_hist)) == 2 * 3
-    assert all(h["behavior"] > 0 for h in ref_hist)
+def test_mmq_trains_in_two_processes_as_in_one(tmp_path):
+    """MMQ stage 1 and stage 2 under a 2-process group: the batch-level terms (orthogonality
+    and gate sharpness over the items present, the gates' load balance) and stage 2's
+    in-batch negatives are computed over the global batch, so every per-step loss, each
+    term's epoch mean and the weights equal one process's; ranks with an empty part of a
+    last batch take part in the gathers."""
+    _spawn(_mmq_worker, str(tmp_path))
+    r0, r1 = (torch.load(tmp_path / f"mmq{r}.pt") for r in (0, 1))
+    ref_hist, ref_state = _mmq()
+    assert [h["stage"] for h in ref_hist] == [1, 1, 2, 2]
+    assert len(_steps(ref_hist)) == 2 * 5 + 2 * 3
+    terms = ("orthogonality", "gate_balance", "gate_entropy")
+    assert all(h[k] != 0 for h in ref_hist for k in terms)  # every term is in play
+    assert all(h["behavior"] > 0 for h in ref_hist[2:])
     np.testing.assert_array_equal(_steps(r0["hist"]), _steps(r1["hist"]))
     np.testing.assert_allclose(_steps(r0["hist"]), _steps(ref_hist), rtol=1e-5, atol=1e-6)
     for h0, h in zip(r0["hist"], ref_hist, strict=True):
-        assert h0["behavior"] == pytest.approx(h["behavior"], rel=1e-5)
-    weights = [k for k in ref_state if not k.endswith("usage")]  # code counts: per rank
-    assert len(weights) > 10
-    for k in weights:
+        for k in (*terms, "reconstruction", "behavior"):
+            assert h0.get(k) == pytest.approx(h.get(k), rel=1e-5), (h["stage"], k)
+    assert len(ref_state) > 10
+    for k in ref_state:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
         torch.testing.assert_close(r0["state"][k], ref_state[k], rtol=1e-4, atol=1e-5)

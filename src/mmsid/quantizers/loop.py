@@ -11,12 +11,11 @@ Launched by torchrun the loop is data-parallel (mmsid.distributed): every rank d
 global batches, trains on its part under DistributedDataParallel with its loss weighted by its
 share of rows, and code-usage counts are summed over ranks before a dead-code restart, so the
 codebooks stay identical on every rank and equal to a one-process run's up to summation
-order. A term of the whole batch that is not a mean over rows (MMQ stage 2's in-batch
-negatives) is a ``global_terms`` term: each rank computes it over the gathered global batch
-(mmsid.distributed.gather_live), so it too is one process's. What does not carry over, and is
-said so: EMA codebooks (refused; their updates would need their own reduction), and MMQ's
-batch-level routing terms (the gates' load balance; the means over present items when some
-items lack a modality), computed over the rank's own part.
+order. A term of the whole batch that is not a mean over its rows (MMQ's gate load balance,
+its means over the items present, stage 2's in-batch negatives) is a ``global_terms`` term:
+each rank computes it over the gathered global batch (mmsid.distributed.gather_live), so it
+too is one process's. EMA codebooks do not carry over and are refused (their updates would
+need their own reduction).
 """
 
 from __future__ import annotations

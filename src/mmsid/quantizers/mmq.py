@@ -186,7 +186,8 @@ class MMQ(nn.Module):
 
     def forward(self, x: torch.Tensor, *, tau: float = 0.0) -> dict:
         """x (B, D) -> {"codes" (B, L), "losses" {...}, "q" (B, n_experts * d) quantized
-        latents, "gates" {group: (B, n)}, "recon" [(B, d_m)]}."""
+        latents, "gates" {group: (B, n)}, "present" {group: (B,)}, "recon" [(B, d_m)],
+        "latents" (z_sh, z_sp, mask) as :meth:`latents`}."""
         xs, mask, s_in, z_sh, z_sp = self.latents(x)
         out_sh = [q(z, tau=tau) for q, z in zip(self.q_shared, z_sh)]
         out_sp = [
@@ -215,15 +216,7 @@ class MMQ(nn.Module):
             "codebook": sum(o.losses["codebook"] for o in all_out),
             "commitment": sum(o.losses["commitment"] for o in all_out),
         }
-        if self.cfg.lambda_orth > 0:
-            losses["orthogonality"] = self.cfg.lambda_orth * self.orthogonality(z_sh, z_sp, mask)
-        routed = [k for k, g in gates.items() if g.shape[1] > 1]
-        if routed and self.cfg.gate_balance > 0:
-            terms = [gate_balance(gates[k], present[k]) for k in routed]
-            losses["gate_balance"] = self.cfg.gate_balance * sum(terms)
-        if routed and self.cfg.gate_sharpness > 0:
-            terms = [gate_entropy(gates[k], present[k]) for k in routed]
-            losses["gate_entropy"] = self.cfg.gate_sharpness * sum(terms)
+        losses |= self.batch_terms(gates, present, z_sh, z_sp, mask)
         codes = self.group_codes(
             [o.codes for o in out_sh], [[o.codes for o in per_m] for per_m in out_sp]
         )
@@ -235,7 +228,26 @@ class MMQ(nn.Module):
             "gates": gates,
             "present": present,
             "recon": recon,
+            "latents": (z_sh, z_sp, mask),
         }
+
+    def batch_terms(self, gates, present, z_sh, z_sp, mask) -> dict[str, torch.Tensor]:
+        """The loss terms of a batch that are not means over its rows: orthogonality (a mean
+        over the items present), each routed group's load balance and gate sharpness. The
+        tokenizer's training step recomputes them over the global batch in a multi-process
+        run (mmsid.quantizers.loop's ``global_terms``). gates / present: {group: (B, n) /
+        (B,)}; z_sh [(B, d)]; z_sp [[(B, d)]] per modality; mask (B, M)."""
+        cfg, terms = self.cfg, {}
+        if cfg.lambda_orth > 0:
+            terms["orthogonality"] = cfg.lambda_orth * self.orthogonality(z_sh, z_sp, mask)
+        routed = [k for k, g in gates.items() if g.shape[1] > 1]
+        if routed and cfg.gate_balance > 0:
+            parts = [gate_balance(gates[k], present[k]) for k in routed]
+            terms["gate_balance"] = cfg.gate_balance * sum(parts)
+        if routed and cfg.gate_sharpness > 0:
+            parts = [gate_entropy(gates[k], present[k]) for k in routed]
+            terms["gate_entropy"] = cfg.gate_sharpness * sum(parts)
+        return terms
 
     def orthogonality(self, z_sh, z_sp, mask) -> torch.Tensor:
         """mean |cos| over (shared, specific) expert pairs of an item, counted where the

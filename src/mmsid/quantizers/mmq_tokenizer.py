@@ -20,6 +20,10 @@ from mmsid.quantizers.mmq import MMQ, MMQConfig, gate_entropy, sid_length
 from mmsid.quantizers.rows import Rows, batch_reader
 from mmsid.quantizers.tokenizer import Tokenizer, check_features
 
+# MMQ's loss terms that are not means over a batch's rows (MMQ.batch_terms): the training loop
+# weights them as terms of the global batch (mmsid.quantizers.loop, ``global_terms``)
+BATCH_TERMS = ("orthogonality", "gate_balance", "gate_entropy")
+
 
 class MMQTokenizer(Tokenizer):
     method = "mmq"
@@ -104,7 +108,7 @@ class MMQTokenizer(Tokenizer):
 
         def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
             if stage == 1:
-                return model(get(idx))["losses"]
+                return self._losses(get(idx))[0]
             return self._stage2_losses(get, pairs[idx])
 
         fit_epochs(
@@ -121,12 +125,33 @@ class MMQTokenizer(Tokenizer):
             init=init if stage == 1 else None,
             restart=restart if restarts else None,
             stage=stage,
-            global_terms=("behavior",) if stage == 2 else (),
+            global_terms=BATCH_TERMS + (("behavior",) if stage == 2 else ()),
             device=device,
             checkpoint=checkpoint,
             desc=f"mmq stage {stage}",
             progress=progress,
         )
+
+    def _losses(self, x: torch.Tensor, *, tau: float = 0.0) -> tuple[dict, dict]:
+        """(loss terms, model output) of one training step's rows. In a multi-process run
+        the batch-level terms (MMQ.batch_terms) are recomputed over the global batch: every
+        rank gathers gates, presence, latents and masks (mmsid.distributed.gather_live, its
+        own rows live), so they equal one process's and the loop weights them as global
+        terms. A rank whose part of the batch is empty returns those terms only."""
+        model = self.module
+        out = model(x, tau=tau)
+        losses = dict(out["losses"]) if len(x) else {}
+        if distributed.context().active:
+            gather = distributed.gather_live
+            z_sh, z_sp, mask = out["latents"]
+            losses |= model.batch_terms(
+                {k: gather(g) for k, g in out["gates"].items()},
+                {k: gather(p) for k, p in out["present"].items()},
+                [gather(z) for z in z_sh],
+                [[gather(z) for z in per_m] for per_m in z_sp],
+                gather(mask),
+            )
+        return losses, out
 
     # ---- stage 2 --------------------------------------------------------------------------
     def _stage2_losses(self, get, pair: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -137,19 +162,14 @@ class MMQTokenizer(Tokenizer):
         In a multi-process run the in-batch negatives are the whole global batch's: every
         rank gathers the pairs' embeddings (mmsid.distributed.gather_live) and computes the
         global batch's InfoNCE, with gradients through its own rows (a ``global_terms`` term
-        of the loop), so N processes fine-tune with one process's loss. A rank whose part of a
-        short last batch is empty still takes part in the gather and returns that term only."""
+        of the loop), so N processes fine-tune with one process's loss (as :meth:`_losses`'s
+        batch-level terms)."""
         cfg, model = self.cfg, self.module
         B = pair.shape[0]
-        if B:
-            out = model(get(pair.reshape(-1)), tau=cfg.tau)  # (2B, ...)
-            e = F.normalize(model.behavior(out["q"]), dim=-1).view(B, 2, -1)
-            a, b, losses = e[:, 0], e[:, 1], out["losses"]
-        else:  # an empty part (multi-process only): nothing of its own, the gather still runs
-            w = model.behavior.weight
-            a = b = w.new_zeros((0, w.shape[0]))
-            losses = {}
-        a, b = distributed.gather_live(a), distributed.gather_live(b)  # (B_global, d) each
+        losses, out = self._losses(get(pair.reshape(-1)), tau=cfg.tau)  # rows (2B, ...)
+        e = F.normalize(model.behavior(out["q"]), dim=-1)  # (2B, d)
+        e = e.view(B, 2, e.shape[-1])
+        a, b = distributed.gather_live(e[:, 0]), distributed.gather_live(e[:, 1])  # (B_glob, d)
         logits = a @ b.T / cfg.behavior_temperature  # (B_global, B_global)
         target = torch.arange(len(a), device=logits.device)
         nce = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
