@@ -154,7 +154,8 @@ def test_default_layout_routes_two_experts_per_group_and_ablations_keep_their_le
 
 def test_gate_terms_balance_batches_and_sharpen_items():
     """balance is 0 for even use and n - 1 for one expert; entropy is 1 for uniform gates and
-    0 for one-hot ones; items without the group's input do not count."""
+    0 for one-hot ones; items without the group's input do not count, and a batch without
+    any has neither term."""
     from mmsid.quantizers.mmq import gate_balance, gate_entropy
 
     on = torch.ones(4)
@@ -170,6 +171,9 @@ def test_gate_terms_balance_batches_and_sharpen_items():
     mixed = torch.cat([collapsed[:2], uniform[:2]])
     assert float(gate_entropy(mixed, half)) == pytest.approx(0.0, abs=1e-6)
     assert float(gate_balance(mixed, half)) == pytest.approx(1.0)
+    none = torch.zeros(4)  # a batch with no item of the group: nothing to balance
+    assert float(gate_balance(collapsed, none)) == 0.0
+    assert float(gate_entropy(collapsed, none)) == 0.0
 
 
 def test_gate_terms_route_items_and_the_report_names_every_expert():

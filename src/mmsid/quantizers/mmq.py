@@ -94,10 +94,11 @@ class MMQConfig:
 
 def gate_balance(g: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """n * sum_e u_e^2 - 1 for the batch's mean gate u over the items present: 0 when every
-    expert gets the same mass, n - 1 when one expert gets all of it. g (B, n), present (B,)."""
+    expert gets the same mass, n - 1 when one expert gets all of it, 0 when no item of the
+    batch has the group's input. g (B, n), present (B,)."""
     n = g.shape[1]
     usage = (g * present[:, None]).sum(0) / present.sum().clamp_min(1.0)  # (n,)
-    return n * usage.pow(2).sum() - 1.0
+    return (n * usage.pow(2).sum() - 1.0) * (present.sum() > 0)
 
 
 def gate_entropy(g: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
