@@ -186,6 +186,13 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "retrievers_idlen_ml100k": (
+        "python benchmarks/bench_retrievers.py --datasets ml100k-mm --ids mmq-ft:2@0.14 "
+        "rq-vae:12@0.14 --seeds 0 1 2 --pair mmq-ft:2@0.14 rq-vae:12@0.14 "
+        "--results retrievers_idlen_ml100k",
+        False,
+        ("commit", "command"),
+    ),
     "retrievers_ablations16_lfm2k": (
         "python benchmarks/bench_retrievers.py --datasets lfm2k-mm --ids mmq-ft:2@0.14 "
         "mmq-ft-no-orth:2@0.14 mmq-ft-shared-only:2@0.14 mmq-ft-specific-only:2@0.14 "
