@@ -141,16 +141,18 @@ class MMQTokenizer(Tokenizer):
         model = self.module
         out = model(x, tau=tau)
         losses = dict(out["losses"]) if len(x) else {}
-        if distributed.context().active:
-            gather = distributed.gather_live
+        if distributed.context().active:  # one gather of every (B, k) input, side by side
             z_sh, z_sp, mask = out["latents"]
-            losses |= model.batch_terms(
-                {k: gather(g) for k, g in out["gates"].items()},
-                {k: gather(p) for k, p in out["present"].items()},
-                [gather(z) for z in z_sh],
-                [[gather(z) for z in per_m] for per_m in z_sp],
-                gather(mask),
-            )
+            gates, present = out["gates"], out["present"]
+            parts = [*gates.values(), *(p[:, None] for p in present.values()), *z_sh]
+            parts += [z for per_m in z_sp for z in per_m] + [mask]
+            cols = distributed.gather_live(torch.cat(parts, 1))  # (B_global, sum of k)
+            it = iter(torch.split(cols, [t.shape[1] for t in parts], 1))
+            g = {k: next(it) for k in gates}
+            p = {k: next(it)[:, 0] for k in present}
+            sh = [next(it) for _ in z_sh]
+            sp = [[next(it) for _ in per_m] for per_m in z_sp]
+            losses |= model.batch_terms(g, p, sh, sp, next(it))
         return losses, out
 
     # ---- stage 2 --------------------------------------------------------------------------
@@ -168,8 +170,8 @@ class MMQTokenizer(Tokenizer):
         B = pair.shape[0]
         losses, out = self._losses(get(pair.reshape(-1)), tau=cfg.tau)  # rows (2B, ...)
         e = F.normalize(model.behavior(out["q"]), dim=-1)  # (2B, d)
-        e = e.view(B, 2, e.shape[-1])
-        a, b = distributed.gather_live(e[:, 0]), distributed.gather_live(e[:, 1])  # (B_glob, d)
+        e = distributed.gather_live(e.view(B, 2, e.shape[-1]))  # (B_global, 2, d)
+        a, b = e[:, 0], e[:, 1]
         logits = a @ b.T / cfg.behavior_temperature  # (B_global, B_global)
         target = torch.arange(len(a), device=logits.device)
         nce = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
