@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,7 @@ def retrieve(
     fusion: dict | None = None,
     temperature: float | None = None,
     sids_file: str = "sids.parquet",
+    sasrec: dict | None = None,
 ):
     """A retriever's metrics (with its valid/test ranks), trained unless already finished at
     this budget: parallel-sid on ``sids`` with ``loss`` (MODEL's settings), SASRec (its
@@ -99,10 +101,12 @@ def retrieve(
     fusion settings as RetrieveConfig takes them (``fusion_weights`` and ``fusion_new_item_bias``
     tuples, ``fusion_tolerance``: how the point is chosen; mmsid.retrieval.fusion); its result is
     ``m["fused"]``, with its ranks. ``temperature`` overrides MODEL's for parallel-sid;
-    ``sids_file``: which of the tokenizer folder's SID tables it reads."""
+    ``sids_file``: which of the tokenizer folder's SID tables it reads; ``sasrec``: SASRecConfig
+    fields that differ from its defaults."""
     from mmsid.retrieval.config import RetrieveConfig
     from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import run_retrieve
+    from mmsid.retrieval.sasrec import SASRecConfig
 
     out = out or RUNS / dataset / (f"parallel-{loss}/seed{seed}" if loss else model)
     kw: dict = {"epochs": 0}
@@ -118,6 +122,7 @@ def retrieve(
         }
     elif model == "sasrec":
         kw = {"epochs": SASREC_EPOCHS, "patience": PATIENCE, "lr": LR}
+        kw["sasrec"] = SASRecConfig(**(sasrec or {}))
     kw.update(fusion or {})
     if not _finished(out, kw):
         cfg = RetrieveConfig(
@@ -146,6 +151,8 @@ def _finished(out: Path, kw: dict) -> bool:
         made, want = Path(cfg.get("sids") or "").name, Path(kw.get("sids") or "").name
         if made != want:  # a run folder is one SID table's; never another's
             raise SystemExit(f"{out}: trained on {made or 'no SIDs'}, not {want}; move it away")
+        if "sasrec" in kw and cfg["sasrec"] != asdict(kw["sasrec"]):
+            raise SystemExit(f"{out}: SASRec made with {cfg['sasrec']}, not {kw['sasrec']}")
         if (cfg["epochs"], cfg["patience"]) != (kw["epochs"], kw["patience"]):
             return False
     ws, bs = kw.get("fusion_weights", ()), kw.get("fusion_new_item_bias", ())

@@ -3,23 +3,25 @@ alone and with content fusion (mmsid.retrieval.fusion), beside content-kNN and p
 the same protocol, seeds and users. What semantic IDs buy on head, long-tail and cold items.
 
     python benchmarks/bench_retrievers.py [--datasets amazon-beauty] [--ids opq:8 opq:16@0.14]
-        [--seeds 0 1 2] [--new-item-tolerance T] [--pair X Y] [--results STEM]
+        [--seeds 0 1 2] [--new-item-tolerance T] [--pair X Y] [--sasrec FIELD=VALUE ...]
+        [--results STEM]
     python benchmarks/bench_retrievers.py --only sasrec   # one retriever's runs; writes nothing
 
 parallel-SID: bench_parallel_ids's runs (same folders: a finished one is re-evaluated with the
 fusion grid, not retrained). SASRec: its defaults (width 64, 2 layers, 1 head, dropout 0.2, full
-softmax over warm items), AdamW 1e-3, early stopping on validation Recall@10 with the same
-patience, at most bench_parallel_loss.SASREC_EPOCHS epochs. Fusion: after training, the model's
-score + w * cos(content of the last item, item content) + b for the items it never trained on
-(the cold ones), (w, b) from mmsid.retrieval.fusion's WEIGHT_GRID x NEW_ITEM_BIAS_GRID by
-validation Recall@10 on the whole validation split (so the fused validation figures are where
-the point was chosen; test never chooses). ``--new-item-tolerance T``: instead, among the points
-within T x the best overall validation Recall@10, the best for cold targets on validation
-(mmsid.retrieval.fusion.choose_point); the fused results are then remade in the same run
-folders (training is shared), so each command remakes what it reports. Mean ± 95% CI over seeds;
-paired bootstrap over the same users, seeds pooled, on all users and on the issue's two slices
-(cold: against content-kNN; long tail: against SASRec). The validation trade-off of b (overall
-against cold Recall@10) is tabled for the fused models.
+softmax over warm items; ``--sasrec FIELD=VALUE ...`` sets others, e.g. bench_sasrec_grid's choice
+on validation, in run folders of their own), AdamW 1e-3, early stopping on validation Recall@10 with
+the same patience, at most bench_parallel_loss.SASREC_EPOCHS epochs. Fusion: after training, the
+model's score + w * cos(content of the last item, item content) + b for the items it never trained
+on (the cold ones), (w, b) from mmsid.retrieval.fusion's WEIGHT_GRID x NEW_ITEM_BIAS_GRID by
+validation Recall@10 on the whole validation split (so the fused validation figures are where the
+point was chosen; test never chooses). ``--new-item-tolerance T``: instead, among the points within
+T x the best overall validation Recall@10, the best for cold targets on validation
+(mmsid.retrieval.fusion.choose_point); the fused results are then remade in the same run folders
+(training is shared), so each command remakes what it reports. Mean ± 95% CI over seeds; paired
+bootstrap over the same users, seeds pooled, on all users and on the issue's two slices (cold:
+against content-kNN; long tail: against SASRec). The validation trade-off of b (overall against cold
+Recall@10) is tabled for the fused models.
 Several ``--ids`` give a row pair each (alone, + content) and are compared with the first one.
 ``--pair X Y`` (two of the ``--ids``, repeatable) adds X against Y on all users, cold targets
 and long-tail targets, alone and + content (e.g. MMQ + fine-tuning against its control).
@@ -75,9 +77,42 @@ def fusion(tolerance: float = 0.0) -> dict:
     }
 
 
-def sasrec_runs(dataset: str, seeds: list[int], fuse: dict) -> list[dict]:
+def parse_sasrec(items: list[str]) -> dict:
+    """``["d_model=128", "dropout=0.5"]`` -> SASRecConfig fields that differ from its
+    defaults, each cast to the field's type (an unknown field or a bad value is an error)."""
+    from dataclasses import fields
+
+    from mmsid.retrieval.sasrec import SASRecConfig
+
+    types = {f.name: type(getattr(SASRecConfig(), f.name)) for f in fields(SASRecConfig)}
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in types:
+            raise SystemExit(f"--sasrec {item}: FIELD=VALUE with FIELD one of {sorted(types)}")
+        try:
+            out[key] = types[key](value)
+        except ValueError:
+            raise SystemExit(f"--sasrec {item}: {value!r} is not a {types[key].__name__}")
+    default = SASRecConfig()
+    return {k: v for k, v in sorted(out.items()) if getattr(default, k) != v}
+
+
+def sasrec_name(settings: dict) -> str:
+    """The run folder (and row label) of SASRec at ``settings``: ``sasrec`` at its defaults,
+    e.g. ``sasrec-d_model128-dropout0.5``."""
+    cells = (f"{k}{v}" if isinstance(v, str) else f"{k}{v:g}" for k, v in sorted(settings.items()))
+    return "-".join(["sasrec", *cells])
+
+
+def sasrec_runs(
+    dataset: str, seeds: list[int], fuse: dict, settings: dict | None = None
+) -> list[dict]:
+    """SASRec's runs at ``settings`` (SASRecConfig fields beyond its defaults), one per seed."""
+    settings = settings or {}
+    out = RUNS / dataset / sasrec_name(settings)
     return [
-        retrieve(dataset, "sasrec", s, out=RUNS / dataset / f"sasrec/seed{s}", fusion=fuse)
+        retrieve(dataset, "sasrec", s, out=out / f"seed{s}", fusion=fuse, sasrec=settings)
         for s in seeds
     ]
 
@@ -128,9 +163,17 @@ def main() -> None:
         help="also compare --ids X with --ids Y (all, cold and long-tail users)",
     )
     ap.add_argument(
+        "--sasrec",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="SASRec's settings beyond its defaults (e.g. bench_sasrec_grid's choice)",
+    )
+    ap.add_argument(
         "--results", default="retrievers", help="results stem under benchmarks/results/"
     )
     a = ap.parse_args()
+    sas_cfg = parse_sasrec(a.sasrec)
     for spec in a.ids:
         parse_ids(spec)
     for x, y in a.pair:
@@ -142,7 +185,7 @@ def main() -> None:
     if a.only:
         for ds in a.datasets:
             if a.only == "sasrec":
-                sasrec_runs(ds, a.seeds, fuse)
+                sasrec_runs(ds, a.seeds, fuse, sas_cfg)
             else:
                 for spec in a.ids:
                     runs_for(ds, spec, a.seeds, fuse, a.refit_tokenizers)
@@ -156,6 +199,7 @@ def main() -> None:
         cmd += f" --new-item-tolerance {tol:g}"
     cmd += "".join(f" --pair {x} {y}" for x, y in a.pair)
     cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
+    cmd += f" --sasrec {' '.join(f'{k}={v}' for k, v in sas_cfg.items())}" if sas_cfg else ""
     if a.results != "retrievers":
         cmd += f" --results {a.results}"
     sid_names = [f"parallel-sid ({spec})" for spec in a.ids]
@@ -167,7 +211,7 @@ def main() -> None:
         "tokenizer_seeds": tseeds,
         "fusion_grid": {"weight": [0.0, *WEIGHT_GRID], "new_item_bias": [0.0, *NEW_ITEM_BIAS_GRID]},
         "fusion_tolerance": tol,
-        "sasrec": {"epochs": SASREC_EPOCHS, "patience": PATIENCE},
+        "sasrec": {"epochs": SASREC_EPOCHS, "patience": PATIENCE, "settings": sas_cfg},
         "parallel_runs": str(ID_RUNS.relative_to(HERE.parent)),
         "pairs": a.pair,
         "datasets": {},
@@ -177,8 +221,9 @@ def main() -> None:
         "",
         f"parallel-SID on {', '.join(a.ids)} IDs with bench_parallel_ids's model and budget "
         f"(at most {EPOCHS} epochs, patience {PATIENCE}; `@T`: that ID type's logit "
-        f"temperature, else 0.07; {tokenizer_note(tseeds)}); SASRec with its "
-        f"defaults, early stopping on validation Recall@10 (patience {PATIENCE}, at most "
+        f"temperature, else 0.07; {tokenizer_note(tseeds)}); SASRec "
+        + (f"with {sas_cfg}, else its" if sas_cfg else "with its")
+        + f" defaults, early stopping on validation Recall@10 (patience {PATIENCE}, at most "
         f"{SASREC_EPOCHS} epochs). '+ content': after training, the model's score plus w x "
         "cosine(content of "
         "the user's last item, item content) plus b for the items the model never trained on "
@@ -204,7 +249,7 @@ def main() -> None:
     ]
     paired, tradeoff, id_lines, expert_rows, codebooks = [], [], [], [], set()
     for ds in a.datasets:
-        sas = sasrec_runs(ds, a.seeds, fuse)
+        sas = sasrec_runs(ds, a.seeds, fuse, sas_cfg)
         res["datasets"][ds] = {}
         trained = {  # each row's results and the runs that trained its model
             "sasrec (item ids)": (sas, sas),
