@@ -185,10 +185,12 @@ class MMQ(nn.Module):
         groups = shared + specific if self.cfg.order == "shared-first" else specific + shared
         return torch.cat(groups, dim=1)  # (B, L)
 
-    def forward(self, x: torch.Tensor, *, tau: float = 0.0) -> dict:
+    def forward(self, x: torch.Tensor, *, tau: float = 0.0, batch_terms: bool = True) -> dict:
         """x (B, D) -> {"codes" (B, L), "losses" {...}, "q" (B, n_experts * d) quantized
         latents, "gates" {group: (B, n)}, "present" {group: (B,)}, "recon" [(B, d_m)],
-        "latents" (z_sh, z_sp, mask) as :meth:`latents`}."""
+        "latents" (z_sh, z_sp, mask) as :meth:`latents`}. ``batch_terms=False`` leaves
+        :meth:`batch_terms` out of "losses" (a multi-process step computes them over the global
+        batch instead)."""
         xs, mask, s_in, z_sh, z_sp = self.latents(x)
         out_sh = [q(z, tau=tau) for q, z in zip(self.q_shared, z_sh)]
         out_sp = [
@@ -217,7 +219,8 @@ class MMQ(nn.Module):
             "codebook": sum(o.losses["codebook"] for o in all_out),
             "commitment": sum(o.losses["commitment"] for o in all_out),
         }
-        losses |= self.batch_terms(gates, present, z_sh, z_sp, mask)
+        if batch_terms:
+            losses |= self.batch_terms(gates, present, z_sh, z_sp, mask)
         codes = self.group_codes(
             [o.codes for o in out_sh], [[o.codes for o in per_m] for per_m in out_sp]
         )

@@ -138,10 +138,10 @@ class MMQTokenizer(Tokenizer):
         rank gathers gates, presence, latents and masks (mmsid.distributed.gather_live, its
         own rows live), so they equal one process's and the loop weights them as global
         terms. A rank whose part of the batch is empty returns those terms only."""
-        model = self.module
-        out = model(x, tau=tau)
+        model, active = self.module, distributed.context().active
+        out = model(x, tau=tau, batch_terms=not active)
         losses = dict(out["losses"]) if len(x) else {}
-        if distributed.context().active:  # one gather of every (B, k) input, side by side
+        if active:  # one gather of every (B, k) input, side by side
             z_sh, z_sp, mask = out["latents"]
             gates, present = out["gates"], out["present"]
             parts = [*gates.values(), *(p[:, None] for p in present.values()), *z_sh]
