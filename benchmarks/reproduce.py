@@ -186,6 +186,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "sasrec_grid": (
+        "python benchmarks/bench_sasrec_grid.py --datasets ml100k-mm lfm2k-mm --grid-seeds 0 "
+        "--seeds 0 1 2",
+        False,
+        ("commit", "command", "seconds_per_epoch"),
+    ),
     "retrievers_idlen_ml100k": (
         "python benchmarks/bench_retrievers.py --datasets ml100k-mm --ids mmq-ft:2@0.14 "
         "rq-vae:12@0.14 mmq-ctl:2@0.14 mmq:2@0.14 --seeds 0 1 2 --pair mmq-ft:2@0.14 "
