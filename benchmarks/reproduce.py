@@ -196,7 +196,7 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         "python benchmarks/bench_retrievers.py --datasets ml100k-mm --ids mmq-ft:2@0.14 "
         "rq-vae:12@0.14 mmq-ctl:2@0.14 mmq:2@0.14 --seeds 0 1 2 --pair mmq-ft:2@0.14 "
         "rq-vae:12@0.14 --pair mmq-ft:2@0.14 mmq-ctl:2@0.14 --pair mmq-ft:2@0.14 mmq:2@0.14 "
-        "--results retrievers_idlen_ml100k",
+        "--sasrec d_model=128 --results retrievers_idlen_ml100k",
         False,
         ("commit", "command"),
     ),
