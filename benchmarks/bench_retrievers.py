@@ -82,6 +82,7 @@ def parse_sasrec(items: list[str]) -> dict:
     defaults, each cast to the field's type (an unknown field or a bad value is an error)."""
     from dataclasses import fields
 
+    from mmsid.errors import ConfigError
     from mmsid.retrieval.sasrec import SASRecConfig
 
     types = {f.name: type(getattr(SASRecConfig(), f.name)) for f in fields(SASRecConfig)}
@@ -94,6 +95,10 @@ def parse_sasrec(items: list[str]) -> dict:
             out[key] = types[key](value)
         except ValueError:
             raise SystemExit(f"--sasrec {item}: {value!r} is not a {types[key].__name__}")
+    try:
+        SASRecConfig(**out)  # its own range checks
+    except ConfigError as e:
+        raise SystemExit(f"--sasrec {' '.join(items)}: {e}")
     default = SASRecConfig()
     return {k: v for k, v in sorted(out.items()) if getattr(default, k) != v}
 

@@ -22,7 +22,7 @@ def test_sasrec_settings_are_parsed_typed_and_named_one_folder_each():
     assert parse_sasrec(["dropout=0.5", "d_model=128"]) == {"d_model": 128, "dropout": 0.5}
     assert parse_sasrec(["d_model=64", "dropout=0.2"]) == {}  # the defaults: no setting
     assert parse_sasrec(["loss=bce"]) == {"loss": "bce"}
-    for bad in (["width=128"], ["d_model"], ["d_model=1.5"], ["dropout=high"]):
+    for bad in (["width=128"], ["d_model"], ["d_model=1.5"], ["dropout=high"], ["dropout=1.5"]):
         with pytest.raises(SystemExit, match="--sasrec"):
             parse_sasrec(bad)
     names = [sasrec_name(g) for g in GRID]

@@ -161,6 +161,17 @@ def test_invalid_settings_from_set_and_the_cli(real_data_dir, tmp_path):
         merge(RetrieveConfig(dataset="d"), dotted(["epochs=null"]), "--set")
     with pytest.raises(ConfigError, match="ParallelSIDConfig.temperature = 0"):
         merge(RetrieveConfig(dataset="d"), dotted(["parallel.temperature=0"]), "--set")
+    # each retriever's own settings are checked where declared, as parallel-sid's are
+    for bad, match in [
+        ("sasrec.dropout=1.5", "SASRecConfig.dropout = 1.5"),
+        ("sasrec.d_model=0", "SASRecConfig.d_model = 0"),
+        ("sasrec.loss=xyz", "sasrec.loss 'xyz': choose ce or bce"),
+        ("sasrec.n_heads=3", "sasrec.d_model 64 is not a multiple of n_heads"),
+        ("tiger.dropout=-0.1", "TIGERConfig.dropout = -0.1"),
+        ("tiger.max_history=0", "TIGERConfig.max_history = 0"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            merge(RetrieveConfig(dataset="d"), dotted([bad]), "--set")
     out = tmp_path / "r"
     r = CliRunner().invoke(
         main,

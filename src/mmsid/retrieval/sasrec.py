@@ -30,6 +30,23 @@ class SASRecConfig:
     max_history: int = 20
     loss: str = "ce"  # "ce" (full softmax) or "bce" (one sampled negative, the paper's)
 
+    def __post_init__(self) -> None:
+        from mmsid.config import check_ranges
+        from mmsid.errors import ConfigError
+
+        check_ranges(
+            self,
+            d_model=(1, None),
+            n_heads=(1, None),
+            n_layers=(1, None),
+            dropout=(0.0, 0.99),
+            max_history=(1, None),
+        )
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"sasrec.d_model {self.d_model} is not a multiple of n_heads")
+        if self.loss not in ("ce", "bce"):
+            raise ConfigError(f"sasrec.loss '{self.loss}': choose ce or bce")
+
 
 class SASRec(nn.Module):
     """Contract (shared with TIGER): ``loss(batch)``, ``recommend(batch, k)``.

@@ -44,6 +44,23 @@ class TIGERConfig:
     user_buckets: int = 2000  # 0 = no user token
     max_history: int = 20
 
+    def __post_init__(self) -> None:
+        from mmsid.config import check_ranges
+
+        check_ranges(
+            self,
+            d_model=(1, None),
+            n_heads=(1, None),
+            d_head=(1, None),
+            d_ff=(1, None),
+            enc_layers=(1, None),
+            dec_layers=(1, None),
+            dropout=(0.0, 0.99),
+            attn_dropout=(0.0, 0.99),
+            user_buckets=(0, None),
+            max_history=(1, None),
+        )
+
 
 def attention_math(q, k, v, mask, causal: bool, p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(dh)) v, spelled out. Under bf16 autocast on CPU this is 3x faster
