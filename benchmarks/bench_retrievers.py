@@ -79,28 +79,21 @@ def fusion(tolerance: float = 0.0) -> dict:
 
 def parse_sasrec(items: list[str]) -> dict:
     """``["d_model=128", "dropout=0.5"]`` -> SASRecConfig fields that differ from its
-    defaults, each cast to the field's type (an unknown field or a bad value is an error)."""
+    defaults, typed and range-checked as ``--set sasrec.FIELD=VALUE`` is (mmsid.config.merge;
+    an unknown field or a bad value is an error)."""
     from dataclasses import fields
 
+    from mmsid.config import dotted, merge
     from mmsid.errors import ConfigError
     from mmsid.retrieval.sasrec import SASRecConfig
 
-    types = {f.name: type(getattr(SASRecConfig(), f.name)) for f in fields(SASRecConfig)}
-    out: dict = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in types:
-            raise SystemExit(f"--sasrec {item}: FIELD=VALUE with FIELD one of {sorted(types)}")
-        try:
-            out[key] = types[key](value)
-        except ValueError:
-            raise SystemExit(f"--sasrec {item}: {value!r} is not a {types[key].__name__}")
+    default = SASRecConfig()
     try:
-        SASRecConfig(**out)  # its own range checks
+        cfg = merge(default, dotted(items), "--sasrec")
     except ConfigError as e:
         raise SystemExit(f"--sasrec {' '.join(items)}: {e}")
-    default = SASRecConfig()
-    return {k: v for k, v in sorted(out.items()) if getattr(default, k) != v}
+    changed = (f.name for f in fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name))
+    return {k: getattr(cfg, k) for k in sorted(changed)}
 
 
 def sasrec_name(settings: dict) -> str:
