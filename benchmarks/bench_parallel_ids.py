@@ -8,6 +8,10 @@ validation; test figures are reported beside it, with the cost (seconds per epoc
 
 ``@T`` sets that ID type's logit temperature (default MODEL's 0.07): item logits are the mean
 of m code cosines, so their spread, and the temperature that suits it, changes with m.
+``/VIEW+VIEW`` sets the tokenizer's input modalities (default: the data set's), e.g.
+``--datasets amazon-beauty --ids rq-vae:6/title+categories mmq-ft:1/title+categories``: Beauty
+has one real modality, and its two text views give MMQ's shared and specific experts different
+inputs (the stand-in MMQ's issue accepts); give every ID type of a comparison the same views.
 
 Per data set and ID type ``method:levels``: one SID table (tokenizer seed 0, fitted on the
 protocol's warm items; cold items get IDs from ``transform``; ``--refit-tokenizers``: model
@@ -66,11 +70,13 @@ MMQ_ABLATED = tuple(f"mmq-ft-{a}" for a in ABLATIONS if a != "none")
 
 
 def parse_ids(spec: str) -> tuple[str, int, float | None]:
-    """``METHOD:LEVELS[@TEMPERATURE]`` -> (method, levels, temperature or None = MODEL's).
-    LEVELS: residual levels (rq-kmeans, rq-vae, psrq), codes (opq, pq), or levels per expert
-    (MMQ_IDS: stage 1, with behavior fine-tuning, its control; MMQ_ABLATED: fine-tuned MMQ
-    without one part; bench_parallel_loss.tokenize)."""
-    ids, _, temp = spec.partition("@")
+    """``METHOD:LEVELS[@TEMPERATURE][/VIEW+VIEW...]`` -> (method, levels, temperature or None =
+    MODEL's). LEVELS: residual levels (rq-kmeans, rq-vae, psrq), codes (opq, pq), or levels per
+    expert (MMQ_IDS: stage 1, with behavior fine-tuning, its control; MMQ_ABLATED: fine-tuned MMQ
+    without one part; bench_parallel_loss.tokenize). ``/VIEW+VIEW``: the tokenizer's input
+    modalities (spec_views), else the data set's defaults."""
+    spec_views(spec)
+    ids, _, temp = spec.partition("/")[0].partition("@")
     method, _, levels = ids.partition(":")
     ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", *MMQ_IDS, *MMQ_ABLATED)
     ok = ok and levels.isdigit()
@@ -80,9 +86,30 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
         ok = False
     if not ok or (t is not None and t <= 0):
         raise SystemExit(
-            f"--ids {spec!r}: write METHOD:LEVELS[@TEMPERATURE], e.g. rq-kmeans:3 or opq:16@0.14"
+            f"--ids {spec!r}: write METHOD:LEVELS[@TEMPERATURE][/VIEW+VIEW], e.g. rq-kmeans:3, "
+            "opq:16@0.14 or mmq-ft:1/title+categories"
         )
     return method, int(levels), t
+
+
+def spec_views(spec: str) -> list[str]:
+    """The input modalities ``spec`` names after ``/`` (``mmq-ft:1/title+categories``: MMQ over
+    amazon-beauty's two text views, whose shared and specific experts then read different
+    inputs), or [] for the data set's defaults (mmsid.features.inputs.DEFAULT_MODALITIES)."""
+    _, slash, views = spec.partition("/")
+    names = views.split("+") if slash else []
+    if slash and not all(n and n.replace("_", "").isalnum() for n in names):
+        raise SystemExit(
+            f"--ids {spec!r}: after '/' name the tokenizer's input modalities joined by '+', "
+            "e.g. /title+categories"
+        )
+    return names
+
+
+def views_suffix(spec: str) -> str:
+    """The folder-name suffix of ``spec``'s input modalities ('' for the defaults)."""
+    views = spec_views(spec)
+    return "-" + "+".join(views) if views else ""
 
 
 def fit_of(spec: str) -> tuple[str, int]:
@@ -95,9 +122,8 @@ def fit_of(spec: str) -> tuple[str, int]:
 def tokenizer_dir(dataset: str, spec: str, seed: int = 0) -> Path:
     """The tokenizer folder of ``spec``'s IDs fitted with tokenizer seed ``seed``."""
     fit, levels = fit_of(spec)
-    return (
-        RUNS / dataset / f"{fit}-{levels}" / ("tokenizer" if seed == 0 else f"tokenizer-seed{seed}")
-    )
+    folder = RUNS / dataset / f"{fit}-{levels}{views_suffix(spec)}"
+    return folder / ("tokenizer" if seed == 0 else f"tokenizer-seed{seed}")
 
 
 def tokenizer_seed(seed: int, refit: bool) -> int:
@@ -128,13 +154,14 @@ def runs_for(
     every temperature of one ``METHOD:LEVELS``, and MMQ's by its three ID tables (MMQ_IDS; one
     fit, in the mmq-ft folder)."""
     method, levels, temp = parse_ids(spec)
-    name = f"{method}-{levels}"
+    name = f"{method}-{levels}{views_suffix(spec)}"
     sids_file = MMQ_IDS.get(method, "sids.parquet")
     run = name if temp is None else f"{name}-t{temp:g}"
     out = []
     for s in seeds:
         t = tokenizer_seed(s, refit)
-        sids = tokenize(dataset, *fit_of(spec), tokenizer_dir(dataset, spec, t), seed=t)
+        tok = tokenizer_dir(dataset, spec, t)
+        sids = tokenize(dataset, *fit_of(spec), tok, seed=t, modalities=spec_views(spec))
         out.append(
             retrieve(
                 dataset,

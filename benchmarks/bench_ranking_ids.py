@@ -37,6 +37,7 @@ from bench_parallel_ids import (
     fit_of,
     parse_ids,
     seed_folder,
+    spec_views,
     tokenizer_dir,
     tokenizer_note,
     tokenizer_seed,
@@ -60,7 +61,8 @@ SPLITS = ("valid", "test")
 def sid_table(dataset: str, spec: str, seed: int = 0) -> Path:
     """``spec``'s SID table from tokenizer seed ``seed``, fitted here unless bench_parallel_ids
     already fitted it."""
-    tok = tokenize(dataset, *fit_of(spec), tokenizer_dir(dataset, spec, seed), seed=seed)
+    tok = tokenizer_dir(dataset, spec, seed)
+    tok = tokenize(dataset, *fit_of(spec), tok, seed=seed, modalities=spec_views(spec))
     return tok / MMQ_IDS.get(parse_ids(spec)[0], "sids.parquet")
 
 
@@ -102,7 +104,7 @@ def rank(dataset: str, model: str, seed: int, out: Path, sids: Path | None = Non
 def runs_for(dataset: str, name: str, seeds: list[int], refit: bool = False) -> list[dict]:
     """Each seed's run of ``name``: din (item ids), popularity (deterministic: one run) or an
     ID type's din-sid (``refit``: seed s on tokenizer seed s's table, tokenizer_seed)."""
-    folder = RUNS / dataset / name.replace(":", "-")
+    folder = RUNS / dataset / name.replace(":", "-").replace("/", "-")
     if name == "popularity":
         return [rank(dataset, "popularity", 0, folder)]
     if name == "din":

@@ -36,7 +36,8 @@ def test_ranker_and_retriever_seeds_read_the_tokenizer_seed_they_are_given(refit
 
     fitted, ranked, retrieved = [], [], []
 
-    def fake_tokenize(dataset, method, levels, out, seed=0):
+    def fake_tokenize(dataset, method, levels, out, seed=0, modalities=None):
+        assert modalities == []  # the data set's default input
         fitted.append((method, levels, out.name, seed))
         return out
 
@@ -73,3 +74,56 @@ def test_a_tokenizer_folder_made_with_another_seed_is_not_reused(real_data_dir, 
     assert tokenize("lfm2k-mm", "rq-kmeans", 1, out, seed=1) == out  # same seed: reused
     with pytest.raises(SystemExit, match="'seed': 0"):
         tokenize("lfm2k-mm", "rq-kmeans", 1, out, seed=0)
+
+
+def test_a_spec_can_name_the_tokenizer_input_and_gets_its_own_folders(monkeypatch):
+    """``METHOD:LEVELS[@T]/VIEW+VIEW``: the tokenizer reads those modalities, and its fit and
+    runs live apart from the default input's (the same method and length on another input is
+    another SID table); malformed views are refused."""
+    import bench_parallel_ids
+    import bench_ranking_ids
+    from bench_parallel_ids import parse_ids, spec_views, tokenizer_dir
+
+    spec = "mmq-ft:1@0.07/title+categories"
+    assert parse_ids(spec) == ("mmq-ft", 1, 0.07)
+    assert spec_views(spec) == ["title", "categories"] and spec_views("opq:8@0.14") == []
+    assert parse_ids("rq-vae:6/title+categories") == ("rq-vae", 6, None)
+    for bad in ("rq-vae:6/", "rq-vae:6/title+", "rq-vae:6/ti tle", "rq-vae:6/a/b"):
+        with pytest.raises(SystemExit, match="input modalities"):
+            parse_ids(bad)
+    views = tokenizer_dir("amazon-beauty", spec)
+    assert views.parent.name == "mmq-ft-1-title+categories"
+    assert views != tokenizer_dir("amazon-beauty", "mmq-ft:1")
+    # stage 1 and the control read the same fit as fine-tuned MMQ on the same views
+    assert tokenizer_dir("amazon-beauty", "mmq:1/title+categories") == views
+
+    fitted, ran = [], []
+
+    def fake_tokenize(dataset, method, levels, out, seed=0, modalities=None):
+        fitted.append((out.parent.name, modalities))
+        return out
+
+    monkeypatch.setattr(bench_parallel_ids, "tokenize", fake_tokenize)
+    monkeypatch.setattr(bench_ranking_ids, "tokenize", fake_tokenize)
+    monkeypatch.setattr(
+        bench_parallel_ids, "retrieve", lambda *a, **kw: ran.append(a[5].parent.name) or {}
+    )
+    monkeypatch.setattr(
+        bench_ranking_ids, "rank", lambda ds, m, s, out, sids=None: ran.append(out.parent.name)
+    )
+    bench_parallel_ids.runs_for("amazon-beauty", spec, [0])
+    bench_ranking_ids.runs_for("amazon-beauty", spec, [0])
+    assert fitted == [("mmq-ft-1-title+categories", ["title", "categories"])] * 2
+    assert ran == ["mmq-ft-1-title+categories-t0.07", "mmq-ft-1@0.07-title+categories"]
+
+
+def test_a_tokenizer_folder_made_on_another_input_is_not_reused(real_data_dir, tmp_path):
+    """bench_parallel_loss.tokenize records the input modalities and refuses a finished folder
+    made on another input, in either direction."""
+    from bench_parallel_loss import tokenize
+
+    out = tokenize("lfm2k-mm", "rq-kmeans", 1, tmp_path / "tok", modalities=["text_minilm"])
+    assert yaml.safe_load((out / "config.yaml").read_text())["modalities"] == ["text_minilm"]
+    assert tokenize("lfm2k-mm", "rq-kmeans", 1, out, modalities=["text_minilm"]) == out
+    with pytest.raises(SystemExit, match="'modalities': \\[\\]"):
+        tokenize("lfm2k-mm", "rq-kmeans", 1, out)
