@@ -208,6 +208,9 @@ def main() -> None:
         for ds in a.datasets:
             runs_for(ds, a.only, a.seeds, refit=a.refit_tokenizers)
         return
+    from mmq_experts import expert_table  # they import this module
+    from sid_tables import id_table, sid_reports
+
     from mmsid.pipeline import git_commit
 
     commit = git_commit()  # before anything is written
@@ -244,7 +247,7 @@ def main() -> None:
         "cold R@10 (users) | best epochs | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    paired = []
+    paired, id_lines, expert_rows, codebooks = [], [], [], set()
     for ds in a.datasets:
         runs = {spec: runs_for(ds, spec, a.seeds, refit=a.refit_tokenizers) for spec in a.ids}
         res["datasets"][ds] = {"protocol": runs[a.ids[0]][0]["protocol"]}
@@ -265,6 +268,8 @@ def main() -> None:
             m = retrieve(ds, model, 0, out=RUNS / ds / model)
             res["datasets"][ds][model] = {s: m[s] for s in ("valid", "test")}
             lines += baseline_rows(ds, model, m, " | |")
+        ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds], tseeds)
+        id_lines, expert_rows, codebooks = id_lines + ids, expert_rows + experts, codebooks | sizes
         base = a.ids[0]
         for spec in a.ids[1:]:
             paired += paired_lines(
@@ -272,6 +277,9 @@ def main() -> None:
             )
     lines += ["", "Paired comparison with the first ID type (95% bootstrap interval):", ""]
     lines += paired
+    lines += id_table(id_lines, tseeds)
+    if expert_rows:
+        lines += expert_table(a.results, expert_rows, codebooks, tseeds[0])
     write_json(RESULTS / f"{a.results}.json", res)
     write_text(RESULTS / f"{a.results}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

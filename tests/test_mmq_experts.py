@@ -108,6 +108,11 @@ def test_mmq_fits_reads_one_fit_per_tokenizer_folder(fitted_dir, monkeypatch):
     assert list(fits) == ["mmq-ft:1"] and asked == [("mmq-ft:1", 0)]
     fits = mmq_experts.mmq_fits("lfm2k-mm", ["mmq:1", "mmq-ft-no-orth:1", "opq:8"])
     assert list(fits) == ["mmq-ft:1", "mmq-ft-no-orth:1"]
+    # a fit on other input modalities is another fit, named with them
+    fits = mmq_experts.mmq_fits(
+        "lfm2k-mm", ["mmq-ft:1/text_minilm", "mmq:1", "mmq-ctl:1/text_minilm"]
+    )
+    assert list(fits) == ["mmq-ft:1/text_minilm", "mmq-ft:1"]
 
 
 def test_sid_reports_tables_every_id_type_and_each_fit_once(fitted_dir, tmp_path, monkeypatch):
