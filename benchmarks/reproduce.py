@@ -194,10 +194,11 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "retrievers_idlen_ml100k": (
         "python benchmarks/bench_retrievers.py --datasets ml100k-mm --ids mmq-ft:2@0.14 "
-        "rq-vae:12@0.14 mmq-ctl:2@0.14 mmq:2@0.14 opq:12@0.14 psrq:12@0.14 --seeds 0 1 2 "
-        "--pair mmq-ft:2@0.14 rq-vae:12@0.14 --pair mmq-ft:2@0.14 mmq-ctl:2@0.14 --pair "
-        "mmq-ft:2@0.14 mmq:2@0.14 --pair mmq-ft:2@0.14 opq:12@0.14 --pair mmq-ft:2@0.14 "
-        "psrq:12@0.14 --sasrec d_model=128 --results retrievers_idlen_ml100k",
+        "rq-vae:12@0.14 mmq-ctl:2@0.14 mmq:2@0.14 opq:12@0.14 psrq:12@0.14 rq-kmeans:12@0.14 "
+        "--seeds 0 1 2 --pair mmq-ft:2@0.14 rq-vae:12@0.14 --pair mmq-ft:2@0.14 mmq-ctl:2@0.14 "
+        "--pair mmq-ft:2@0.14 mmq:2@0.14 --pair mmq-ft:2@0.14 opq:12@0.14 --pair mmq-ft:2@0.14 "
+        "psrq:12@0.14 --pair mmq-ft:2@0.14 rq-kmeans:12@0.14 --sasrec d_model=128 "
+        "--results retrievers_idlen_ml100k",
         False,
         ("commit", "command"),
     ),
