@@ -45,6 +45,7 @@ from bench_parallel_loss import (
     metric_cells,
     paired_lines,
     retrieve,
+    slice_masks,
     tokenize,
 )
 
@@ -271,11 +272,23 @@ def main() -> None:
         ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds], tseeds)
         id_lines, expert_rows, codebooks = id_lines + ids, expert_rows + experts, codebooks | sizes
         base = a.ids[0]
+        masks = slice_masks(ds, runs[base][0]["targets"])
         for spec in a.ids[1:]:
             paired += paired_lines(
                 ds, runs[spec], runs[base], (spec, base), res["datasets"][ds], f"{spec}_"
             )
-    lines += ["", "Paired comparison with the first ID type (95% bootstrap interval):", ""]
+            for sl in ("cold", "long_tail"):  # where semantic IDs should help most
+                key = f"{sl}_{spec}_"
+                pair = (spec, base)
+                paired += paired_lines(
+                    ds, runs[spec], runs[base], pair, res["datasets"][ds], key, (sl, masks[sl])
+                )
+    lines += [
+        "",
+        "Paired comparison with the first ID type (95% bootstrap interval), over all users, then "
+        "the users whose target is cold, then long-tail:",
+        "",
+    ]
     lines += paired
     lines += id_table(id_lines, tseeds)
     if expert_rows:

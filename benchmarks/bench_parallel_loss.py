@@ -211,6 +211,16 @@ def baseline_rows(ds: str, model: str, m: dict, tail: str) -> list[str]:
     return rows
 
 
+def slice_masks(dataset: str, targets: dict[str, np.ndarray]) -> dict[str, dict]:
+    """{slice: {split: (users,) bool}} of the protocol's slices of each split's targets."""
+    from mmsid.protocol import load_protocol
+    from mmsid.retrieval.config import RetrieveConfig
+
+    proto = load_protocol(dataset, None, RetrieveConfig(dataset=dataset).protocol)
+    per_split = {split: proto.slices(t) for split, t in targets.items()}
+    return {sl: {split: m[sl] for split, m in per_split.items()} for sl in per_split["test"]}
+
+
 def paired_lines(
     ds: str,
     x_runs,

@@ -55,6 +55,7 @@ from bench_parallel_loss import (
     metric_cells,
     paired_lines,
     retrieve,
+    slice_masks,
 )
 from mmq_experts import expert_table
 from sid_tables import id_table, sid_reports
@@ -125,16 +126,6 @@ def bias_tradeoff(fused: list[dict]) -> list[tuple[float, tuple[float, float]]]:
                 v = g["valid"]
                 rows.setdefault(g["new_item_bias"], []).append((v["all"], v["cold"]))
     return [(b, tuple(float(x) for x in np.mean(v, axis=0))) for b, v in sorted(rows.items())]
-
-
-def slice_masks(dataset: str, targets: dict[str, np.ndarray]) -> dict[str, dict]:
-    """{slice: {split: (users,) bool}} of the protocol's slices of each split's targets."""
-    from mmsid.protocol import load_protocol
-    from mmsid.retrieval.config import RetrieveConfig
-
-    proto = load_protocol(dataset, None, RetrieveConfig(dataset=dataset).protocol)
-    per_split = {split: proto.slices(t) for split, t in targets.items()}
-    return {sl: {split: m[sl] for split, m in per_split.items()} for sl in per_split["test"]}
 
 
 def main() -> None:
