@@ -272,16 +272,14 @@ def main() -> None:
         ids, experts, sizes = sid_reports(ds, a.ids, a.results, res["datasets"][ds], tseeds)
         id_lines, expert_rows, codebooks = id_lines + ids, expert_rows + experts, codebooks | sizes
         base = a.ids[0]
-        masks = slice_masks(ds, runs[base][0]["targets"])
-        for spec in a.ids[1:]:
-            paired += paired_lines(
-                ds, runs[spec], runs[base], (spec, base), res["datasets"][ds], f"{spec}_"
-            )
-            for sl in ("cold", "long_tail"):  # where semantic IDs should help most
-                key = f"{sl}_{spec}_"
+        masks = slice_masks(ds, runs[base][0]["targets"]) if len(a.ids) > 1 else {}
+        for spec in a.ids[1:]:  # all users, then where semantic IDs should help most
+            for sl in ("all", "cold", "long_tail"):
+                key = ("" if sl == "all" else f"{sl}_") + f"{spec}_"
+                users = None if sl == "all" else (sl, masks[sl])
                 pair = (spec, base)
                 paired += paired_lines(
-                    ds, runs[spec], runs[base], pair, res["datasets"][ds], key, (sl, masks[sl])
+                    ds, runs[spec], runs[base], pair, res["datasets"][ds], key, users
                 )
     lines += [
         "",
