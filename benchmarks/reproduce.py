@@ -86,6 +86,13 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "parallel_ids_mmq12_beauty": (
+        "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty --ids "
+        "rq-vae:12@0.14/title+categories mmq-ft:2@0.14/title+categories --seeds 0 1 2 "
+        "--results parallel_ids_mmq12_beauty",
+        False,
+        ("commit", "command"),
+    ),
     "parallel_ids_small": (
         "python benchmarks/bench_parallel_ids.py --datasets ml100k-mm lfm2k-mm "
         "--ids rq-kmeans:3 opq:8 --seeds 0 1 2 --results parallel_ids_small",
