@@ -43,6 +43,7 @@ from bench_parallel_loss import (
     baseline_rows,
     best_epochs,
     metric_cells,
+    on_slice,
     paired_lines,
     retrieve,
     slice_masks,
@@ -275,9 +276,8 @@ def main() -> None:
         masks = slice_masks(ds, runs[base][0]["targets"]) if len(a.ids) > 1 else {}
         for spec in a.ids[1:]:  # all users, then where semantic IDs should help most
             for sl in ("all", "cold", "long_tail"):
-                key = ("" if sl == "all" else f"{sl}_") + f"{spec}_"
-                users = None if sl == "all" else (sl, masks[sl])
-                pair = (spec, base)
+                pre, users = on_slice(sl, masks)
+                pair, key = (spec, base), f"{pre}{spec}_"
                 paired += paired_lines(
                     ds, runs[spec], runs[base], pair, res["datasets"][ds], key, users
                 )

@@ -221,6 +221,12 @@ def slice_masks(dataset: str, targets: dict[str, np.ndarray]) -> dict[str, dict]
     return {sl: {split: m[sl] for split, m in per_split.items()} for sl in per_split["test"]}
 
 
+def on_slice(sl: str, masks: dict[str, dict]) -> tuple[str, tuple[str, dict] | None]:
+    """(results-key prefix, ``users`` argument of paired_lines) for slice ``sl`` of slice_masks'
+    ``masks``: ('', None) for "all", every user."""
+    return ("", None) if sl == "all" else (f"{sl}_", (sl, masks[sl]))
+
+
 def paired_lines(
     ds: str,
     x_runs,

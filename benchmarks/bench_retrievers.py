@@ -53,6 +53,7 @@ from bench_parallel_loss import (
     baseline_rows,
     best_epochs,
     metric_cells,
+    on_slice,
     paired_lines,
     retrieve,
     slice_masks,
@@ -299,14 +300,9 @@ def main() -> None:
                 ds, runs[x], ys, (x, y), res["datasets"][ds], f"{sl}_{x}_vs_{y}_", (sl, masks[sl])
             )
         for x, y, sl in asked_pairs(a.pair):
+            pre, users = on_slice(sl, masks)
             paired += paired_lines(
-                ds,
-                runs[x],
-                runs[y],
-                (x, y),
-                res["datasets"][ds],
-                f"{'' if sl == 'all' else sl + '_'}{x}_vs_{y}_",
-                None if sl == "all" else (sl, masks[sl]),
+                ds, runs[x], runs[y], (x, y), res["datasets"][ds], f"{pre}{x}_vs_{y}_", users
             )
     lines += id_table(id_lines, tseeds)
     if expert_rows:
