@@ -23,8 +23,9 @@ stopping on validation Recall@10, patience 10, at most 100 epochs), and populari
 content-kNN on the same protocol. The item loss costs about m gathers per (position, item), so
 longer IDs cost more per epoch: seconds per epoch (training + the per-epoch validation) are
 reported. Runs live under ``runs/parallel_ids/`` (re-running reuses finished runs and resumes
-the others). Mean ± 95% CI over seeds; each ID type is compared with the first one listed by a
-bootstrap over the same users, seeds pooled, on validation (the decision) and test.
+the others). Mean ± 95% CI over seeds; each ID type is compared with the first one listed (and
+``--pair X Y`` compares two others) by a bootstrap over the same users, seeds pooled, on
+validation (the decision) and test.
 Writes benchmarks/results/parallel_ids.{json,md} (``--results STEM``: STEM.{json,md}).
 """
 
@@ -198,6 +199,14 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["ml100k-mm"])
     ap.add_argument("--ids", nargs="+", default=list(IDS), help="METHOD:LEVELS, first = base")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("X", "Y"),
+        help="also compare X - Y (both among --ids), beyond each type against the first",
+    )
     ap.add_argument("--only", help="run this ID type's retrievers; write nothing")
     ap.add_argument("--refit-tokenizers", action="store_true", help=REFIT_HELP)
     ap.add_argument(
@@ -206,6 +215,14 @@ def main() -> None:
     a = ap.parse_args()
     for spec in a.ids + ([a.only] if a.only else []):
         parse_ids(spec)
+    for x, y in a.pair:
+        if x not in a.ids or y not in a.ids or x == y:
+            raise SystemExit(f"--pair {x} {y}: name two different types among --ids {a.ids}")
+        if a.ids[0] in (x, y):
+            raise SystemExit(
+                f"--pair {x} {y}: every type is already compared with the first, {a.ids[0]}; "
+                "pair two of the others"
+            )
     if a.only:
         for ds in a.datasets:
             runs_for(ds, a.only, a.seeds, refit=a.refit_tokenizers)
@@ -218,6 +235,7 @@ def main() -> None:
     commit = git_commit()  # before anything is written
     cmd = "python benchmarks/bench_parallel_ids.py --datasets " + " ".join(a.datasets)
     cmd += " --ids " + " ".join(a.ids) + " --seeds " + " ".join(map(str, a.seeds))
+    cmd += "".join(f" --pair {x} {y}" for x, y in a.pair)
     cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     if a.results != "parallel_ids":
         cmd += f" --results {a.results}"
@@ -274,17 +292,20 @@ def main() -> None:
         id_lines, expert_rows, codebooks = id_lines + ids, expert_rows + experts, codebooks | sizes
         base = a.ids[0]
         masks = slice_masks(ds, runs[base][0]["targets"]) if len(a.ids) > 1 else {}
-        for spec in a.ids[1:]:  # all users, then where semantic IDs should help most
+        # each type against the first, then the asked pairs; all users, then where semantic
+        # IDs should help most
+        pairs = [(spec, base, f"{spec}_") for spec in a.ids[1:]]
+        pairs += [(x, y, f"{x}_vs_{y}_") for x, y in a.pair]
+        for x, y, key in pairs:
             for sl in ("all", "cold", "long_tail"):
                 pre, users = on_slice(sl, masks)
-                pair, key = (spec, base), f"{pre}{spec}_"
                 paired += paired_lines(
-                    ds, runs[spec], runs[base], pair, res["datasets"][ds], key, users
+                    ds, runs[x], runs[y], (x, y), res["datasets"][ds], pre + key, users
                 )
     lines += [
         "",
-        "Paired comparison with the first ID type (95% bootstrap interval), over all users, then "
-        "the users whose target is cold, then long-tail:",
+        "Paired comparison with the first ID type, then of each `--pair` (95% bootstrap "
+        "interval), over all users, then the users whose target is cold, then long-tail:",
         "",
     ]
     lines += paired

@@ -1,5 +1,6 @@
-"""bench_retrievers' paired lines: a comparison that an asked ``--pair`` makes on all users is
-printed once, in the order asked, and not again (with the opposite sign) among the table's own."""
+"""The benches' asked ``--pair`` comparisons: in bench_retrievers, a comparison that an asked pair
+makes on all users is printed once, in the order asked, and not again (with the opposite sign)
+among the table's own; bench_parallel_ids refuses a pair it cannot or already does compare."""
 
 from __future__ import annotations
 
@@ -27,3 +28,21 @@ def test_an_asked_pair_replaces_the_tables_own_comparison_of_the_same_rows():
         assert (x, y, "all") in asked_pairs([asked])  # ... and the asked one stays, as asked
     assert comparisons(names, asked=[["b:8", "c:8"]]) == table  # not in the table: all stay
     assert len(asked_pairs([["b:8", "c:8"]])) == 6
+
+
+def test_bench_parallel_ids_refuses_a_pair_it_cannot_or_already_does_compare(monkeypatch, capsys):
+    """``--pair X Y`` of bench_parallel_ids: both among --ids and not the first (each type is
+    compared with it already); refused before anything trains or is written."""
+    import pytest
+    from bench_parallel_ids import main
+
+    ids = ["--ids", "rq-vae:6", "mmq-ft:1", "mmq-ctl:1", "--only", "rq-vae:6"]
+    for pair, says in (
+        (["mmq-ft:1", "opq:8"], "among --ids"),
+        (["mmq-ft:1", "mmq-ft:1"], "two different types"),
+        (["mmq-ft:1", "rq-vae:6"], "already compared with the first, rq-vae:6"),
+    ):
+        argv = ["bench_parallel_ids.py", "--datasets", "no-such-data", *ids, "--pair", *pair]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit, match=says):
+            main()
