@@ -95,6 +95,22 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
     return method, int(levels), t
 
 
+def add_pair_option(ap: argparse.ArgumentParser, help: str) -> None:
+    """``--pair X Y`` (repeatable): a paired comparison of two of the bench's --ids beyond its
+    own; check_pairs checks them."""
+    ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("X", "Y"), help=help)
+
+
+def check_pairs(pairs: list[list[str]], ids: list[str]) -> None:
+    """Refuse a ``--pair`` that does not name two different ID types of ``ids``, before
+    anything trains or is written."""
+    for x, y in pairs:
+        if x not in ids or y not in ids or x == y:
+            raise SystemExit(
+                f"--pair {x} {y}: name two different ID types of --ids {' '.join(ids)}"
+            )
+
+
 def spec_views(spec: str) -> list[str]:
     """The input modalities ``spec`` names after ``/`` (``mmq-ft:1/title+categories``: MMQ over
     amazon-beauty's two text views, whose shared and specific experts then read different
@@ -199,14 +215,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["ml100k-mm"])
     ap.add_argument("--ids", nargs="+", default=list(IDS), help="METHOD:LEVELS, first = base")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument(
-        "--pair",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("X", "Y"),
-        help="also compare X - Y (both among --ids), beyond each type against the first",
-    )
+    add_pair_option(ap, "also compare X - Y (both among --ids), beyond each type against the first")
     ap.add_argument("--only", help="run this ID type's retrievers; write nothing")
     ap.add_argument("--refit-tokenizers", action="store_true", help=REFIT_HELP)
     ap.add_argument(
@@ -215,9 +224,8 @@ def main() -> None:
     a = ap.parse_args()
     for spec in a.ids + ([a.only] if a.only else []):
         parse_ids(spec)
+    check_pairs(a.pair, a.ids)
     for x, y in a.pair:
-        if x not in a.ids or y not in a.ids or x == y:
-            raise SystemExit(f"--pair {x} {y}: name two different types among --ids {a.ids}")
         if a.ids[0] in (x, y):
             raise SystemExit(
                 f"--pair {x} {y}: every type is already compared with the first, {a.ids[0]}; "

@@ -34,6 +34,8 @@ import numpy as np
 from bench_parallel_ids import (
     MMQ_IDS,
     REFIT_HELP,
+    add_pair_option,
+    check_pairs,
     fit_of,
     parse_ids,
     seed_folder,
@@ -165,16 +167,14 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["ml100k-mm"])
     ap.add_argument("--ids", nargs="+", required=True, help="METHOD:LEVELS, first = base")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("X", "Y"))
+    add_pair_option(ap, "also compare X with Y (both among --ids)")
     ap.add_argument("--only", action="store_true", help="train the runs; write nothing")
     ap.add_argument("--refit-tokenizers", action="store_true", help=REFIT_HELP)
     ap.add_argument("--results", default="ranking_ids", help="results stem")
     a = ap.parse_args()
     for spec in a.ids:
         parse_ids(spec)
-    for x, y in a.pair:
-        if x not in a.ids or y not in a.ids:
-            raise SystemExit(f"--pair {x} {y}: both must be among --ids {a.ids}")
+    check_pairs(a.pair, a.ids)
     names = ["popularity", "din", *a.ids]
     if a.only:
         for ds in a.datasets:

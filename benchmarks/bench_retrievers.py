@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 from bench_parallel_ids import (
     REFIT_HELP,
+    add_pair_option,
+    check_pairs,
     parse_ids,
     runs_for,
     tokenizer_note,
@@ -144,14 +146,7 @@ def main() -> None:
         default=0.0,
         help="fusion: best cold point within this share of the best overall (0 = the best)",
     )
-    ap.add_argument(
-        "--pair",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("X", "Y"),
-        help="also compare --ids X with --ids Y (all, cold and long-tail users)",
-    )
+    add_pair_option(ap, "also compare --ids X with --ids Y (all, cold and long-tail users)")
     ap.add_argument(
         "--sasrec",
         nargs="+",
@@ -166,9 +161,7 @@ def main() -> None:
     sas_cfg = parse_sasrec(a.sasrec)
     for spec in a.ids:
         parse_ids(spec)
-    for x, y in a.pair:
-        if x not in a.ids or y not in a.ids or x == y:
-            raise SystemExit(f"--pair {x} {y}: two different ID types of --ids {' '.join(a.ids)}")
+    check_pairs(a.pair, a.ids)
     if not 0.0 <= a.new_item_tolerance <= 1.0:
         raise SystemExit(f"--new-item-tolerance {a.new_item_tolerance}: a share in [0, 1]")
     tol, fuse = a.new_item_tolerance, fusion(a.new_item_tolerance)

@@ -38,8 +38,8 @@ def test_bench_parallel_ids_refuses_a_pair_it_cannot_or_already_does_compare(mon
 
     ids = ["--ids", "rq-vae:6", "mmq-ft:1", "mmq-ctl:1", "--only", "rq-vae:6"]
     for pair, says in (
-        (["mmq-ft:1", "opq:8"], "among --ids"),
-        (["mmq-ft:1", "mmq-ft:1"], "two different types"),
+        (["mmq-ft:1", "opq:8"], "of --ids rq-vae:6 mmq-ft:1 mmq-ctl:1"),
+        (["mmq-ft:1", "mmq-ft:1"], "two different ID types"),
         (["mmq-ft:1", "rq-vae:6"], "already compared with the first, rq-vae:6"),
     ):
         argv = ["bench_parallel_ids.py", "--datasets", "no-such-data", *ids, "--pair", *pair]
