@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
@@ -30,10 +32,9 @@ def test_an_asked_pair_replaces_the_tables_own_comparison_of_the_same_rows():
     assert len(asked_pairs([["b:8", "c:8"]])) == 6
 
 
-def test_bench_parallel_ids_refuses_a_pair_it_cannot_or_already_does_compare(monkeypatch, capsys):
+def test_bench_parallel_ids_refuses_a_pair_it_cannot_or_already_does_compare(monkeypatch):
     """``--pair X Y`` of bench_parallel_ids: both among --ids and not the first (each type is
     compared with it already); refused before anything trains or is written."""
-    import pytest
     from bench_parallel_ids import main
 
     ids = ["--ids", "rq-vae:6", "mmq-ft:1", "mmq-ctl:1", "--only", "rq-vae:6"]
