@@ -101,6 +101,11 @@ def add_pair_option(ap: argparse.ArgumentParser, help: str) -> None:
     ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("X", "Y"), help=help)
 
 
+def pair_args(pairs: list[list[str]]) -> str:
+    """The ``--pair`` options as a results file's command repeats them."""
+    return "".join(f" --pair {x} {y}" for x, y in pairs)
+
+
 def check_pairs(pairs: list[list[str]], ids: list[str]) -> None:
     """Refuse a ``--pair`` that does not name two different ID types of ``ids``, before
     anything trains or is written."""
@@ -243,7 +248,7 @@ def main() -> None:
     commit = git_commit()  # before anything is written
     cmd = "python benchmarks/bench_parallel_ids.py --datasets " + " ".join(a.datasets)
     cmd += " --ids " + " ".join(a.ids) + " --seeds " + " ".join(map(str, a.seeds))
-    cmd += "".join(f" --pair {x} {y}" for x, y in a.pair)
+    cmd += pair_args(a.pair)
     cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     if a.results != "parallel_ids":
         cmd += f" --results {a.results}"

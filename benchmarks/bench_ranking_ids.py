@@ -37,6 +37,7 @@ from bench_parallel_ids import (
     add_pair_option,
     check_pairs,
     fit_of,
+    pair_args,
     parse_ids,
     seed_folder,
     spec_views,
@@ -186,7 +187,7 @@ def main() -> None:
     commit = git_commit()
     cmd = f"python benchmarks/bench_ranking_ids.py --datasets {' '.join(a.datasets)}"
     cmd += f" --ids {' '.join(a.ids)} --seeds {' '.join(map(str, a.seeds))}"
-    cmd += "".join(f" --pair {x} {y}" for x, y in a.pair)
+    cmd += pair_args(a.pair)
     cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     if a.results != "ranking_ids":
         cmd += f" --results {a.results}"

@@ -41,6 +41,7 @@ from bench_parallel_ids import (
     REFIT_HELP,
     add_pair_option,
     check_pairs,
+    pair_args,
     parse_ids,
     runs_for,
     tokenizer_note,
@@ -180,7 +181,7 @@ def main() -> None:
     cmd += f" --ids {' '.join(a.ids)} --seeds {' '.join(map(str, a.seeds))}"
     if tol:
         cmd += f" --new-item-tolerance {tol:g}"
-    cmd += "".join(f" --pair {x} {y}" for x, y in a.pair)
+    cmd += pair_args(a.pair)
     cmd += " --refit-tokenizers" if a.refit_tokenizers else ""
     cmd += f" --sasrec {' '.join(f'{k}={v}' for k, v in sas_cfg.items())}" if sas_cfg else ""
     if a.results != "retrievers":
@@ -289,8 +290,9 @@ def main() -> None:
             (n, names[0], "long_tail") for n in names[1:]
         ]:
             ys = knn if y == "content-knn" else runs[y]
+            pre, users = on_slice(sl, masks)
             paired += paired_lines(
-                ds, runs[x], ys, (x, y), res["datasets"][ds], f"{sl}_{x}_vs_{y}_", (sl, masks[sl])
+                ds, runs[x], ys, (x, y), res["datasets"][ds], f"{pre}{x}_vs_{y}_", users
             )
         for x, y, sl in asked_pairs(a.pair):
             pre, users = on_slice(sl, masks)
