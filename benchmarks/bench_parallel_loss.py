@@ -30,12 +30,13 @@ import numpy as np
 
 from mmsid.eval.stats import mean_ci, paired_text, paired_users, per_user
 from mmsid.io import write_json, write_text
+from mmsid.pipeline.config import PARALLEL
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "parallel_loss"
 LOSSES = ("code", "item")
-MODEL = {"d_model": 256, "d_ff": 512, "dropout": 0.2, "temperature": 0.07}
+MODEL = dict(PARALLEL)  # the main job's parallel-sid settings (mmsid.pipeline.config)
 # patience decides where a run stops; the cap only bounds a run that keeps improving (at 40,
 # RQ-VAE-6 on ml100k-mm peaked at the cap in two of three seeds: an undertrained baseline). The
 # schedule is constant, so a finished run at a smaller cap that patience stopped is the same run

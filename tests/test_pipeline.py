@@ -31,6 +31,12 @@ def test_config_priority_defaults_budget_file_cli(tmp_path):
     assert cfg.tokenizer.codebook_size == 256  # default untouched
     full = resolve_config("ml100k-mm", "x", cli={"budget": "full"})
     assert full.tokenizer.epochs == 200 and full.retrieval.tiger.d_model == 128
+    # parallel-sid: the main job's settings, not RPG's; the quick preset changes only its size
+    par = full.retrieval.parallel
+    assert (par.d_model, par.d_ff, par.dropout, par.temperature) == (256, 512, 0.2, 0.07)
+    par = cfg.retrieval.parallel
+    assert (par.d_model, par.d_ff, par.dropout, par.temperature) == (64, 256, 0.2, 0.07)
+    assert full.tokenizer.levels == 0  # residual IDs as long as MMQ's
 
 
 def test_unknown_keys_name_the_closest(tmp_path):
@@ -90,6 +96,7 @@ def test_plan_of_mmq_ablations_and_equal_length_ids():
 
 
 TINY = [
+    "tokenizer.levels=3",  # not 0 (MMQ's length): 3 levels keep these runs seconds long
     "tokenizer.codebook_size=32",
     "tokenizer.epochs=2",
     "tokenizer.finetune_epochs=1",

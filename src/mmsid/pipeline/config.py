@@ -28,13 +28,16 @@ MMQ_ABLATIONS = {
 }
 METHODS = ("rq-kmeans", "rq-vae", "psrq", *MMQ_FAMILY, "opq", *MMQ_ABLATIONS)
 DEFAULT_METHODS = ("rq-kmeans", "rq-vae", "psrq", *MMQ_FAMILY, "opq")
+PARALLEL = {"d_model": 256, "d_ff": 512, "dropout": 0.2, "temperature": 0.07}
 SID_RETRIEVERS = ("parallel-sid", "tiger")
 TASKS = ("retrieval", "ranking")
 
 
 @dataclass
 class TokenizerSection:
-    levels: int = 3  # rq-kmeans, rq-vae, psrq; 0 = as many codes as MMQ's SID
+    # rq-kmeans, rq-vae, psrq; 0 (default) = as many codes as MMQ's SID, so that the table
+    # compares ID types at equal length (6 codes on ml100k-mm, 8 on lfm2k-mm)
+    levels: int = 0
     codebook_size: int = 256
     epochs: int = 200  # rq-vae and mmq stage 1
     alpha: float = PSRQ_ALPHA  # psrq: 1 = the paper (mmsid.tokenize.PSRQ_ALPHA)
@@ -47,7 +50,9 @@ class TokenizerSection:
     # amazon-beauty
     modalities: list[str] = field(default_factory=list)
     collision_cap: int = 1_000_000  # retrieval sizes the collision vocabulary from the data
-    opq_levels: int = 32  # opq: m parallel codes (its IDs are long by design: RPG uses 16-64)
+    # opq: m parallel codes. RPG uses 16-64; 8 is the length measured with the default retriever
+    # (at 16 its temperature had to be retuned to 0.14: benchmarks/results/retrievers_idlen.md)
+    opq_levels: int = 8
     # mmq: the expert layout (TokenizeConfig.n_shared / n_specific / expert_levels) and the
     # gate terms (MMQConfig.gate_balance / gate_sharpness)
     mmq_shared: int = 2
@@ -59,9 +64,12 @@ class TokenizerSection:
 
 @dataclass
 class RetrievalSection:
-    epochs: int = 30  # SID retrievers: a cap; early stopping on validation (patience) ends it
+    # SID retrievers: a cap; early stopping on validation ends a run. Patience 10 and a cap of
+    # 100, as every committed parallel-sid figure (benchmarks/bench_parallel_loss.py): best
+    # epochs there ran 16-46, and at a cap of 40 RQ-VAE-6 on ml100k-mm stopped at the cap
+    epochs: int = 100
     epoch_samples: int = 0
-    patience: int = 5
+    patience: int = 10
     valid_sample: int = 5000
     lr: float = 1e-3
     batch_size: int = 256
@@ -70,7 +78,11 @@ class RetrievalSection:
     # the retrievers trained over each method's SIDs: parallel-sid (one causal pass per user,
     # every code at once, exact scoring of the whole catalogue) and/or tiger (beam search)
     models: list[str] = field(default_factory=lambda: ["parallel-sid"])
-    parallel: ParallelSIDConfig = field(default_factory=ParallelSIDConfig)
+    # parallel-sid at the settings of every committed parallel-sid figure (width 256, FFN 512,
+    # dropout 0.2, temperature 0.07), not ParallelSIDConfig's RPG defaults (448, 1024, 0.5,
+    # 0.03): in development runs on amazon-beauty's validation RPG's dropout and temperature
+    # trained far slower (benchmarks/configs/retrieval.yaml)
+    parallel: ParallelSIDConfig = field(default_factory=lambda: ParallelSIDConfig(**PARALLEL))
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
     # the SID retrievers' optimiser: schedule constant | cosine | rsqrt, optimizer adamw |
     # adafactor, max_steps a step budget (0 = epochs decide); mmsid.training.LoopConfig
