@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="collect, run nothing")
     ap.add_argument("--allow-dirty", action="store_true", help="for development only")
     a = ap.parse_args()
+    commit = git_commit()  # before anything is written: the results below dirty the tree
     name = Path(a.config).stem
     runs = Path(a.runs)
     if not a.report_only:
@@ -115,7 +116,6 @@ def main() -> None:
             run(cfg, resume=True, command=cmd)
     res = collect(name, a.datasets, runs, a.allow_dirty)
     command = "python benchmarks/bench_pipeline.py " + " ".join(sys.argv[1:])
-    commit = git_commit()
     seeds = sorted({s for r in res.values() for s in r["seeds"]})
     write_json(
         RESULTS / f"{name}.json",
