@@ -123,6 +123,15 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "ranking_coarse_beauty": (
+        "python benchmarks/bench_ranking_ids.py --datasets amazon-beauty --ids "
+        "rq-vae:6/title+categories mmq-ft:1/title+categories rq-vae:3/title+categories "
+        "rq-vae:2/title+categories --seeds 0 1 2 --pair mmq-ft:1/title+categories "
+        "rq-vae:3/title+categories --pair mmq-ft:1/title+categories rq-vae:2/title+categories "
+        "--results ranking_coarse_beauty",
+        False,
+        ("commit", "command"),
+    ),
     "parallel_ids_small": (
         "python benchmarks/bench_parallel_ids.py --datasets ml100k-mm lfm2k-mm "
         "--ids rq-kmeans:3 opq:8 --seeds 0 1 2 --results parallel_ids_small",
