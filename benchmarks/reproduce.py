@@ -81,9 +81,13 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "parallel_ids_mmq_beauty": (
         "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty --ids "
-        "rq-vae:6/title+categories mmq-ft:1/title+categories mmq:1/title+categories "
+        "rq-vae:6/title+categories rq-kmeans:6/title+categories psrq:6/title+categories "
+        "opq:6/title+categories mmq-ft:1/title+categories mmq:1/title+categories "
         "mmq-ctl:1/title+categories --seeds 0 1 2 --pair mmq-ft:1/title+categories "
         "mmq-ctl:1/title+categories --pair mmq-ft:1/title+categories mmq:1/title+categories "
+        "--pair mmq-ft:1/title+categories rq-kmeans:6/title+categories "
+        "--pair mmq-ft:1/title+categories psrq:6/title+categories "
+        "--pair mmq-ft:1/title+categories opq:6/title+categories "
         "--results parallel_ids_mmq_beauty",
         False,
         ("commit", "command"),
