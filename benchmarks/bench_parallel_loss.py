@@ -30,13 +30,14 @@ import numpy as np
 
 from mmsid.eval.stats import mean_ci, paired_text, paired_users, per_user
 from mmsid.io import write_json, write_text
-from mmsid.pipeline.config import PARALLEL
+from mmsid.retrieval.parallel import ParallelSIDConfig
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = HERE.parent / "runs" / "parallel_loss"
 LOSSES = ("code", "item")
-MODEL = dict(PARALLEL)  # the main job's parallel-sid settings (mmsid.pipeline.config)
+# ParallelSIDConfig's defaults (also the main job's), the fields a results file records
+MODEL = {k: getattr(ParallelSIDConfig(), k) for k in ("d_model", "d_ff", "dropout", "temperature")}
 # patience decides where a run stops; the cap only bounds a run that keeps improving (at 40,
 # RQ-VAE-6 on ml100k-mm peaked at the cap in two of three seeds: an undertrained baseline). The
 # schedule is constant, so a finished run at a smaller cap that patience stopped is the same run
@@ -108,7 +109,6 @@ def retrieve(
     ``sids_file``: which of the tokenizer folder's SID tables it reads; ``sasrec``: SASRecConfig
     fields that differ from its defaults."""
     from mmsid.retrieval.config import RetrieveConfig
-    from mmsid.retrieval.parallel import ParallelSIDConfig
     from mmsid.retrieval.run import run_retrieve
     from mmsid.retrieval.sasrec import SASRecConfig
 

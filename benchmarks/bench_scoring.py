@@ -25,7 +25,7 @@ from mmsid.ids import SIDTable
 from mmsid.io import write_json, write_text
 from mmsid.protocol import load_protocol
 from mmsid.retrieval.data import build_retrieval
-from mmsid.retrieval.parallel import ParallelSID, ParallelSIDConfig, score_reference
+from mmsid.retrieval.parallel import RPG, ParallelSID, ParallelSIDConfig, score_reference
 from mmsid.retrieval.run import recommend_all
 from mmsid.retrieval.tiger import TIGER, TIGERConfig
 
@@ -58,7 +58,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = []
     for m, d in ((8, 256), (16, 256), (32, 256), (32, 448)):
-        cfg = ParallelSIDConfig(d_model=d, d_ff=1024 if d == 448 else 512)
+        cfg = ParallelSIDConfig(**RPG) if d == RPG["d_model"] else ParallelSIDConfig(d_model=d)
         model = ParallelSID(rng.integers(256, size=(N, m)), 256, cfg).eval()
         for bs in (64, 256):
             sec = timed(

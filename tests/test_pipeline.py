@@ -4,11 +4,13 @@ guard, and a report with every method x task x slice cell."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from mmsid.errors import ConfigError
 from mmsid.pipeline import BUDGETS, resolve_config, run
+from mmsid.retrieval.config import RetrieveConfig
 
 
 def test_config_priority_defaults_budget_file_cli(tmp_path):
@@ -31,12 +33,45 @@ def test_config_priority_defaults_budget_file_cli(tmp_path):
     assert cfg.tokenizer.codebook_size == 256  # default untouched
     full = resolve_config("ml100k-mm", "x", cli={"budget": "full"})
     assert full.tokenizer.epochs == 200 and full.retrieval.tiger.d_model == 128
-    # parallel-sid: the main job's settings, not RPG's; the quick preset changes only its size
+    # parallel-sid: the measured settings, not RPG's, and the same as `mmsid retrieve`'s; the
+    # quick preset changes only its size
     par = full.retrieval.parallel
     assert (par.d_model, par.d_ff, par.dropout, par.temperature) == (256, 512, 0.2, 0.07)
+    assert par == RetrieveConfig(dataset="ml100k-mm").parallel
     par = cfg.retrieval.parallel
     assert (par.d_model, par.d_ff, par.dropout, par.temperature) == (64, 256, 0.2, 0.07)
     assert full.tokenizer.levels == 0  # residual IDs as long as MMQ's
+
+
+def test_config_file_sections_per_data_set(tmp_path):
+    """A file's ``datasets.NAME`` applies to that data set only, above the file's own keys and
+    below the command line; its budget is the file's (a section cannot set one)."""
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "budget: full\ntokenizer:\n  epochs: 11\ndatasets:\n  amazon-beauty:\n"
+        "    tokenizer:\n      modalities: [title, categories]\n      epochs: 12\n"
+    )
+    beauty = resolve_config("amazon-beauty", "x", config_file=str(f))
+    assert beauty.tokenizer.modalities == ["title", "categories"]
+    assert beauty.tokenizer.epochs == 12 and beauty.budget == "full"
+    ml = resolve_config("ml100k-mm", "x", config_file=str(f))
+    assert ml.tokenizer.modalities == [] and ml.tokenizer.epochs == 11
+    cli = resolve_config("amazon-beauty", "x", config_file=str(f), sets=["tokenizer.epochs=3"])
+    assert cli.tokenizer.epochs == 3 and cli.tokenizer.modalities == ["title", "categories"]
+    # the committed main job reads amazon-beauty's two views, the other data sets' defaults
+    main = str(Path(__file__).parents[1] / "benchmarks" / "configs" / "main.yaml")
+    assert resolve_config("amazon-beauty", "x", config_file=main).tokenizer.modalities == [
+        "title",
+        "categories",
+    ]
+    assert resolve_config("lfm2k-mm", "x", config_file=main).tokenizer.modalities == []
+    for bad in ("datasets: [amazon-beauty]\n", "datasets:\n  amazon-beauty:\n    budget: quick\n"):
+        f.write_text(bad)
+        with pytest.raises(ConfigError, match="'datasets' maps each data set name"):
+            resolve_config("amazon-beauty", "x", config_file=str(f))
+    f.write_text("datasets:\n  amazon-beauty:\n    tokeniser: {levels: 2}\n")
+    with pytest.raises(ConfigError, match="datasets.amazon-beauty: unknown key 'tokeniser'"):
+        resolve_config("amazon-beauty", "x", config_file=str(f))
 
 
 def test_unknown_keys_name_the_closest(tmp_path):

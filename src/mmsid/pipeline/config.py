@@ -28,7 +28,6 @@ MMQ_ABLATIONS = {
 }
 METHODS = ("rq-kmeans", "rq-vae", "psrq", *MMQ_FAMILY, "opq", *MMQ_ABLATIONS)
 DEFAULT_METHODS = ("rq-kmeans", "rq-vae", "psrq", *MMQ_FAMILY, "opq")
-PARALLEL = {"d_model": 256, "d_ff": 512, "dropout": 0.2, "temperature": 0.07}
 SID_RETRIEVERS = ("parallel-sid", "tiger")
 TASKS = ("retrieval", "ranking")
 
@@ -78,11 +77,9 @@ class RetrievalSection:
     # the retrievers trained over each method's SIDs: parallel-sid (one causal pass per user,
     # every code at once, exact scoring of the whole catalogue) and/or tiger (beam search)
     models: list[str] = field(default_factory=lambda: ["parallel-sid"])
-    # parallel-sid at the settings of every committed parallel-sid figure (width 256, FFN 512,
-    # dropout 0.2, temperature 0.07), not ParallelSIDConfig's RPG defaults (448, 1024, 0.5,
-    # 0.03): in development runs on amazon-beauty's validation RPG's dropout and temperature
-    # trained far slower (benchmarks/configs/retrieval.yaml)
-    parallel: ParallelSIDConfig = field(default_factory=lambda: ParallelSIDConfig(**PARALLEL))
+    # parallel-sid at ParallelSIDConfig's defaults, the measured settings (width 256, FFN 512,
+    # dropout 0.2, temperature 0.07); RPG's size is the preset mmsid.retrieval.parallel.RPG
+    parallel: ParallelSIDConfig = field(default_factory=ParallelSIDConfig)
     tiger: TIGERConfig = field(default_factory=TIGERConfig)
     # the SID retrievers' optimiser: schedule constant | cosine | rsqrt, optimizer adamw |
     # adafactor, max_steps a step budget (0 = epochs decide); mmsid.training.LoopConfig
@@ -169,9 +166,23 @@ def resolve_config(
     cli: dict[str, Any] | None = None,
     sets: list[str] | tuple[str, ...] = (),
 ) -> PipelineConfig:
-    """Defaults < budget preset < YAML file < command line (``cli`` named options, then
-    ``sets`` as dotted KEY=VALUE)."""
+    """Defaults < budget preset < YAML file < the file's section for this data set < command
+    line (``cli`` named options, then ``sets`` as dotted KEY=VALUE).
+
+    A file's ``datasets:`` maps data set names to settings that apply to that data set only
+    (e.g. ``amazon-beauty: {tokenizer: {modalities: [title, categories]}}``), so one file
+    configures a job over several data sets; the budget is the file's, for every data set."""
     file = load_yaml(config_file) if config_file else {}
+    sections = file.pop("datasets", None) or {}
+    if not isinstance(sections, dict):
+        sections = {"": sections}
+    bad = {k: v for k, v in sections.items() if not isinstance(v, dict) or "budget" in v}
+    if bad:
+        raise ConfigError(
+            f"{config_file}: 'datasets' maps each data set name to its own settings "
+            f"(a mapping, without 'budget'), e.g. 'amazon-beauty: {{tokenizer: {{modalities: "
+            f"[title, categories]}}}}'; got {bad!r}"
+        )
     cli = {k: v for k, v in (cli or {}).items() if v not in (None, ())}
     over = dotted(sets)
     budget = over.get("budget") or cli.get("budget") or file.get("budget") or "quick"
@@ -180,6 +191,7 @@ def resolve_config(
     cfg = PipelineConfig(dataset=dataset, out=out)
     cfg = merge(cfg, {**BUDGETS[budget], "budget": budget}, "budget preset")
     cfg = merge(cfg, file, str(config_file))
+    cfg = merge(cfg, sections.get(dataset, {}), f"{config_file}: datasets.{dataset}")
     cfg = merge(cfg, cli, "command line")
     cfg = merge(cfg, over, "--set")
     bad = [m for m in cfg.methods if m not in METHODS]
