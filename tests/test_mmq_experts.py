@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,28 @@ def fitted_dir(real_data_dir, tmp_path_factory) -> Path:
         finetune_epochs=1,
         finetune_pairs=2048,
     )
-    run_tokenize(cfg, progress=False)
+    with warnings.catch_warnings():  # three modalities: no one-modality warning
+        warnings.filterwarnings("error", message="MMQ reads one modality")
+        run_tokenize(cfg, progress=False)
     return out
+
+
+def test_mmq_on_one_modality_warns(real_data_dir, tmp_path):
+    """On one modality MMQ's shared and specific experts read the same input: the fit says so
+    (amazon-beauty's default text is the case that matters) and still runs."""
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    cfg = TokenizeConfig(
+        dataset="lfm2k-mm",
+        method="mmq",
+        out=str(tmp_path / "tok"),
+        data_dir=str(real_data_dir),
+        modalities=["text_minilm"],
+        epochs=1,
+    )
+    with pytest.warns(UserWarning, match=r"MMQ reads one modality \('text_minilm'\)"):
+        m = run_tokenize(cfg, progress=False)
+    assert m["modalities"] == ["text_minilm"]
 
 
 @pytest.fixture(scope="module")

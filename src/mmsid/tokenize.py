@@ -15,6 +15,7 @@ and ``sids_control.parquet`` (fine-tuned with behavior weight 0: mmsid.tokenize_
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,14 @@ def run_tokenize(cfg: TokenizeConfig, *, progress: bool = True) -> dict:
         rng = np.random.default_rng(cfg.seed)
         warm = np.sort(rng.choice(warm, max(1, round(cfg.fit_fraction * len(warm))), replace=False))
     names = cfg.modalities or DEFAULT_MODALITIES.get(cfg.dataset, list(ds.modalities))
+    if cfg.method == "mmq" and len(names) == 1:
+        warnings.warn(
+            f"MMQ reads one modality ('{names[0]}'), so its shared and specific experts see the "
+            "same input; give it two or more modalities or views (tokenize --modality A "
+            "--modality B, run --set tokenizer.modalities=A,B; on amazon-beauty: title and "
+            "categories)",
+            stacklevel=2,
+        )
     feats = build_features(ds, modalities=names, device=device, progress=progress)
     means = center_means(feats, names, warm) if cfg.center else {}
     x, mask = concat_features(feats, names, means=means)

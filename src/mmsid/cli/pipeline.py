@@ -11,7 +11,12 @@ from mmsid.errors import MMSIDError
 @main.command("run")
 @click.option("--dataset", required=True)
 @click.option("--config", "config_file", default=None, help="YAML file of settings.")
-@click.option("--methods", default=None, help="Comma list of rq-kmeans,rq-vae,psrq,mmq,mmq+ft.")
+@click.option(
+    "--methods",
+    default=None,
+    help="Comma list of rq-kmeans,rq-vae,psrq,mmq,mmq+ft,mmq+ft-control,opq (the default: all "
+    "of them) and the MMQ ablations mmq-no-orth,mmq-shared-only,mmq-specific-only,mmq-one-expert.",
+)
 @click.option("--tasks", default=None, help="Comma list of retrieval,ranking.")
 @click.option("--budget", type=click.Choice(["quick", "full"]), default=None)
 @click.option("--seeds", default=None, help="Model seeds, comma list: --seeds 0,1,2.")
