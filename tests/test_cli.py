@@ -164,3 +164,20 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path):
     r = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert r.exit_code != 0 and "not an mmsid run folder" in r.output
     assert not (tmp_path / "report.md").exists()
+
+
+def test_trained_warns_when_a_cap_ended_training(capsys):
+    """A time limit or the epoch cap that ended training before early stopping is reported; the
+    cap with patience 0 (no early stopping: the plan) and early stopping are not."""
+    from mmsid.cli.base import _trained
+
+    for stopped, patience, warns in [
+        ("max_minutes", 5, "cut by the time limit after 4 epoch(s)"),
+        ("epochs", 5, "reached the epoch cap (4)"),
+        ("epochs", 0, None),
+        ("early_stopping", 5, None),
+    ]:
+        _trained({"stopped": stopped, "epochs_run": 4}, "OUT", patience)
+        out = capsys.readouterr()
+        assert "wrote OUT/metrics.json" in out.out
+        assert (warns in out.err) if warns else out.err == ""

@@ -172,6 +172,8 @@ def test_cli_prints_the_fused_rows(real_data_dir, tmp_path):
     assert r.exit_code == 0, r.output
     f = json.loads((tmp_path / "r" / "metrics.json").read_text())["fused"]
     assert f"fused (w={f['weight']:g}, b={f['new_item_bias']:g}) test: Recall@5" in r.output
+    # one epoch with patience 5: the cap ended it, and the command says so
+    assert "warning: training reached the epoch cap (1)" in r.output
     bad = [*args[:4], "popularity", "--set", "fusion_weights=1", "--out", str(tmp_path / "p")]
     r = CliRunner().invoke(main, bad)
     assert r.exit_code != 0 and "no exact score to fuse" in r.output

@@ -12,12 +12,20 @@ def _fail(e: Exception) -> None:
     sys.exit(2)
 
 
-def _trained(r: dict, out: str) -> None:
-    """The last lines of a trained stage: a warning when a time limit cut it, what it wrote."""
+def _trained(r: dict, out: str, patience: int) -> None:
+    """The last lines of a trained stage: a warning when a time limit or the epoch cap ended it
+    before early stopping did (with ``patience`` 0 the cap is the plan), what it wrote."""
     if r.get("stopped") == "max_minutes":
         click.echo(
             f"warning: training was cut by the time limit after {r['epochs_run']} epoch(s), "
             "before it converged (metrics.json: stopped = max_minutes)",
+            err=True,
+        )
+    elif r.get("stopped") == "epochs" and patience:
+        click.echo(
+            f"warning: training reached the epoch cap ({r['epochs_run']}) while validation was "
+            "still improving within the patience, so it may not have converged; re-run with a "
+            "larger --epochs (metrics.json: stopped = epochs)",
             err=True,
         )
     click.echo(f"wrote {out}/metrics.json, model.pt, curves.png")

@@ -101,7 +101,7 @@ def rank_cmd(
             f"{split}: AUC {a['auc']:.4f}  GAUC {a['gauc']:.4f}  LogLoss "
             f"{a['logloss']:.4f}  cold AUC {c['auc']:.4f} ({c['users']} users)"
         )
-    _trained(r, out)
+    _trained(r, out, cfg.patience)
 
 
 @main.command("retrieve")
@@ -236,4 +236,4 @@ def retrieve_cmd(
                 f"{name}{split}: Recall@5 {a['recall@5']:.4f}  NDCG@5 {a['ndcg@5']:.4f}  "
                 f"Recall@10 {a['recall@10']:.4f}  NDCG@10 {a['ndcg@10']:.4f}"
             )
-    _trained(r, out)
+    _trained(r, out, cfg.patience)
