@@ -146,6 +146,20 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "sid_ties_beauty": (
+        "python benchmarks/bench_sid_ties.py --datasets amazon-beauty --ids "
+        "rq-vae:6/title+categories rq-kmeans:6/title+categories psrq:6/title+categories "
+        "opq:6/title+categories mmq-ft:1/title+categories rq-vae:12@0.14/title+categories "
+        "mmq-ft:2@0.14/title+categories --seeds 0 1 2 "
+        "--pair mmq-ft:1/title+categories rq-vae:6/title+categories "
+        "--pair mmq-ft:1/title+categories rq-kmeans:6/title+categories "
+        "--pair mmq-ft:1/title+categories psrq:6/title+categories "
+        "--pair mmq-ft:1/title+categories opq:6/title+categories "
+        "--pair mmq-ft:2@0.14/title+categories rq-vae:12@0.14/title+categories "
+        "--results sid_ties_beauty",
+        False,
+        ("commit", "command"),
+    ),
     "parallel_ids_small": (
         "python benchmarks/bench_parallel_ids.py --datasets ml100k-mm lfm2k-mm "
         "--ids rq-kmeans:3 opq:8 --seeds 0 1 2 --results parallel_ids_small",
