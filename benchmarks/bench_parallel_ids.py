@@ -170,6 +170,15 @@ def seed_folder(seed: int, refit: bool) -> str:
     return f"seed{seed}" if t == 0 else f"seed{seed}-tok{t}"
 
 
+def run_folder(dataset: str, spec: str, seed: int, refit: bool = False) -> Path:
+    """The parallel-SID run folder of ``spec``'s IDs and model seed ``seed`` (one per
+    temperature; ``refit``: as tokenizer_seed)."""
+    method, levels, temp = parse_ids(spec)
+    name = f"{method}-{levels}{views_suffix(spec)}"
+    run = name if temp is None else f"{name}-t{temp:g}"
+    return RUNS / dataset / run / seed_folder(seed, refit)
+
+
 def runs_for(
     dataset: str, spec: str, seeds: list[int], fusion: dict | None = None, refit: bool = False
 ):
@@ -177,10 +186,8 @@ def runs_for(
     ``refit``: each seed on its own tokenizer fit, tokenizer_seed). The tokenizer is shared by
     every temperature of one ``METHOD:LEVELS``, and MMQ's by its three ID tables (MMQ_IDS; one
     fit, in the mmq-ft folder)."""
-    method, levels, temp = parse_ids(spec)
-    name = f"{method}-{levels}{views_suffix(spec)}"
+    method, _, temp = parse_ids(spec)
     sids_file = MMQ_IDS.get(method, "sids.parquet")
-    run = name if temp is None else f"{name}-t{temp:g}"
     out = []
     for s in seeds:
         t = tokenizer_seed(s, refit)
@@ -193,7 +200,7 @@ def runs_for(
                 s,
                 "item",
                 sids,
-                RUNS / dataset / run / seed_folder(s, refit),
+                run_folder(dataset, spec, s, refit),
                 fusion,
                 temperature=temp,
                 sids_file=sids_file,

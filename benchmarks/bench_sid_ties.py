@@ -34,13 +34,12 @@ import numpy as np
 import torch
 from bench_parallel_ids import (
     MMQ_IDS,
-    RUNS,
     add_pair_option,
     check_pairs,
     pair_args,
     parse_ids,
+    run_folder,
     tokenizer_dir,
-    views_suffix,
 )
 
 from mmsid.eval.stats import mean_ci, paired_text, paired_users
@@ -57,17 +56,10 @@ K = 10
 SPLITS = ("valid", "test")
 
 
-def run_dir(dataset: str, spec: str, seed: int) -> Path:
-    """bench_parallel_ids' run folder of ``spec`` and model seed ``seed`` (tokenizer seed 0)."""
-    method, levels, temp = parse_ids(spec)
-    name = f"{method}-{levels}{views_suffix(spec)}"
-    return RUNS / dataset / (name if temp is None else f"{name}-t{temp:g}") / f"seed{seed}"
-
-
 def load(dataset: str, spec: str, seed: int, n_items: int) -> tuple[ParallelSID, np.ndarray, int]:
     """The run's best model over its SID table, (N,) each item's SID group id, and the run's
     evaluation batch size."""
-    run = run_dir(dataset, spec, seed)
+    run = run_folder(dataset, spec, seed)
     if not (run / "model.pt").is_file():
         raise SystemExit(f"{run}: no model.pt; train it with bench_parallel_ids.py --ids {spec}")
     sids = tokenizer_dir(dataset, spec) / MMQ_IDS.get(parse_ids(spec)[0], "sids.parquet")
@@ -140,11 +132,11 @@ def main() -> None:
             per_seed = []
             for seed in a.seeds:
                 model, group, batch = load(ds, spec, seed, n_items)
-                metrics = json.loads((run_dir(ds, spec, seed) / "metrics.json").read_text())
+                metrics = json.loads((run_folder(ds, spec, seed) / "metrics.json").read_text())
                 facts = {
                     sp: tie_facts(model, group, pop, getattr(data, sp), batch) for sp in SPLITS
                 }
-                with np.load(run_dir(ds, spec, seed) / "ranks.npz") as z:
+                with np.load(run_folder(ds, spec, seed) / "ranks.npz") as z:
                     ranks = {sp: (z[f"{sp}_target"], z[f"{sp}_rank"]) for sp in SPLITS}
                 for sp in SPLITS:
                     target, rank = ranks[sp]
