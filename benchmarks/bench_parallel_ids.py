@@ -8,6 +8,9 @@ validation; test figures are reported beside it, with the cost (seconds per epoc
 
 ``@T`` sets that ID type's logit temperature (default MODEL's 0.07): item logits are the mean
 of m code cosines, so their spread, and the temperature that suits it, changes with m.
+``~D`` sets the retriever's dropout (default MODEL's 0.2; ``opq:16@0.14~0.5``): the same
+SID table, a run folder of its own, so dropout is tuned on validation as SASRec's is
+(bench_sasrec_grid).
 ``/VIEW+VIEW`` sets the tokenizer's input modalities (default: the data set's), e.g.
 ``--datasets amazon-beauty --ids rq-vae:6/title+categories mmq-ft:1/title+categories``: Beauty
 has one real modality, and its two text views give MMQ's shared and specific experts different
@@ -73,13 +76,15 @@ MMQ_ABLATED = tuple(f"mmq-ft-{a}" for a in ABLATIONS if a != "none")
 
 
 def parse_ids(spec: str) -> tuple[str, int, float | None]:
-    """``METHOD:LEVELS[@TEMPERATURE][/VIEW+VIEW...]`` -> (method, levels, temperature or None =
-    MODEL's). LEVELS: residual levels (rq-kmeans, rq-vae, psrq), codes (opq, pq), or levels per
-    expert (MMQ_IDS: stage 1, with behavior fine-tuning, its control; MMQ_ABLATED: fine-tuned MMQ
-    without one part; bench_parallel_loss.tokenize). ``/VIEW+VIEW``: the tokenizer's input
+    """``METHOD:LEVELS[@TEMPERATURE][~DROPOUT][/VIEW+VIEW...]`` -> (method, levels, temperature
+    or None = MODEL's). LEVELS: residual levels (rq-kmeans, rq-vae, psrq), codes (opq, pq), or
+    levels per expert (MMQ_IDS: stage 1, with behavior fine-tuning, its control; MMQ_ABLATED:
+    fine-tuned MMQ without one part; bench_parallel_loss.tokenize). ``~DROPOUT``: the
+    retriever's dropout (spec_dropout), else MODEL's. ``/VIEW+VIEW``: the tokenizer's input
     modalities (spec_views), else the data set's defaults."""
     spec_views(spec)
-    ids, _, temp = spec.partition("/")[0].partition("@")
+    spec_dropout(spec)
+    ids, _, temp = spec.partition("/")[0].partition("~")[0].partition("@")
     method, _, levels = ids.partition(":")
     ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", *MMQ_IDS, *MMQ_ABLATED)
     ok = ok and levels.isdigit()
@@ -89,10 +94,25 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
         ok = False
     if not ok or (t is not None and t <= 0):
         raise SystemExit(
-            f"--ids {spec!r}: write METHOD:LEVELS[@TEMPERATURE][/VIEW+VIEW], e.g. rq-kmeans:3, "
-            "opq:16@0.14 or mmq-ft:1/title+categories"
+            f"--ids {spec!r}: write METHOD:LEVELS[@TEMPERATURE][~DROPOUT][/VIEW+VIEW], e.g. "
+            "rq-kmeans:3, opq:16@0.14, opq:16@0.14~0.5 or mmq-ft:1/title+categories"
         )
     return method, int(levels), t
+
+
+def spec_dropout(spec: str) -> float | None:
+    """The parallel-SID dropout ``spec`` names after ``~`` (``opq:16@0.14~0.5``), or None for
+    MODEL's. The tokenizer is the same as without it: only the retriever changes."""
+    _, tilde, drop = spec.partition("/")[0].partition("~")
+    if not tilde:
+        return None
+    try:
+        d = float(drop)
+    except ValueError:
+        d = -1.0
+    if not 0.0 <= d < 1.0:
+        raise SystemExit(f"--ids {spec!r}: after '~' write the retriever's dropout in [0, 1)")
+    return d
 
 
 def add_pair_option(ap: argparse.ArgumentParser, help: str) -> None:
@@ -172,10 +192,12 @@ def seed_folder(seed: int, refit: bool) -> str:
 
 def run_folder(dataset: str, spec: str, seed: int, refit: bool = False) -> Path:
     """The parallel-SID run folder of ``spec``'s IDs and model seed ``seed`` (one per
-    temperature; ``refit``: as tokenizer_seed)."""
+    temperature and dropout; ``refit``: as tokenizer_seed)."""
     method, levels, temp = parse_ids(spec)
-    name = f"{method}-{levels}{views_suffix(spec)}"
-    run = name if temp is None else f"{name}-t{temp:g}"
+    drop = spec_dropout(spec)
+    run = f"{method}-{levels}{views_suffix(spec)}"
+    run += "" if temp is None else f"-t{temp:g}"
+    run += "" if drop is None else f"-dropout{drop:g}"
     return RUNS / dataset / run / seed_folder(seed, refit)
 
 
@@ -203,6 +225,7 @@ def runs_for(
                 run_folder(dataset, spec, s, refit),
                 fusion,
                 temperature=temp,
+                dropout=spec_dropout(spec),
                 sids_file=sids_file,
             )
         )
@@ -272,7 +295,8 @@ def main() -> None:
         "# Parallel-SID retriever: which semantic IDs, and how long",
         "",
         "Item-level loss (the default), the same model for every ID type (width 256, 2 layers, "
-        "FFN 512, dropout 0.2, temperature 0.07 unless the ID type says `@T`, AdamW 1e-3; early "
+        "FFN 512, dropout 0.2 unless the ID type says `~D`, temperature 0.07 unless it says "
+        "`@T`, AdamW 1e-3; early "
         "stopping on validation "
         f"Recall@10, patience {PATIENCE}, at most {EPOCHS} epochs; `*`: the cap ended that run), "
         "same seeds. Every "

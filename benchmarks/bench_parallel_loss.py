@@ -99,15 +99,16 @@ def retrieve(
     temperature: float | None = None,
     sids_file: str = "sids.parquet",
     sasrec: dict | None = None,
+    dropout: float | None = None,
 ):
     """A retriever's metrics (with its valid/test ranks), trained unless already finished at
     this budget: parallel-sid on ``sids`` with ``loss`` (MODEL's settings), SASRec (its
     defaults, at most SASREC_EPOCHS), or a deterministic baseline. ``fusion``: the content
     fusion settings as RetrieveConfig takes them (``fusion_weights`` and ``fusion_new_item_bias``
     tuples, ``fusion_tolerance``: how the point is chosen; mmsid.retrieval.fusion); its result is
-    ``m["fused"]``, with its ranks. ``temperature`` overrides MODEL's for parallel-sid;
-    ``sids_file``: which of the tokenizer folder's SID tables it reads; ``sasrec``: SASRecConfig
-    fields that differ from its defaults."""
+    ``m["fused"]``, with its ranks. ``temperature`` and ``dropout`` override MODEL's for
+    parallel-sid; ``sids_file``: which of the tokenizer folder's SID tables it reads;
+    ``sasrec``: SASRecConfig fields that differ from its defaults."""
     from mmsid.retrieval.config import RetrieveConfig
     from mmsid.retrieval.run import run_retrieve
     from mmsid.retrieval.sasrec import SASRecConfig
@@ -121,7 +122,12 @@ def retrieve(
             "patience": PATIENCE,
             "lr": LR,
             "parallel": ParallelSIDConfig(
-                **{**MODEL, "temperature": temperature or MODEL["temperature"]}, loss=loss
+                **{
+                    **MODEL,
+                    "temperature": temperature or MODEL["temperature"],
+                    "dropout": MODEL["dropout"] if dropout is None else dropout,
+                },
+                loss=loss,
             ),
         }
     elif model == "sasrec":
@@ -157,6 +163,9 @@ def _finished(out: Path, kw: dict) -> bool:
             raise SystemExit(f"{out}: trained on {made or 'no SIDs'}, not {want}; move it away")
         if "sasrec" in kw and cfg["sasrec"] != asdict(kw["sasrec"]):
             raise SystemExit(f"{out}: SASRec made with {cfg['sasrec']}, not {kw['sasrec']}")
+        for k in ("temperature", "dropout") if "parallel" in kw else ():
+            if cfg["parallel"][k] != getattr(kw["parallel"], k):
+                raise SystemExit(f"{out}: parallel-sid made with {k} {cfg['parallel'][k]}")
         if (cfg["epochs"], cfg["patience"]) != (kw["epochs"], kw["patience"]):
             return False
     ws, bs = kw.get("fusion_weights", ()), kw.get("fusion_new_item_bias", ())

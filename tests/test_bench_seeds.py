@@ -127,3 +127,25 @@ def test_a_tokenizer_folder_made_on_another_input_is_not_reused(real_data_dir, t
     assert tokenize("lfm2k-mm", "rq-kmeans", 1, out, modalities=["text_minilm"]) == out
     with pytest.raises(SystemExit, match="'modalities': \\[\\]"):
         tokenize("lfm2k-mm", "rq-kmeans", 1, out)
+
+
+def test_a_spec_sets_the_retrievers_dropout_in_its_own_folder(monkeypatch):
+    """``~D`` in an ID spec: the retriever trains at dropout D in a folder of its own, on the
+    same tokenizer as the spec without it; a bad value is refused before anything runs."""
+    import bench_parallel_ids as b
+
+    spec, plain = "opq:16@0.14~0.5/title+categories", "opq:16@0.14/title+categories"
+    assert b.parse_ids(spec) == b.parse_ids(plain) == ("opq", 16, 0.14)
+    assert (b.spec_dropout(spec), b.spec_dropout(plain)) == (0.5, None)
+    assert b.tokenizer_dir("d", spec) == b.tokenizer_dir("d", plain)
+    assert b.run_folder("d", spec, 1).parent.name == "opq-16-title+categories-t0.14-dropout0.5"
+    assert b.run_folder("d", plain, 1).parent.name == "opq-16-title+categories-t0.14"
+    for bad in ("opq:16~1.5", "opq:16~x", "opq:16@0.14~"):
+        with pytest.raises(SystemExit, match="dropout in"):
+            b.parse_ids(bad)
+    got = []
+    monkeypatch.setattr(b, "tokenize", lambda *a, **kw: a[3])
+    monkeypatch.setattr(b, "retrieve", lambda *a, **kw: got.append(kw["dropout"]) or {})
+    b.runs_for("d", spec, [0])
+    b.runs_for("d", plain, [0])
+    assert got == [0.5, None]
