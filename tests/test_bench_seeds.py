@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -149,3 +150,40 @@ def test_a_spec_sets_the_retrievers_dropout_in_its_own_folder(monkeypatch):
     b.runs_for("d", spec, [0])
     b.runs_for("d", plain, [0])
     assert got == [0.5, None]
+
+
+def test_the_retrievers_dropout_reaches_its_config_and_guards_its_folder(tmp_path, monkeypatch):
+    """bench_parallel_loss.retrieve trains parallel-sid at the asked temperature and dropout
+    (the run itself stubbed: it records its config as run_retrieve does); a finished folder
+    asked for at another dropout is refused, never reused."""
+    import dataclasses
+
+    import bench_parallel_loss
+
+    import mmsid.retrieval.run
+
+    made = []
+
+    def fake_run(cfg, progress=False):
+        made.append(cfg)
+        out = Path(cfg.out)
+        out.mkdir(parents=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg)))
+        (out / "metrics.json").write_text("{}")
+        z = {f"{s}_{k}": np.zeros(1) for s in ("valid", "test") for k in ("rank", "target")}
+        np.savez(out / "ranks.npz", **z)
+
+    monkeypatch.setattr(mmsid.retrieval.run, "run_retrieve", fake_run)
+    sids, out = tmp_path / "tok", tmp_path / "run"
+    kw = dict(loss="item", sids=sids, out=out, temperature=0.14)
+    bench_parallel_loss.retrieve("d", "parallel-sid", 0, dropout=0.5, **kw)
+    p = made[0].parallel
+    assert (p.dropout, p.temperature, p.d_model) == (
+        0.5,
+        0.14,
+        bench_parallel_loss.MODEL["d_model"],
+    )
+    bench_parallel_loss.retrieve("d", "parallel-sid", 0, dropout=0.5, **kw)  # finished: reused
+    assert len(made) == 1
+    with pytest.raises(SystemExit, match="made with dropout 0.5"):
+        bench_parallel_loss.retrieve("d", "parallel-sid", 0, **kw)  # MODEL's 0.2 asked
