@@ -90,8 +90,8 @@ def tie_facts(model: ParallelSID, group: np.ndarray, pop: np.ndarray, split, bat
         idx = order[s : s + batch]
         hist = torch.from_numpy(split.history[idx])
         lp = model.last_log_probs(hist)
-        top, _ = model.top_codes(lp, K)  # the evaluation's top ten, same tie order
-        sc = model.score_codes(lp)  # (B, N) fp32
+        sc = model.score_codes(lp)  # (B, N) fp32, scored once
+        top = sc.topk(K, dim=1).indices  # as top_codes ranks a one-chunk catalogue
         tgt = torch.from_numpy(split.target[idx])
         st = sc.gather(1, tgt[:, None])  # (B, 1)
         above = (sc > st).sum(1).double()

@@ -174,9 +174,11 @@ def resolve_config(
     configures a job over several data sets; the budget is the file's, for every data set."""
     file = load_yaml(config_file) if config_file else {}
     sections = file.pop("datasets", None) or {}
-    if not isinstance(sections, dict):
-        sections = {"": sections}
-    bad = {k: v for k, v in sections.items() if not isinstance(v, dict) or "budget" in v}
+    bad = (
+        {k: v for k, v in sections.items() if not isinstance(v, dict) or "budget" in v}
+        if isinstance(sections, dict)
+        else sections
+    )
     if bad:
         raise ConfigError(
             f"{config_file}: 'datasets' maps each data set name to its own settings "
