@@ -160,6 +160,37 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "parallel_ids_layout_beauty": (
+        "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty --ids "
+        "rq-vae:6/title+categories rq-kmeans:6/title+categories psrq:6/title+categories "
+        "opq:6/title+categories mmq-ft:1/title+categories mmq-ft-one-expert:2/title+categories "
+        "--seeds 0 1 2 --pair mmq-ft-one-expert:2/title+categories mmq-ft:1/title+categories "
+        "--pair mmq-ft-one-expert:2/title+categories rq-kmeans:6/title+categories "
+        "--pair mmq-ft-one-expert:2/title+categories psrq:6/title+categories "
+        "--pair mmq-ft-one-expert:2/title+categories opq:6/title+categories "
+        "--results parallel_ids_layout_beauty",
+        False,
+        ("commit", "command"),
+    ),
+    "ranking_layout_beauty": (
+        "python benchmarks/bench_ranking_ids.py --datasets amazon-beauty --ids "
+        "rq-vae:6/title+categories mmq-ft:1/title+categories "
+        "mmq-ft-one-expert:2/title+categories opq:6/title+categories --seeds 0 1 2 "
+        "--pair mmq-ft-one-expert:2/title+categories mmq-ft:1/title+categories "
+        "--pair mmq-ft-one-expert:2/title+categories opq:6/title+categories "
+        "--results ranking_layout_beauty",
+        False,
+        ("commit", "command"),
+    ),
+    "sid_ties_layout_beauty": (
+        "python benchmarks/bench_sid_ties.py --datasets amazon-beauty --ids "
+        "rq-vae:6/title+categories mmq-ft:1/title+categories "
+        "mmq-ft-one-expert:2/title+categories --seeds 0 1 2 "
+        "--pair mmq-ft-one-expert:2/title+categories mmq-ft:1/title+categories "
+        "--results sid_ties_layout_beauty",
+        False,
+        ("commit", "command"),
+    ),
     "parallel_ids_small": (
         "python benchmarks/bench_parallel_ids.py --datasets ml100k-mm lfm2k-mm "
         "--ids rq-kmeans:3 opq:8 --seeds 0 1 2 --results parallel_ids_small",
