@@ -217,3 +217,31 @@ def test_control_twin_fine_tunes_without_the_behavior_term():
     a0 = dict(twin.module.named_parameters())["shared.0.0.weight"]
     a1 = dict(tok.module.named_parameters())["shared.0.0.weight"]
     assert not torch.equal(a0, a1)  # the behavior term moved the fine-tuned experts
+
+
+def test_diagnostics_split_each_routed_experts_codes_by_its_gate():
+    """perplexity_routed / perplexity_others: an expert's code perplexity over the items its
+    gate routes to it and over the rest. Planted gate: the shared group routes by the sign of
+    the first input, so the split must follow that sign (reference: the codes of transform)."""
+    from mmsid.eval.codebook import perplexity
+
+    a, b = two_modalities(n=256)
+    x = torch.cat([a, b], 1).numpy()
+    tok = MMQTokenizer(MMQConfig(modality_dims=(6, 5), epochs=2, batch_size=64, **SMALL))
+    tok.fit(x, progress=False)
+    gate = tok.module.gate_shared  # reads [a; b; presence flags]
+    with torch.no_grad():
+        gate.weight.zero_()
+        gate.bias.zero_()
+        gate.weight[0, 0], gate.weight[1, 0] = 10.0, -10.0  # a[:, 0] > 0 -> expert 0
+    d = tok.diagnostics(x, ["a", "b"])
+    codes = tok.transform(x)
+    pos0 = x[:, 0] > 0
+    assert 0 < pos0.sum() < len(x)
+    for e in d["experts"][:2]:  # the shared experts, at SID positions 0 and 1
+        c = codes[:, e["positions"][0] : e["positions"][1]]
+        mine = pos0 if e["expert"] == 0 else ~pos0
+        assert e["perplexity_routed"] == perplexity(c[mine], 8)
+        assert e["perplexity_others"] == perplexity(c[~mine], 8)
+    for e in d["experts"][2:]:  # routed by their own (trained) gates: both splits reported
+        assert e["perplexity_routed"] is not None or e["perplexity_others"] is not None

@@ -238,7 +238,9 @@ class MMQTokenizer(Tokenizer):
         per-modality reconstruction MSE over present items, each group's gate (mean mass per
         expert, share of items routed to each by their largest weight, mean normalised entropy:
         1 = uniform, 0 = one-hot) and each expert's code utilization and perplexity per level,
-        over the items that have the group's input. ``names`` label the modality groups."""
+        over the items that have the group's input; in a group of 2+ experts also its
+        perplexity over the items routed to it and over the others (``perplexity_routed`` /
+        ``perplexity_others``, None when there are none). ``names`` label the modality groups."""
         model = self.module.eval()
         t = check_features(x, dim=self.input_dim).to(next(model.parameters()).device)
         xs, mask, _, z_sh, z_sp = model.latents(t)
@@ -264,20 +266,29 @@ class MMQTokenizer(Tokenizer):
                 "entropy": float(gate_entropy(g, out["present"][group])) if g.shape[1] > 1 else 0.0,
             }
         codes = out["codes"].cpu().numpy()
+        K = self.cfg.codebook_size
         experts = []
         for group, e, pos in model.experts():
             on = (out["present"][group] > 0).cpu().numpy() if group in out["present"] else None
             c = codes[on if on is not None else slice(None), pos]
-            experts.append(
-                {
-                    "group": label[group],
-                    "expert": e,
-                    "positions": [pos.start, pos.stop],
-                    "gate_mass": gates[label[group]]["mass"][e] if label[group] in gates else 1.0,
-                    "utilization": utilization(c, self.cfg.codebook_size),
-                    "perplexity": perplexity(c, self.cfg.codebook_size),
-                }
-            )
+            row = {
+                "group": label[group],
+                "expert": e,
+                "positions": [pos.start, pos.stop],
+                "gate_mass": gates[label[group]]["mass"][e] if label[group] in gates else 1.0,
+                "utilization": utilization(c, K),
+                "perplexity": perplexity(c, K),
+            }
+            g = out["gates"].get(group)
+            if g is not None and g.shape[1] > 1:
+                # the expert's codes over the items its gate routes to it (largest weight) and
+                # over the others: with one-hot gates the others get almost no reconstruction
+                # signal through this expert, so its code for them can carry little content
+                mine = (g.argmax(1) == e).cpu().numpy()
+                routed, others = c[mine[on]], c[~mine[on]]
+                row["perplexity_routed"] = perplexity(routed, K) if len(routed) else None
+                row["perplexity_others"] = perplexity(others, K) if len(others) else None
+            experts.append(row)
         return {
             "orthogonality_abs_cos": orth,
             "reconstruction_mse": rec,
