@@ -191,6 +191,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "mmq_routing": (
+        "python benchmarks/bench_mmq_routing.py --fit amazon-beauty mmq-ft:1/title+categories "
+        "--fit amazon-beauty mmq-ft:2/title+categories --fit ml100k-mm mmq-ft:2",
+        False,
+        ("commit", "command"),
+    ),
     "parallel_ids_small": (
         "python benchmarks/bench_parallel_ids.py --datasets ml100k-mm lfm2k-mm "
         "--ids rq-kmeans:3 opq:8 --seeds 0 1 2 --results parallel_ids_small",
