@@ -181,3 +181,34 @@ def test_trained_warns_when_a_cap_ended_training(capsys):
         out = capsys.readouterr()
         assert "wrote OUT/metrics.json" in out.out
         assert (warns in out.err) if warns else out.err == ""
+
+
+def test_tokenize_mmq_gate_options_reach_the_fit(real_data_dir, tmp_path):
+    """--gate-sharpness / --gate-balance set MMQ's gate terms (recorded in the run's config;
+    sharpness 0 leaves the gates softer than the default), and a negative weight is refused."""
+    import numpy as np
+    import yaml
+
+    def run(out, *extra):
+        return CliRunner().invoke(
+            main,
+            [
+                "tokenize", "--dataset", "lfm2k-mm", "--method", "mmq", "--epochs", "3",
+                "--codebook-size", "16", "--collision-cap", "2000", "--data-dir",
+                str(real_data_dir), "--device", "cpu",
+                "--out", str(out), *extra,
+            ],
+        )  # fmt: skip
+
+    soft, sharp = tmp_path / "soft", tmp_path / "sharp"
+    r = run(soft, "--gate-sharpness", "0", "--gate-balance", "0.3")
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((soft / "config.yaml").read_text())
+    assert cfg["gate_sharpness"] == 0.0 and cfg["gate_balance"] == 0.3
+    assert run(sharp, "--gate-sharpness", "1.0").exit_code == 0
+    gates = [json.loads((d / "metrics.json").read_text())["stage1"]["gates"] for d in (soft, sharp)]
+    ent = [np.mean([g["entropy"] for g in gs.values()]) for gs in gates]
+    assert ent[0] > ent[1]
+    r = run(tmp_path / "bad", "--gate-sharpness", "-1")
+    assert r.exit_code != 0 and "gate_sharpness" in r.output
+    assert not (tmp_path / "bad" / "sids.parquet").exists()

@@ -57,6 +57,20 @@ from mmsid.tokenize_mmq import ABLATIONS
     help="MMQ: residual levels per expert (the SID has experts x levels codes).",
 )
 @click.option(
+    "--gate-balance",
+    default=0.1,
+    show_default=True,
+    help="MMQ: weight of each group's load-balance term (keeps every expert in use).",
+)
+@click.option(
+    "--gate-sharpness",
+    default=0.1,
+    show_default=True,
+    help="MMQ: weight of the mean gate entropy (pushes each item onto one expert; 0: soft "
+    "gates). With one-hot gates an expert's code for items routed elsewhere is near-constant "
+    "(benchmarks/results/mmq_routing.md).",
+)
+@click.option(
     "--control/--no-control",
     default=True,
     show_default=True,
@@ -122,6 +136,8 @@ def tokenize_cmd(
     shared_experts: int,
     specific_experts: int,
     expert_levels: int,
+    gate_balance: float,
+    gate_sharpness: float,
     control: bool,
     alpha: float,
     collision_cap: int | None,
@@ -154,6 +170,8 @@ def tokenize_cmd(
             n_shared=shared_experts,
             n_specific=specific_experts,
             expert_levels=expert_levels,
+            gate_balance=gate_balance,
+            gate_sharpness=gate_sharpness,
             finetune_control=control,
             alpha=alpha,
             per_modality=per_modality,
