@@ -60,10 +60,10 @@ def fit_rows(dataset: str, spec: str) -> dict:
             f"--fit {dataset} {spec}: no fitted tokenizer at {run}; fit it first "
             "(bench_parallel_ids.py --only SPEC)"
         )
-    x, names = inputs_of(dataset, run)
     tok = Tokenizer.load(run / "tokenizer.pt")
     if not hasattr(tok, "diagnostics"):
         raise SystemExit(f"--fit {dataset} {spec}: not an MMQ tokenizer")
+    x, names = inputs_of(dataset, run)
     codes, _ = table_codes(SIDTable.load(run / "sids.parquet"), run / "sids.parquet", len(x))
     if not np.array_equal(tok.transform(x), codes):
         raise SystemExit(f"{run}: the loaded tokenizer does not reproduce sids.parquet")
