@@ -143,6 +143,12 @@ def test_default_layout_routes_two_experts_per_group_and_ablations_keep_their_le
     assert layout("shared-only") == (6, 0, 6)
     assert layout("specific-only") == (0, 2, 4)
     assert layout("one-expert") == (1, 1, 3)
+    soft = mmq_settings(TokenizeConfig(dataset="x", ablation="no-sharpness"), (6, 5))
+    full = mmq_settings(TokenizeConfig(dataset="x"), (6, 5))
+    assert soft["gate_sharpness"] == 0.0 < full["gate_sharpness"]  # only the term goes
+    assert {k: v for k, v in soft.items() if k != "gate_sharpness"} == {
+        k: v for k, v in full.items() if k != "gate_sharpness"
+    }
     one = mmq_settings(cfg, (6,))
     x = two_modalities(n=200)[0].numpy()
     tok = MMQTokenizer(MMQConfig(**{**one, **SMALL}))

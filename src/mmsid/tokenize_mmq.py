@@ -9,7 +9,7 @@ import numpy as np
 
 from mmsid.errors import ConfigError
 
-ABLATIONS = ("none", "no-orth", "shared-only", "specific-only", "one-expert")
+ABLATIONS = ("none", "no-orth", "no-sharpness", "shared-only", "specific-only", "one-expert")
 
 
 def expert_layout(ablation: str, n_shared: int, n_specific: int, M: int) -> tuple[int, int]:
@@ -30,7 +30,10 @@ def mmq_settings(cfg, dims: tuple[int, ...]) -> dict:
     image, 8 for lfm2k-mm's three modalities, 4 for text alone (where shared and specific
     experts read the same text, our reading of MMQ on one modality). ``levels`` does not
     apply to MMQ: its ID length follows from the layout.
-    Ablations: ``no-orth`` drops the orthogonality term; ``shared-only`` uses as many shared
+    Ablations: ``no-orth`` drops the orthogonality term; ``no-sharpness`` drops the gate
+    sharpness term (the balance term stays), so gates stay soft and every expert's code carries
+    content for every item (with one-hot gates an expert's code for items routed elsewhere is
+    near-constant: benchmarks/results/mmq_routing.md); ``shared-only`` uses as many shared
     experts as the full model has experts (same SID length); ``specific-only`` drops the
     shared experts (shorter SID); ``one-expert`` keeps one shared and one specific expert per
     modality (every gate is 1: nothing is mixed; mmsid's first layout)."""
@@ -50,7 +53,7 @@ def mmq_settings(cfg, dims: tuple[int, ...]) -> dict:
         "shared_levels": cfg.expert_levels,
         "specific_levels": cfg.expert_levels,
         "gate_balance": cfg.gate_balance,
-        "gate_sharpness": cfg.gate_sharpness,
+        "gate_sharpness": 0.0 if cfg.ablation == "no-sharpness" else cfg.gate_sharpness,
     }
     out["n_shared"], out["n_specific"] = expert_layout(
         cfg.ablation, cfg.n_shared, cfg.n_specific, M

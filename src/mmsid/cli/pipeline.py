@@ -15,7 +15,8 @@ from mmsid.errors import MMSIDError
     "--methods",
     default=None,
     help="Comma list of rq-kmeans,rq-vae,psrq,mmq,mmq+ft,mmq+ft-control,opq (the default: all "
-    "of them) and the MMQ ablations mmq-no-orth,mmq-shared-only,mmq-specific-only,mmq-one-expert.",
+    "of them) and the MMQ ablations mmq-no-orth,mmq-no-sharpness,mmq-shared-only,"
+    "mmq-specific-only,mmq-one-expert.",
 )
 @click.option("--tasks", default=None, help="Comma list of retrieval,ranking.")
 @click.option("--budget", type=click.Choice(["quick", "full"]), default=None)

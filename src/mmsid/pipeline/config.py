@@ -22,6 +22,7 @@ from mmsid.tokenize import PSRQ_ALPHA
 MMQ_FAMILY = ("mmq", "mmq+ft", "mmq+ft-control")
 MMQ_ABLATIONS = {
     "mmq-no-orth": "no-orth",
+    "mmq-no-sharpness": "no-sharpness",
     "mmq-shared-only": "shared-only",
     "mmq-specific-only": "specific-only",
     "mmq-one-expert": "one-expert",
