@@ -36,17 +36,15 @@ RESULTS = Path(os.environ.get("MMSID_RESULTS_DIR") or HERE / "results")
 def inputs_of(dataset: str, run: Path) -> tuple[np.ndarray, list[str]]:
     """(n_items, D) the tokenizer input of a tokenize run, as its tokenize stage built it, and
     its modalities' names."""
-    from mmsid.assign import RunInputs
+    from mmsid.assign import INPUTS, RunInputs
     from mmsid.data import load_dataset
     from mmsid.features import build_features
-    from mmsid.features.inputs import concat_features
 
-    rec = RunInputs.load(run / "inputs.npz")
+    rec = RunInputs.load(run / INPUTS)
     feats = build_features(
         load_dataset(dataset), modalities=rec.names, device="cpu", progress=False
     )
-    x = concat_features(feats, rec.names, means=rec.means)[0].astype(np.float32)
-    return x, rec.names
+    return rec.row({n: (feats.embeddings[n], feats.masks[n]) for n in rec.names}), rec.names
 
 
 def fit_rows(dataset: str, spec: str) -> dict:

@@ -6,7 +6,7 @@ import click
 
 from mmsid.cli.base import _fail, _protocol, main, protocol_options
 from mmsid.errors import MMSIDError
-from mmsid.tokenize import PSRQ_ALPHA
+from mmsid.tokenize import PSRQ_ALPHA, TokenizeConfig
 from mmsid.tokenize_mmq import ABLATIONS
 
 
@@ -58,13 +58,13 @@ from mmsid.tokenize_mmq import ABLATIONS
 )
 @click.option(
     "--gate-balance",
-    default=0.1,
+    default=TokenizeConfig.gate_balance,
     show_default=True,
     help="MMQ: weight of each group's load-balance term (keeps every expert in use).",
 )
 @click.option(
     "--gate-sharpness",
-    default=0.1,
+    default=TokenizeConfig.gate_sharpness,
     show_default=True,
     help="MMQ: weight of the mean gate entropy (pushes each item onto one expert; 0: soft "
     "gates). With one-hot gates an expert's code for items routed elsewhere is near-constant "
@@ -152,7 +152,7 @@ def tokenize_cmd(
 ) -> None:
     """Fit a tokenizer on the protocol's warm items and write sids.parquet (every item, cold
     ones from transform), tokenizer.pt, metrics.json and plots."""
-    from mmsid.tokenize import TokenizeConfig, run_tokenize
+    from mmsid.tokenize import run_tokenize
 
     try:
         cfg = TokenizeConfig(
