@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from mmsid.retrieval.parallel import (
+from mmsid.retrieval.catalogue_loss import (
     CatalogueLSE,
+    item_loss_reference,
+    sampled_item_loss_reference,
+)
+from mmsid.retrieval.parallel import (
     ParallelSID,
     ParallelSIDConfig,
     bucketed_batches,
-    item_loss_reference,
-    sampled_item_loss_reference,
     score_reference,
 )
 from mmsid.retrieval.sasrec import training_windows

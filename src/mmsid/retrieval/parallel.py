@@ -35,7 +35,9 @@ validation on ml100k-mm (R@10 +.081, where the per-code loss stays below popular
 amazon-beauty (+.018), 3 seeds, paired (``benchmarks/results/parallel_loss.md``); on ml100k-mm's
 cold items the per-code loss did better.
 RPG decodes with a graph over SIDs; exact scoring (``score``) is the default here and the
-reference any approximate decoder must match.
+reference any approximate decoder must match. RPG's graph-constrained decoding is the setting
+``decode="graph"`` (mmsid.retrieval.graph), measured against exact scoring by
+``benchmarks/bench_graph_decode.py``.
 
 Items that share a full SID get the same score (they tie); no collision level is read.
 """
@@ -49,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmsid.retrieval.catalogue_loss import CatalogueLSE
 from mmsid.retrieval.encoder import CausalEncoder, next_item_pairs, next_item_units
 
 # RPG's published size and regularization: ParallelSIDConfig(**RPG), or on the command line
@@ -82,6 +85,15 @@ class ParallelSIDConfig:
     item_negatives: int = 0
     max_history: int = 20
     score_chunk: int = 65536  # catalogue items scored per chunk (memory: B x chunk floats)
+    # top-k at recommendation: "exact" (every catalogue item scored; the reference) | "graph"
+    # (RPG's graph-constrained decoding, mmsid.retrieval.graph: each item's graph_edges most
+    # similar SIDs, graph_beams random starts (at least k), graph_steps rounds; RPG's Beauty
+    # settings are the defaults). ``score`` (fusion, the service's scores) stays exact
+    decode: str = "exact"
+    graph_edges: int = 100
+    graph_beams: int = 10
+    graph_steps: int = 3
+    graph_seed: int = 0
 
     def __post_init__(self) -> None:
         from mmsid.config import check_ranges
@@ -98,6 +110,9 @@ class ParallelSIDConfig:
             max_history=(1, None),
             score_chunk=(1, None),
             item_negatives=(0, None),
+            graph_edges=(1, None),
+            graph_beams=(1, None),
+            graph_steps=(1, None),
         )
         if self.d_model % self.n_heads:
             raise ConfigError(f"parallel.d_model {self.d_model} is not a multiple of n_heads")
@@ -107,6 +122,8 @@ class ParallelSIDConfig:
             raise ConfigError(f"parallel.head '{self.head}': choose linear or mlp")
         if self.loss not in ("code", "item", "both"):
             raise ConfigError(f"parallel.loss '{self.loss}': choose code, item or both")
+        if self.decode not in ("exact", "graph"):
+            raise ConfigError(f"parallel.decode '{self.decode}': choose exact or graph")
 
 
 class ParallelSID(nn.Module):
@@ -153,6 +170,7 @@ class ParallelSID(nn.Module):
             self.b1 = nn.Parameter(torch.zeros(self.m, d))
             self.w2 = nn.Parameter(torch.zeros(self.m, d, d))
             self.b2 = nn.Parameter(torch.zeros(self.m, d))
+        self._graph: tuple[torch.Tensor, torch.Generator] | None = None  # decode="graph"
 
     def set_catalogue(self, codes: np.ndarray) -> None:
         """Score this (N', m) code table from now on (e.g. the catalogue plus new items)."""
@@ -164,6 +182,15 @@ class ParallelSID(nn.Module):
         self.codes = torch.as_tensor(codes, dtype=torch.long, device=self.code_emb.device)
         keep = self.trainable[: len(codes)]  # items added after training are not trainable
         self.trainable = torch.cat([keep, keep.new_zeros(len(codes) - len(keep))])
+        self._graph = None
+
+    def train(self, mode: bool = True) -> ParallelSID:
+        self._graph = None  # the weights may change: decode="graph" rebuilds its graph
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._graph = None
+        return super().load_state_dict(*args, **kwargs)
 
     # ---- encoder ---------------------------------------------------------------------------
 
@@ -293,75 +320,34 @@ class ParallelSID(nn.Module):
             best_v, best_i = top.values, cand_i.gather(1, top.indices)
         return best_i, best_v
 
+    def sid_graph(self) -> tuple[torch.Tensor, torch.Generator]:
+        """(N, E) graph over the catalogue's SIDs for decode="graph" (mmsid.retrieval.graph),
+        built on first use from the output code embeddings and kept until the weights or the
+        catalogue may change (train/eval, load_state_dict, set_catalogue), with the seeded
+        generator its start items are drawn from."""
+        from mmsid.retrieval.graph import build_graph, code_similarity
+
+        if self._graph is None:
+            emb = self.code_emb if self.out_emb is None else self.out_emb
+            adj = build_graph(self.codes, code_similarity(emb.detach()), self.cfg.graph_edges)
+            self._graph = adj, torch.Generator().manual_seed(self.cfg.graph_seed)
+        return self._graph
+
+    def graph_top_codes(self, lp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`top_codes`, approximately, by graph-constrained decoding."""
+        from mmsid.retrieval.graph import graph_topk, random_start
+
+        adj, gen = self.sid_graph()
+        beam = min(max(self.cfg.graph_beams, k), len(self.codes))
+        start = random_start(len(self.codes), beam, lp.shape[0], gen).to(lp.device)
+        return graph_topk(lp, self.codes, adj, start, self.cfg.graph_steps, k)
+
     @torch.no_grad()
     def recommend(self, batch: dict[str, torch.Tensor], k: int, **_) -> tuple[torch.Tensor, ...]:
-        return self.top_codes(self.last_log_probs(batch["history"]), k)  # (B, k) each
-
-
-class CatalogueLSE(torch.autograd.Function):
-    """lse_t = logsumexp_{i allowed} s_t(i) with s_t(i) = sum_j lpT[j, c_ij, t]: (M,).
-
-    Items are taken ``rows`` at a time (about 2^19 scores, a cache-sized block): the forward
-    pass keeps a running logsumexp, the backward pass recomputes each block's softmax, weights
-    it by the incoming gradient and scatters it into the (m, K, M) gradient, so the (N, M)
-    score matrix is never held."""
-
-    block = 2**19  # scores per block (the fastest of 2^16 .. 2^25 at Beauty's shapes, 1 thread)
-
-    @staticmethod
-    def _block(lpT, codes, allowed, s0: int, rows: int) -> torch.Tensor:
-        c = codes[s0 : s0 + rows]  # (n, m)
-        s = lpT[0].index_select(0, c[:, 0])  # (n, M)
-        for j in range(1, c.shape[1]):
-            s += lpT[j].index_select(0, c[:, j])
-        return s.masked_fill_(~allowed[s0 : s0 + rows, None], float("-inf"))
-
-    @staticmethod
-    def forward(ctx, lpT, codes, allowed):
-        M = lpT.shape[2]
-        rows = max(1, CatalogueLSE.block // M)
-        lse = lpT.new_full((M,), float("-inf"))
-        for s0 in range(0, len(codes), rows):
-            lse = torch.logaddexp(
-                lse, CatalogueLSE._block(lpT, codes, allowed, s0, rows).logsumexp(0)
-            )
-        ctx.save_for_backward(lpT, codes, allowed, lse)
-        ctx.rows = rows
-        return lse
-
-    @staticmethod
-    def backward(ctx, g):
-        lpT, codes, allowed, lse = ctx.saved_tensors
-        grad = torch.zeros_like(lpT)  # (m, K, M)
-        for s0 in range(0, len(codes), ctx.rows):
-            p = CatalogueLSE._block(lpT, codes, allowed, s0, ctx.rows).sub_(lse).exp_()  # (n, M)
-            p.mul_(g)  # d lse_t / d s_t(i) = softmax_t(i), times the incoming gradient g_t
-            c = codes[s0 : s0 + ctx.rows]
-            for j in range(c.shape[1]):
-                grad[j].index_add_(0, c[:, j], p)
-        return grad, None, None
-
-
-def item_loss_reference(model: ParallelSID, lp: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-    """The plain autograd reference for :meth:`ParallelSID.item_loss`: the whole (M, N) score
-    matrix, one gather per code position."""
-    s = lp.float().new_zeros(lp.shape[0], len(model.codes))  # (M, N)
-    for j in range(model.m):
-        s = s + lp[:, j].float().index_select(1, model.codes[:, j])
-    return F.cross_entropy(s.masked_fill(~model.trainable, float("-inf")), tgt)
-
-
-def sampled_item_loss_reference(
-    model: ParallelSID, lp: torch.Tensor, tgt: torch.Tensor, neg: torch.Tensor
-) -> torch.Tensor:
-    """Plain autograd reference for the sampled item loss: position t's softmax runs over the
-    drawn items ``neg`` and its target, each item once."""
-    losses = []
-    for t in range(lp.shape[0]):
-        cand = torch.unique(torch.cat([neg, tgt[t : t + 1]]))  # (S or S+1,)
-        s = sum(lp[t, j].float()[model.codes[cand, j]] for j in range(model.m))
-        losses.append(torch.logsumexp(s, 0) - s[cand == tgt[t]][0])
-    return torch.stack(losses).mean()
+        lp = self.last_log_probs(batch["history"])
+        if self.cfg.decode == "graph":
+            return self.graph_top_codes(lp, k)
+        return self.top_codes(lp, k)  # (B, k) each
 
 
 def score_reference(model: ParallelSID, lp: torch.Tensor) -> torch.Tensor:
