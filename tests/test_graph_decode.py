@@ -167,3 +167,45 @@ def test_graph_is_rebuilt_after_new_weights():
     net.load_state_dict(other.state_dict())
     assert not torch.equal(net.sid_graph()[0], old)
     assert torch.equal(net.sid_graph()[0], other.sid_graph()[0])
+
+
+def test_stage_evaluates_with_the_decode_setting_on_real_data(real_data_dir, tmp_path):
+    """The retrieve stage on ml100k-mm decodes as its config says: with every item a neighbour
+    the graph gives exact scoring's metrics; with a sparse one-step graph the same trained model
+    (training does not read the setting) scores differently."""
+    import dataclasses
+
+    from mmsid.ids import SIDTable
+    from mmsid.protocol import ProtocolConfig
+    from mmsid.retrieval.config import RetrieveConfig
+    from mmsid.retrieval.run import run_retrieve
+
+    path = tmp_path / "sids.parquet"
+    codes = unique_codes(1682, 3, 16).numpy()  # no shared SIDs: no ties across the cut
+    SIDTable.from_codes(codes, codebook_size=16).save(path)
+    base = ParallelSIDConfig(**TINY)
+    runs = {}
+    for name, kw in {
+        "exact": {},
+        "complete": dict(decode="graph", graph_edges=1682, graph_beams=20, graph_steps=1),
+        "sparse": dict(decode="graph", graph_edges=3, graph_beams=20, graph_steps=1),
+    }.items():
+        cfg = RetrieveConfig(
+            dataset="ml100k-mm",
+            model="parallel-sid",
+            sids=str(path),
+            out=str(tmp_path / name),
+            data_dir=str(real_data_dir),
+            epochs=1,
+            epoch_samples=3000,
+            valid_sample=200,
+            parallel=dataclasses.replace(base, **kw),
+            protocol=ProtocolConfig(max_history=6),
+            amp="off",
+        )
+        runs[name] = run_retrieve(cfg, progress=False)
+    loss = {n: r["history"][0]["train_loss"] for n, r in runs.items()}
+    assert loss["exact"] == loss["complete"] == loss["sparse"]
+    for split in ("valid", "test"):
+        assert runs["complete"][split]["all"] == runs["exact"][split]["all"]
+    assert runs["sparse"]["test"]["all"] != runs["exact"]["test"]["all"]
