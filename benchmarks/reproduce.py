@@ -191,6 +191,28 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "parallel_ids_sharpness_beauty": (
+        "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty "
+        "--ids mmq-ft:1/title+categories mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
+        "--results parallel_ids_sharpness_beauty",
+        False,
+        ("commit", "command"),
+    ),
+    "sid_ties_sharpness_beauty": (
+        "python benchmarks/bench_sid_ties.py --datasets amazon-beauty "
+        "--ids mmq-ft:1/title+categories mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
+        "--pair mmq-ft-no-sharpness:1/title+categories mmq-ft:1/title+categories "
+        "--results sid_ties_sharpness_beauty",
+        False,
+        ("commit", "command"),
+    ),
+    "mmq_routing_sharpness_beauty": (
+        "python benchmarks/bench_mmq_routing.py --fit amazon-beauty mmq-ft:1/title+categories "
+        "--fit amazon-beauty mmq-ft-no-sharpness:1/title+categories "
+        "--results mmq_routing_sharpness_beauty",
+        False,
+        ("commit", "command"),
+    ),
     "mmq_routing": (
         "python benchmarks/bench_mmq_routing.py --fit amazon-beauty mmq-ft:1/title+categories "
         "--fit amazon-beauty mmq-ft:2/title+categories --fit ml100k-mm mmq-ft:2",
