@@ -191,6 +191,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "graph_decode": (
+        "python benchmarks/bench_graph_decode.py --ids mmq-ft:1/title+categories "
+        "mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2",
+        False,
+        ("commit", "command", "cpu", "users_per_s", "encoder_users_per_s"),
+    ),
     "parallel_ids_sharpness_beauty": (
         "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty "
         "--ids mmq-ft:1/title+categories mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
