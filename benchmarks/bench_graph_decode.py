@@ -7,8 +7,10 @@ on bench_parallel_ids' trained parallel-SID runs (nothing is trained).
 
 For every run and split, every user is decoded from the same log-probabilities exactly (every
 catalogue item scored) and by the graph at each setting BEAMS,EDGES,STEPS (RPG's amazon-beauty
-setting is 10,100,3; the beam widens to k = 10 where it is narrower). Reported per setting: Recall@10 (all users, cold and
-long-tail targets), the share of the exact top ten the graph's top ten holds, the paired
+setting is 10,100,3; the beam widens to k = 10 where it is narrower). Reported per setting:
+Recall@10 (all users, cold and long-tail targets), the share of the exact top ten the graph's
+top ten holds (the exact top ten is recomputed here: where the target ties across the cut it
+may differ from the evaluation's), the paired
 difference graph - exact in per-user hits@10 (bootstrap over users, seeds pooled), decoding
 throughput (users/s of the top-k step alone, fp32, ``--threads`` threads, users batched by
 history length as the evaluation batches them) and the graph's build time. The encoder pass is
