@@ -204,6 +204,13 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "ranking_sharpness_beauty": (
+        "python benchmarks/bench_ranking_ids.py --datasets amazon-beauty "
+        "--ids mmq-ft:1/title+categories mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
+        "--results ranking_sharpness_beauty",
+        False,
+        ("commit", "command"),
+    ),
     "sid_ties_sharpness_beauty": (
         "python benchmarks/bench_sid_ties.py --datasets amazon-beauty "
         "--ids mmq-ft:1/title+categories mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
