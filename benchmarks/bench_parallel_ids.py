@@ -15,6 +15,9 @@ SID table, a run folder of its own, so dropout is tuned on validation as SASRec'
 ``--datasets amazon-beauty --ids rq-vae:6/title+categories mmq-ft:1/title+categories``: Beauty
 has one real modality, and its two text views give MMQ's shared and specific experts different
 inputs (the stand-in MMQ's issue accepts); give every ID type of a comparison the same views.
+``,sharpness=W`` / ``,balance=W`` after LEVELS set MMQ's gate-term weights
+(``mmq-ft:1,sharpness=0.03/title+categories``; defaults mmsid.tokenize.TokenizeConfig's), each
+value its own tokenizer fit and run folders, so the weights are tuned on validation.
 
 Per data set and ID type ``method:levels``: one SID table (tokenizer seed 0, fitted on the
 protocol's warm items; cold items get IDs from ``transform``; ``--refit-tokenizers``: model
@@ -76,16 +79,18 @@ MMQ_ABLATED = tuple(f"mmq-ft-{a}" for a in ABLATIONS if a != "none")
 
 
 def parse_ids(spec: str) -> tuple[str, int, float | None]:
-    """``METHOD:LEVELS[@TEMPERATURE][~DROPOUT][/VIEW+VIEW...]`` -> (method, levels, temperature
-    or None = MODEL's). LEVELS: residual levels (rq-kmeans, rq-vae, psrq), codes (opq, pq), or
-    levels per expert (MMQ_IDS: stage 1, with behavior fine-tuning, its control; MMQ_ABLATED:
-    fine-tuned MMQ without one part; bench_parallel_loss.tokenize). ``~DROPOUT``: the
-    retriever's dropout (spec_dropout), else MODEL's. ``/VIEW+VIEW``: the tokenizer's input
-    modalities (spec_views), else the data set's defaults."""
+    """``METHOD:LEVELS[,KEY=VALUE...][@TEMPERATURE][~DROPOUT][/VIEW+VIEW...]`` -> (method,
+    levels, temperature or None = MODEL's). LEVELS: residual levels (rq-kmeans, rq-vae, psrq),
+    codes (opq, pq), or levels per expert (MMQ_IDS: stage 1, with behavior fine-tuning, its
+    control; MMQ_ABLATED: fine-tuned MMQ without one part; bench_parallel_loss.tokenize).
+    ``,KEY=VALUE``: a tokenizer setting (spec_settings). ``~DROPOUT``: the retriever's dropout
+    (spec_dropout), else MODEL's. ``/VIEW+VIEW``: the tokenizer's input modalities
+    (spec_views), else the data set's defaults."""
     spec_views(spec)
     spec_dropout(spec)
     ids, _, temp = spec.partition("/")[0].partition("~")[0].partition("@")
     method, _, levels = ids.partition(":")
+    levels = levels.partition(",")[0]
     ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", *MMQ_IDS, *MMQ_ABLATED)
     ok = ok and levels.isdigit()
     try:
@@ -94,10 +99,51 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
         ok = False
     if not ok or (t is not None and t <= 0):
         raise SystemExit(
-            f"--ids {spec!r}: write METHOD:LEVELS[@TEMPERATURE][~DROPOUT][/VIEW+VIEW], e.g. "
-            "rq-kmeans:3, opq:16@0.14, opq:16@0.14~0.5 or mmq-ft:1/title+categories"
+            f"--ids {spec!r}: write METHOD:LEVELS[,KEY=VALUE][@TEMPERATURE][~DROPOUT]"
+            "[/VIEW+VIEW], e.g. rq-kmeans:3, opq:16@0.14, opq:16@0.14~0.5, "
+            "mmq-ft:1/title+categories or mmq-ft:1,sharpness=0.03/title+categories"
         )
+    spec_settings(spec)
     return method, int(levels), t
+
+
+# tokenizer settings an ID spec may set after LEVELS (``mmq-ft:1,sharpness=0.03``), each a
+# TokenizeConfig field: MMQ's gate terms, so their weights are tuned on validation like any
+# other setting of a bench (each value is its own tokenizer fit and run folders)
+SPEC_SETTINGS = {"sharpness": "gate_sharpness", "balance": "gate_balance"}
+
+
+def spec_settings(spec: str) -> dict[str, float]:
+    """The tokenizer settings ``spec`` names after LEVELS (``mmq-ft:1,sharpness=0.03`` ->
+    {"gate_sharpness": 0.03}), {} for the defaults. Only MMQ's fits take them, and an ablation
+    that removes a term cannot also weight it."""
+    ids = spec.partition("/")[0].partition("~")[0].partition("@")[0]
+    method = ids.partition(":")[0]
+    out: dict[str, float] = {}
+    for pair in ids.split(",")[1:]:
+        key, eq, value = pair.partition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            v = -1.0
+        if key not in SPEC_SETTINGS or not eq or not v >= 0 or SPEC_SETTINGS[key] in out:
+            raise SystemExit(
+                f"--ids {spec!r}: after LEVELS write ,KEY=VALUE with KEY one of "
+                f"{', '.join(SPEC_SETTINGS)} (once each) and VALUE >= 0, e.g. "
+                "mmq-ft:1,sharpness=0.03"
+            )
+        out[SPEC_SETTINGS[key]] = v
+    if out and not method.startswith("mmq"):
+        raise SystemExit(f"--ids {spec!r}: {', '.join(SPEC_SETTINGS)} are MMQ's settings")
+    if "gate_sharpness" in out and method == "mmq-ft-no-sharpness":
+        raise SystemExit(f"--ids {spec!r}: no-sharpness drops the term sharpness= would weight")
+    return out
+
+
+def settings_suffix(spec: str) -> str:
+    """The folder-name suffix of ``spec``'s tokenizer settings ('' for the defaults)."""
+    short = {field: key for key, field in SPEC_SETTINGS.items()}
+    return "".join(f"-{short[f]}{v:g}" for f, v in spec_settings(spec).items())
 
 
 def spec_dropout(spec: str) -> float | None:
@@ -163,11 +209,34 @@ def fit_of(spec: str) -> tuple[str, int]:
     return ("mmq-ft" if method in MMQ_IDS else method), levels
 
 
+def fit_name(spec: str) -> str:
+    """The tokenizer fit ``spec``'s IDs come from, as a spec: ``METHOD:LEVELS[,KEY=VALUE]
+    [/VIEWS]`` with MMQ's three ID tables named by their shared mmq-ft fit."""
+    fit, levels = fit_of(spec)
+    ids = spec.partition("/")[0].partition("~")[0].partition("@")[0]
+    settings = "".join("," + p for p in ids.split(",")[1:])
+    views = spec_views(spec)
+    return f"{fit}:{levels}{settings}" + ("/" + "+".join(views) if views else "")
+
+
 def tokenizer_dir(dataset: str, spec: str, seed: int = 0) -> Path:
     """The tokenizer folder of ``spec``'s IDs fitted with tokenizer seed ``seed``."""
     fit, levels = fit_of(spec)
-    folder = RUNS / dataset / f"{fit}-{levels}{views_suffix(spec)}"
+    folder = RUNS / dataset / f"{fit}-{levels}{settings_suffix(spec)}{views_suffix(spec)}"
     return folder / ("tokenizer" if seed == 0 else f"tokenizer-seed{seed}")
+
+
+def fit_tokenizer(dataset: str, spec: str, seed: int = 0) -> Path:
+    """``spec``'s tokenizer folder (tokenizer seed ``seed``), fitted unless already finished
+    with the same settings (bench_parallel_loss.tokenize)."""
+    return tokenize(
+        dataset,
+        *fit_of(spec),
+        tokenizer_dir(dataset, spec, seed),
+        seed=seed,
+        modalities=spec_views(spec),
+        settings=spec_settings(spec),
+    )
 
 
 def tokenizer_seed(seed: int, refit: bool) -> int:
@@ -195,7 +264,7 @@ def run_folder(dataset: str, spec: str, seed: int, refit: bool = False) -> Path:
     temperature and dropout; ``refit``: as tokenizer_seed)."""
     method, levels, temp = parse_ids(spec)
     drop = spec_dropout(spec)
-    run = f"{method}-{levels}{views_suffix(spec)}"
+    run = f"{method}-{levels}{settings_suffix(spec)}{views_suffix(spec)}"
     run += "" if temp is None else f"-t{temp:g}"
     run += "" if drop is None else f"-dropout{drop:g}"
     return RUNS / dataset / run / seed_folder(seed, refit)
@@ -213,8 +282,7 @@ def runs_for(
     out = []
     for s in seeds:
         t = tokenizer_seed(s, refit)
-        tok = tokenizer_dir(dataset, spec, t)
-        sids = tokenize(dataset, *fit_of(spec), tok, seed=t, modalities=spec_views(spec))
+        sids = fit_tokenizer(dataset, spec, t)
         out.append(
             retrieve(
                 dataset,

@@ -54,9 +54,11 @@ def tokenize(
     out: Path | None = None,
     seed: int = 0,
     modalities: list[str] | None = None,
+    settings: dict | None = None,
 ):
     """The SID table's run folder (tokenizer seed ``seed``, fitted on the protocol's warm items;
-    ``modalities``: its input, default the data set's DEFAULT_MODALITIES).
+    ``modalities``: its input, default the data set's DEFAULT_MODALITIES; ``settings``: other
+    TokenizeConfig fields, e.g. {"gate_sharpness": 0.03}, checked like the rest).
     ``mmq-ft``: MMQ at its default expert layout with ``levels`` residual levels per expert
     (SID length = experts x levels), stage 1 then behavior fine-tuning on the protocol's
     training transitions (sids.parquet; stage 1's and the control's IDs beside it);
@@ -78,6 +80,7 @@ def tokenize(
         kw = {"method": "mmq", "expert_levels": levels, "finetune": "behavior"}
         kw["ablation"] = ablation
     kw["modalities"] = list(modalities or [])  # [] = DEFAULT_MODALITIES; a folder records it
+    kw.update(settings or {})
     if (out / "metrics.json").exists():
         made = yaml.safe_load((out / "config.yaml").read_text())
         want = {**kw, "seed": seed}

@@ -36,17 +36,14 @@ from bench_parallel_ids import (
     REFIT_HELP,
     add_pair_option,
     check_pairs,
-    fit_of,
+    fit_tokenizer,
     pair_args,
     parse_ids,
     seed_folder,
-    spec_views,
-    tokenizer_dir,
     tokenizer_note,
     tokenizer_seed,
     tokenizer_seeds,
 )
-from bench_parallel_loss import tokenize
 from mmq_experts import expert_table
 from sid_tables import id_table, sid_reports
 
@@ -64,9 +61,7 @@ SPLITS = ("valid", "test")
 def sid_table(dataset: str, spec: str, seed: int = 0) -> Path:
     """``spec``'s SID table from tokenizer seed ``seed``, fitted here unless bench_parallel_ids
     already fitted it."""
-    tok = tokenizer_dir(dataset, spec, seed)
-    tok = tokenize(dataset, *fit_of(spec), tok, seed=seed, modalities=spec_views(spec))
-    return tok / MMQ_IDS.get(parse_ids(spec)[0], "sids.parquet")
+    return fit_tokenizer(dataset, spec, seed) / MMQ_IDS.get(parse_ids(spec)[0], "sids.parquet")
 
 
 def _made_from(path: str) -> str:

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from bench_parallel_ids import MMQ_ABLATED, fit_of, spec_views, tokenizer_dir
+from bench_parallel_ids import MMQ_ABLATED, fit_name, fit_of, tokenizer_dir
 
 STAGES = (("stage1", "stage 1"), ("stage2", "fine-tuned"), ("control", "control"))
 
@@ -51,15 +51,14 @@ def expert_facts(metrics: dict) -> dict:
 
 def mmq_fits(dataset: str, specs: list[str], tseed: int = 0) -> dict[str, dict]:
     """mmq_experts.expert_facts of each MMQ fit ``specs`` read (tokenizer seed ``tseed``), named
-    ``METHOD:LEVELS[/VIEWS]`` of the fit (mmq, mmq-ft and mmq-ctl share the mmq-ft fit; each
-    ablation, and each input, is its own)."""
+    by bench_parallel_ids.fit_name (mmq, mmq-ft and mmq-ctl share the mmq-ft fit; each
+    ablation, each input and each tokenizer setting is its own)."""
     fits: dict[str, dict] = {}
     for spec in specs:
-        fit, levels = fit_of(spec)
+        fit, _ = fit_of(spec)
         if fit != "mmq-ft" and fit not in MMQ_ABLATED:
             continue
-        views = spec_views(spec)
-        name = f"{fit}:{levels}" + ("/" + "+".join(views) if views else "")
+        name = fit_name(spec)
         if name not in fits:
             m = json.loads((tokenizer_dir(dataset, spec, tseed) / "metrics.json").read_text())
             fits[name] = expert_facts(m)

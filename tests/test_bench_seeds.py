@@ -37,8 +37,8 @@ def test_ranker_and_retriever_seeds_read_the_tokenizer_seed_they_are_given(refit
 
     fitted, ranked, retrieved = [], [], []
 
-    def fake_tokenize(dataset, method, levels, out, seed=0, modalities=None):
-        assert modalities == []  # the data set's default input
+    def fake_tokenize(dataset, method, levels, out, seed=0, modalities=None, settings=None):
+        assert modalities == [] and settings == {}  # the data set's default input and settings
         fitted.append((method, levels, out.name, seed))
         return out
 
@@ -50,7 +50,6 @@ def test_ranker_and_retriever_seeds_read_the_tokenizer_seed_they_are_given(refit
         retrieved.append((seed, out.name, sids.name, kw["sids_file"]))
         return {}
 
-    monkeypatch.setattr(bench_ranking_ids, "tokenize", fake_tokenize)
     monkeypatch.setattr(bench_ranking_ids, "rank", fake_rank)
     monkeypatch.setattr(bench_parallel_ids, "tokenize", fake_tokenize)
     monkeypatch.setattr(bench_parallel_ids, "retrieve", fake_retrieve)
@@ -100,12 +99,11 @@ def test_a_spec_can_name_the_tokenizer_input_and_gets_its_own_folders(monkeypatc
 
     fitted, ran = [], []
 
-    def fake_tokenize(dataset, method, levels, out, seed=0, modalities=None):
+    def fake_tokenize(dataset, method, levels, out, seed=0, modalities=None, settings=None):
         fitted.append((out.parent.name, modalities))
         return out
 
     monkeypatch.setattr(bench_parallel_ids, "tokenize", fake_tokenize)
-    monkeypatch.setattr(bench_ranking_ids, "tokenize", fake_tokenize)
     monkeypatch.setattr(
         bench_parallel_ids, "retrieve", lambda *a, **kw: ran.append(a[5].parent.name) or {}
     )
@@ -116,6 +114,78 @@ def test_a_spec_can_name_the_tokenizer_input_and_gets_its_own_folders(monkeypatc
     bench_ranking_ids.runs_for("amazon-beauty", spec, [0])
     assert fitted == [("mmq-ft-1-title+categories", ["title", "categories"])] * 2
     assert ran == ["mmq-ft-1-title+categories-t0.07", "mmq-ft-1@0.07-title+categories"]
+
+
+def test_a_spec_sets_mmqs_gate_weights_in_their_own_fit_and_folders(monkeypatch):
+    """``METHOD:LEVELS,sharpness=W``: the tokenizer is fitted with gate_sharpness W, in a fit
+    and run folders of its own (so a weight is tuned on validation like any setting), for the
+    retriever and the ranker alike; other methods, unknown keys, negative or repeated values
+    and a weight on the term an ablation drops are refused before anything runs."""
+    import bench_parallel_ids as b
+    import bench_ranking_ids
+
+    spec = "mmq-ft:1,sharpness=0.03@0.07/title+categories"
+    assert b.parse_ids(spec) == ("mmq-ft", 1, 0.07)
+    assert b.spec_views(spec) == ["title", "categories"]
+    assert b.spec_settings(spec) == {"gate_sharpness": 0.03}
+    assert b.spec_settings("mmq:2,balance=0.2,sharpness=0") == {
+        "gate_balance": 0.2,
+        "gate_sharpness": 0.0,
+    }
+    assert b.spec_settings("mmq-ft:1/title+categories") == {}
+    tok = b.tokenizer_dir("amazon-beauty", spec)
+    assert tok.parent.name == "mmq-ft-1-sharpness0.03-title+categories"
+    assert tok != b.tokenizer_dir("amazon-beauty", "mmq-ft:1/title+categories")
+    assert tok != b.tokenizer_dir("amazon-beauty", "mmq-ft:1,sharpness=0.01/title+categories")
+    # stage 1 and the control of the same weighted fit read it
+    assert b.tokenizer_dir("amazon-beauty", "mmq-ctl:1,sharpness=0.03/title+categories") == tok
+    assert b.fit_name("mmq:1,sharpness=0.03@0.1~0.3/title+categories") == (
+        "mmq-ft:1,sharpness=0.03/title+categories"
+    )
+    run = b.run_folder("amazon-beauty", spec, 0).parent.name
+    assert run == "mmq-ft-1-sharpness0.03-title+categories-t0.07"
+    for bad, says in (
+        ("rq-vae:6,sharpness=0.1", "MMQ's settings"),
+        ("mmq-ft:1,temperature=0.1", "KEY one of"),
+        ("mmq-ft:1,sharpness=-0.1", "VALUE >= 0"),
+        ("mmq-ft:1,sharpness=x", "VALUE >= 0"),
+        ("mmq-ft:1,sharpness", "KEY one of"),
+        ("mmq-ft:1,sharpness=0.1,sharpness=0.2", "once each"),
+        ("mmq-ft-no-sharpness:1,sharpness=0.1", "drops the term"),
+    ):
+        with pytest.raises(SystemExit, match=says):
+            b.parse_ids(bad)
+
+    fitted = []
+
+    def fake_tokenize(dataset, method, levels, out, seed=0, modalities=None, settings=None):
+        fitted.append((method, levels, out.parent.name, modalities, settings))
+        return out
+
+    monkeypatch.setattr(b, "tokenize", fake_tokenize)
+    monkeypatch.setattr(b, "retrieve", lambda *a, **kw: {})
+    monkeypatch.setattr(bench_ranking_ids, "rank", lambda *a, **kw: {})
+    b.runs_for("amazon-beauty", spec, [0])
+    bench_ranking_ids.runs_for("amazon-beauty", spec, [0])
+    want = ("mmq-ft", 1, tok.parent.name, ["title", "categories"], {"gate_sharpness": 0.03})
+    assert fitted == [want] * 2
+
+
+def test_a_tokenizer_folder_made_with_other_gate_weights_is_not_reused(real_data_dir, tmp_path):
+    """bench_parallel_loss.tokenize fits MMQ with the settings it is given (recorded in the
+    run's config) and refuses a finished folder made with another weight."""
+    from bench_parallel_loss import tokenize
+
+    from mmsid.quantizers import Tokenizer
+
+    out, short = tmp_path / "tok", {"epochs": 2, "finetune_epochs": 1, "finetune_pairs": 1000}
+    tokenize("lfm2k-mm", "mmq-ft", 1, out, settings={**short, "gate_sharpness": 0.0})
+    assert yaml.safe_load((out / "config.yaml").read_text())["gate_sharpness"] == 0.0
+    assert Tokenizer.load(out / "tokenizer.pt").cfg.gate_sharpness == 0.0
+    again = tokenize("lfm2k-mm", "mmq-ft", 1, out, settings={**short, "gate_sharpness": 0.0})
+    assert again == out
+    with pytest.raises(SystemExit, match="'gate_sharpness': 0.03"):
+        tokenize("lfm2k-mm", "mmq-ft", 1, out, settings={**short, "gate_sharpness": 0.03})
 
 
 def test_a_tokenizer_folder_made_on_another_input_is_not_reused(real_data_dir, tmp_path):
