@@ -32,18 +32,17 @@ from pathlib import Path
 
 import numpy as np
 from bench_parallel_ids import (
-    MMQ_IDS,
     REFIT_HELP,
     add_pair_option,
     check_pairs,
     fit_tokenizer,
     pair_args,
-    parse_ids,
     seed_folder,
     tokenizer_note,
     tokenizer_seed,
     tokenizer_seeds,
 )
+from id_specs import MMQ_IDS, parse_ids
 from mmq_experts import expert_table
 from sid_tables import id_table, sid_reports
 

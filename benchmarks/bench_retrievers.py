@@ -42,7 +42,6 @@ from bench_parallel_ids import (
     add_pair_option,
     check_pairs,
     pair_args,
-    parse_ids,
     runs_for,
     tokenizer_note,
     tokenizer_seeds,
@@ -61,6 +60,7 @@ from bench_parallel_loss import (
     retrieve,
     slice_masks,
 )
+from id_specs import parse_ids
 from mmq_experts import expert_table
 from sid_tables import id_table, sid_reports
 

@@ -33,14 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_parallel_ids import (
-    MMQ_IDS,
     add_pair_option,
     check_pairs,
     pair_args,
-    parse_ids,
     run_folder,
     tokenizer_dir,
 )
+from id_specs import MMQ_IDS, parse_ids
 
 from mmsid.eval.stats import mean_ci, paired_text, paired_users
 from mmsid.ids import SIDTable, table_codes

@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-from bench_parallel_ids import MMQ_ABLATED, fit_name, fit_of, tokenizer_dir
+from bench_parallel_ids import tokenizer_dir
+from id_specs import MMQ_ABLATED, fit_name, fit_of
 
 STAGES = (("stage1", "stage 1"), ("stage2", "fine-tuned"), ("control", "control"))
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from bench_parallel_ids import MMQ_ABLATED, MMQ_IDS, parse_ids, tokenizer_dir
+from bench_parallel_ids import tokenizer_dir
+from id_specs import MMQ_ABLATED, MMQ_IDS, parse_ids
 from mmq_experts import expert_lines, experts_plot, mmq_fits
 
 RESULTS = Path(__file__).resolve().parent / "results"

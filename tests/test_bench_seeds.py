@@ -82,7 +82,8 @@ def test_a_spec_can_name_the_tokenizer_input_and_gets_its_own_folders(monkeypatc
     another SID table); malformed views are refused."""
     import bench_parallel_ids
     import bench_ranking_ids
-    from bench_parallel_ids import parse_ids, spec_views, tokenizer_dir
+    from bench_parallel_ids import tokenizer_dir
+    from id_specs import parse_ids, spec_views
 
     spec = "mmq-ft:1@0.07/title+categories"
     assert parse_ids(spec) == ("mmq-ft", 1, 0.07)
@@ -123,23 +124,24 @@ def test_a_spec_sets_mmqs_gate_weights_in_their_own_fit_and_folders(monkeypatch)
     and a weight on the term an ablation drops are refused before anything runs."""
     import bench_parallel_ids as b
     import bench_ranking_ids
+    import id_specs as sp
 
     spec = "mmq-ft:1,sharpness=0.03@0.07/title+categories"
-    assert b.parse_ids(spec) == ("mmq-ft", 1, 0.07)
-    assert b.spec_views(spec) == ["title", "categories"]
-    assert b.spec_settings(spec) == {"gate_sharpness": 0.03}
-    assert b.spec_settings("mmq:2,balance=0.2,sharpness=0") == {
+    assert sp.parse_ids(spec) == ("mmq-ft", 1, 0.07)
+    assert sp.spec_views(spec) == ["title", "categories"]
+    assert sp.spec_settings(spec) == {"gate_sharpness": 0.03}
+    assert sp.spec_settings("mmq:2,balance=0.2,sharpness=0") == {
         "gate_balance": 0.2,
         "gate_sharpness": 0.0,
     }
-    assert b.spec_settings("mmq-ft:1/title+categories") == {}
+    assert sp.spec_settings("mmq-ft:1/title+categories") == {}
     tok = b.tokenizer_dir("amazon-beauty", spec)
     assert tok.parent.name == "mmq-ft-1-sharpness0.03-title+categories"
     assert tok != b.tokenizer_dir("amazon-beauty", "mmq-ft:1/title+categories")
     assert tok != b.tokenizer_dir("amazon-beauty", "mmq-ft:1,sharpness=0.01/title+categories")
     # stage 1 and the control of the same weighted fit read it
     assert b.tokenizer_dir("amazon-beauty", "mmq-ctl:1,sharpness=0.03/title+categories") == tok
-    assert b.fit_name("mmq:1,sharpness=0.03@0.1~0.3/title+categories") == (
+    assert sp.fit_name("mmq:1,sharpness=0.03@0.1~0.3/title+categories") == (
         "mmq-ft:1,sharpness=0.03/title+categories"
     )
     run = b.run_folder("amazon-beauty", spec, 0).parent.name
@@ -154,7 +156,7 @@ def test_a_spec_sets_mmqs_gate_weights_in_their_own_fit_and_folders(monkeypatch)
         ("mmq-ft-no-sharpness:1,sharpness=0.1", "drops the term"),
     ):
         with pytest.raises(SystemExit, match=says):
-            b.parse_ids(bad)
+            sp.parse_ids(bad)
 
     fitted = []
 
@@ -204,16 +206,17 @@ def test_a_spec_sets_the_retrievers_dropout_in_its_own_folder(monkeypatch):
     """``~D`` in an ID spec: the retriever trains at dropout D in a folder of its own, on the
     same tokenizer as the spec without it; a bad value is refused before anything runs."""
     import bench_parallel_ids as b
+    import id_specs as sp
 
     spec, plain = "opq:16@0.14~0.5/title+categories", "opq:16@0.14/title+categories"
-    assert b.parse_ids(spec) == b.parse_ids(plain) == ("opq", 16, 0.14)
-    assert (b.spec_dropout(spec), b.spec_dropout(plain)) == (0.5, None)
+    assert sp.parse_ids(spec) == sp.parse_ids(plain) == ("opq", 16, 0.14)
+    assert (sp.spec_dropout(spec), sp.spec_dropout(plain)) == (0.5, None)
     assert b.tokenizer_dir("d", spec) == b.tokenizer_dir("d", plain)
     assert b.run_folder("d", spec, 1).parent.name == "opq-16-title+categories-t0.14-dropout0.5"
     assert b.run_folder("d", plain, 1).parent.name == "opq-16-title+categories-t0.14"
     for bad in ("opq:16~1.5", "opq:16~x", "opq:16@0.14~"):
         with pytest.raises(SystemExit, match="dropout in"):
-            b.parse_ids(bad)
+            sp.parse_ids(bad)
     got = []
     monkeypatch.setattr(b, "tokenize", lambda *a, **kw: a[3])
     monkeypatch.setattr(b, "retrieve", lambda *a, **kw: got.append(kw["dropout"]) or {})
