@@ -198,9 +198,14 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         ("commit", "command", "cpu", "users_per_s", "encoder_users_per_s"),
     ),
     "parallel_ids_sharpness_beauty": (
-        "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty "
-        "--ids mmq-ft:1/title+categories mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
-        "--results parallel_ids_sharpness_beauty",
+        "python benchmarks/bench_parallel_ids.py --datasets amazon-beauty --ids "
+        "mmq-ft:1/title+categories mmq-ft:1,sharpness=0.03/title+categories "
+        "mmq-ft:1,sharpness=0.01/title+categories mmq-ft-no-sharpness:1/title+categories "
+        "--seeds 0 1 2 --pair mmq-ft:1,sharpness=0.01/title+categories "
+        "mmq-ft-no-sharpness:1/title+categories --pair "
+        "mmq-ft:1,sharpness=0.03/title+categories mmq-ft-no-sharpness:1/title+categories "
+        "--pair mmq-ft:1,sharpness=0.01/title+categories "
+        "mmq-ft:1,sharpness=0.03/title+categories --results parallel_ids_sharpness_beauty",
         False,
         ("commit", "command"),
     ),
@@ -212,17 +217,21 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         ("commit", "command"),
     ),
     "sid_ties_sharpness_beauty": (
-        "python benchmarks/bench_sid_ties.py --datasets amazon-beauty "
-        "--ids mmq-ft:1/title+categories mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
-        "--pair mmq-ft-no-sharpness:1/title+categories mmq-ft:1/title+categories "
-        "--results sid_ties_sharpness_beauty",
+        "python benchmarks/bench_sid_ties.py --datasets amazon-beauty --ids "
+        "mmq-ft:1/title+categories mmq-ft:1,sharpness=0.03/title+categories "
+        "mmq-ft:1,sharpness=0.01/title+categories mmq-ft-no-sharpness:1/title+categories "
+        "--seeds 0 1 2 --pair mmq-ft-no-sharpness:1/title+categories "
+        "mmq-ft:1/title+categories --pair mmq-ft:1,sharpness=0.01/title+categories "
+        "mmq-ft-no-sharpness:1/title+categories --results sid_ties_sharpness_beauty",
         False,
         ("commit", "command"),
     ),
     "mmq_routing_sharpness_beauty": (
-        "python benchmarks/bench_mmq_routing.py --fit amazon-beauty mmq-ft:1/title+categories "
-        "--fit amazon-beauty mmq-ft-no-sharpness:1/title+categories "
-        "--results mmq_routing_sharpness_beauty",
+        "python benchmarks/bench_mmq_routing.py --fit amazon-beauty "
+        "mmq-ft:1/title+categories --fit amazon-beauty "
+        "mmq-ft:1,sharpness=0.03/title+categories --fit amazon-beauty "
+        "mmq-ft:1,sharpness=0.01/title+categories --fit amazon-beauty "
+        "mmq-ft-no-sharpness:1/title+categories --results mmq_routing_sharpness_beauty",
         False,
         ("commit", "command"),
     ),
