@@ -22,6 +22,11 @@ MMQ_IDS = {
 MMQ_ABLATED = tuple(f"mmq-ft-{a}" for a in ABLATIONS if a != "none")
 
 
+def _ids(spec: str) -> str:
+    """``METHOD:LEVELS[,KEY=VALUE...]``: ``spec`` before its temperature, dropout and views."""
+    return spec.partition("/")[0].partition("~")[0].partition("@")[0]
+
+
 def parse_ids(spec: str) -> tuple[str, int, float | None]:
     """``METHOD:LEVELS[,KEY=VALUE...][@TEMPERATURE][~DROPOUT][/VIEW+VIEW...]`` -> (method,
     levels, temperature or None = MODEL's). LEVELS: residual levels (rq-kmeans, rq-vae, psrq),
@@ -32,8 +37,8 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
     (spec_views), else the data set's defaults."""
     spec_views(spec)
     spec_dropout(spec)
-    ids, _, temp = spec.partition("/")[0].partition("~")[0].partition("@")
-    method, _, levels = ids.partition(":")
+    temp = spec.partition("/")[0].partition("~")[0].partition("@")[2]
+    method, _, levels = _ids(spec).partition(":")
     levels = levels.partition(",")[0]
     ok = method in ("rq-kmeans", "rq-vae", "psrq", "opq", "pq", *MMQ_IDS, *MMQ_ABLATED)
     ok = ok and levels.isdigit()
@@ -61,7 +66,7 @@ def spec_settings(spec: str) -> dict[str, float]:
     """The tokenizer settings ``spec`` names after LEVELS (``mmq-ft:1,sharpness=0.03`` ->
     {"gate_sharpness": 0.03}), {} for the defaults. Only MMQ's fits take them, and an ablation
     that removes a term cannot also weight it."""
-    ids = spec.partition("/")[0].partition("~")[0].partition("@")[0]
+    ids = _ids(spec)
     method = ids.partition(":")[0]
     out: dict[str, float] = {}
     for pair in ids.split(",")[1:]:
@@ -84,10 +89,15 @@ def spec_settings(spec: str) -> dict[str, float]:
     return out
 
 
+def _named_settings(spec: str) -> list[tuple[str, float]]:
+    """``spec``'s tokenizer settings as (spec key, value), in the order written."""
+    short = {field: key for key, field in SPEC_SETTINGS.items()}
+    return [(short[f], v) for f, v in spec_settings(spec).items()]
+
+
 def settings_suffix(spec: str) -> str:
     """The folder-name suffix of ``spec``'s tokenizer settings ('' for the defaults)."""
-    short = {field: key for key, field in SPEC_SETTINGS.items()}
-    return "".join(f"-{short[f]}{v:g}" for f, v in spec_settings(spec).items())
+    return "".join(f"-{k}{v:g}" for k, v in _named_settings(spec))
 
 
 def spec_dropout(spec: str) -> float | None:
@@ -134,9 +144,9 @@ def fit_of(spec: str) -> tuple[str, int]:
 
 def fit_name(spec: str) -> str:
     """The tokenizer fit ``spec``'s IDs come from, as a spec: ``METHOD:LEVELS[,KEY=VALUE]
-    [/VIEWS]`` with MMQ's three ID tables named by their shared mmq-ft fit."""
+    [/VIEWS]`` with MMQ's three ID tables named by their shared mmq-ft fit, and each setting
+    spelled as its folder is (``sharpness=0.030`` and ``=0.03`` are one fit)."""
     fit, levels = fit_of(spec)
-    ids = spec.partition("/")[0].partition("~")[0].partition("@")[0]
-    settings = "".join("," + p for p in ids.split(",")[1:])
+    settings = "".join(f",{k}={v:g}" for k, v in _named_settings(spec))
     views = spec_views(spec)
     return f"{fit}:{levels}{settings}" + ("/" + "+".join(views) if views else "")
