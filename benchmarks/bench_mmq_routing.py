@@ -5,8 +5,10 @@ amazon-beauty).
     python benchmarks/bench_mmq_routing.py --fit amazon-beauty mmq-ft:1/title+categories
         [--fit DATASET ID_SPEC ...] [--results mmq_routing]
 
-Each ``--fit`` names a fitted bench_parallel_ids tokenizer (tokenizer seed 0; nothing is
-fitted here). The bench rebuilds the tokenizer's input from the run's recorded modalities and
+Each ``--fit`` names a bench_parallel_ids tokenizer (tokenizer seed 0), read from its folder,
+or fitted there first when it is missing (bench_parallel_ids.fit_tokenizer: the same fit, so a
+later retriever bench over that spec reads it; every spec is checked before anything is
+fitted). The bench rebuilds the tokenizer's input from the run's recorded modalities and
 centring, checks that the loaded model reproduces the run's SID table for every item, then
 reports per expert of each group of 2+ experts: the share of items routed to it (largest gate
 weight), and the perplexity (exp of the code-use entropy; codebook K) of its codes over those
@@ -25,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_parallel_ids import tokenizer_dir
+from bench_parallel_ids import fit_tokenizer
+from id_specs import parse_ids
 
 from mmsid.io import write_json, write_text
 
@@ -47,17 +50,19 @@ def inputs_of(dataset: str, run: Path) -> tuple[np.ndarray, list[str]]:
     return rec.row({n: (feats.embeddings[n], feats.masks[n]) for n in rec.names}), rec.names
 
 
+def check_spec(dataset: str, spec: str) -> None:
+    """Refuse a spec that is not MMQ's (or does not parse) before anything is fitted."""
+    if not parse_ids(spec)[0].startswith("mmq"):
+        raise SystemExit(f"--fit {dataset} {spec}: not an MMQ spec (mmq, mmq-ft, their ablations)")
+
+
 def fit_rows(dataset: str, spec: str) -> dict:
     """The routing diagnostics of ``spec``'s fitted tokenizer, checked against its SID table."""
     from mmsid.ids import SIDTable, table_codes
     from mmsid.quantizers import Tokenizer
 
-    run = tokenizer_dir(dataset, spec)
-    if not (run / "tokenizer.pt").exists():
-        raise SystemExit(
-            f"--fit {dataset} {spec}: no fitted tokenizer at {run}; fit it first "
-            "(bench_parallel_ids.py --only SPEC)"
-        )
+    check_spec(dataset, spec)
+    run = fit_tokenizer(dataset, spec)
     tok = Tokenizer.load(run / "tokenizer.pt")
     if not hasattr(tok, "diagnostics"):
         raise SystemExit(f"--fit {dataset} {spec}: not an MMQ tokenizer")
@@ -105,12 +110,14 @@ def main() -> None:
     torch.set_num_threads(1)
     cmd = "python benchmarks/bench_mmq_routing.py" + "".join(f" --fit {d} {s}" for d, s in a.fit)
     cmd += f" --results {a.results}" if a.results != "mmq_routing" else ""
+    for d, s in a.fit:
+        check_spec(d, s)
     fits = [fit_rows(d, s) for d, s in a.fit]
     res = {"command": cmd, "commit": commit, "seeds": [0], "fits": fits}
     lines = [
         "# MMQ's routed experts: what each puts in the SID",
         "",
-        f"Command: `{cmd}` (commit {commit}, tokenizer seed 0; the fitted bench_parallel_ids "
+        f"Command: `{cmd}` (commit {commit}, tokenizer seed 0; the bench_parallel_ids "
         "tokenizers, after behavior fine-tuning).",
         "",
         "Per expert of a group of 2+ experts: the share of items its gate routes to it (largest "
