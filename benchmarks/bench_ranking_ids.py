@@ -42,7 +42,7 @@ from bench_parallel_ids import (
     tokenizer_seed,
     tokenizer_seeds,
 )
-from id_specs import MMQ_IDS, parse_ids
+from id_specs import MMQ_IDS, parse_ids, settings_suffix, views_suffix
 from mmq_experts import expert_table
 from sid_tables import id_table, sid_reports
 
@@ -98,10 +98,20 @@ def rank(dataset: str, model: str, seed: int, out: Path, sids: Path | None = Non
     return m
 
 
+def ranking_folder(dataset: str, name: str) -> Path:
+    """The runs of ``name`` (din, popularity or an ID spec): an ID spec's folder is named as
+    bench_parallel_ids names its fit (``mmq-ft-1-sharpness0.01-title+categories``); a retriever's
+    temperature or dropout (``@T``, ``~D``) changes nothing here, so it names nothing."""
+    if name in ("din", "popularity"):
+        return RUNS / dataset / name
+    method, levels, _ = parse_ids(name)
+    return RUNS / dataset / f"{method}-{levels}{settings_suffix(name)}{views_suffix(name)}"
+
+
 def runs_for(dataset: str, name: str, seeds: list[int], refit: bool = False) -> list[dict]:
     """Each seed's run of ``name``: din (item ids), popularity (deterministic: one run) or an
     ID type's din-sid (``refit``: seed s on tokenizer seed s's table, tokenizer_seed)."""
-    folder = RUNS / dataset / name.replace(":", "-").replace("/", "-")
+    folder = ranking_folder(dataset, name)
     if name == "popularity":
         return [rank(dataset, "popularity", 0, folder)]
     if name == "din":

@@ -166,11 +166,18 @@ def test_a_spec_sets_mmqs_gate_weights_in_their_own_fit_and_folders(monkeypatch)
 
     monkeypatch.setattr(b, "tokenize", fake_tokenize)
     monkeypatch.setattr(b, "retrieve", lambda *a, **kw: {})
-    monkeypatch.setattr(bench_ranking_ids, "rank", lambda *a, **kw: {})
+    ranked = []
+    monkeypatch.setattr(bench_ranking_ids, "rank", lambda *a, **kw: ranked.append(a[3]) or {})
     b.runs_for("amazon-beauty", spec, [0])
     bench_ranking_ids.runs_for("amazon-beauty", spec, [0])
     want = ("mmq-ft", 1, tok.parent.name, ["title", "categories"], {"gate_sharpness": 0.03})
     assert fitted == [want] * 2
+    # the ranker's runs are named as the fit is (no ',' or '=' in a folder name)
+    assert ranked[0].parent.name == "mmq-ft-1-sharpness0.03-title+categories"
+    assert bench_ranking_ids.ranking_folder(
+        "d", "mmq-ft:1,sharpness=0.030@0.1/title+categories"
+    ) == (bench_ranking_ids.ranking_folder("d", "mmq-ft:1,sharpness=0.03/title+categories"))
+    assert bench_ranking_ids.ranking_folder("d", "din").name == "din"
 
 
 def test_a_tokenizer_folder_made_with_other_gate_weights_is_not_reused(real_data_dir, tmp_path):
