@@ -211,7 +211,9 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     ),
     "ranking_sharpness_beauty": (
         "python benchmarks/bench_ranking_ids.py --datasets amazon-beauty "
-        "--ids mmq-ft:1/title+categories mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
+        "--ids mmq-ft:1/title+categories mmq-ft:1,sharpness=0.01/title+categories "
+        "mmq-ft-no-sharpness:1/title+categories --seeds 0 1 2 "
+        "--pair mmq-ft:1,sharpness=0.01/title+categories mmq-ft-no-sharpness:1/title+categories "
         "--results ranking_sharpness_beauty",
         False,
         ("commit", "command"),
