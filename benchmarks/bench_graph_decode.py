@@ -21,7 +21,6 @@ the same for both and is timed once. Writes benchmarks/results/graph_decode.{jso
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -57,19 +56,11 @@ def decode_split(model, split, batch: int, settings: list[tuple[int, int, int]])
     order = np.argsort((split.history >= 0).sum(1), kind="stable")
     tops = {"exact": np.empty((n, K), np.int64)} | {s: np.empty((n, K), np.int64) for s in settings}
     secs = dict.fromkeys(tops, 0.0) | {"encoder": 0.0}
-    cfgs = {
-        s: dataclasses.replace(
-            model.cfg, decode="graph", graph_beams=s[0], graph_edges=s[1], graph_steps=s[2]
-        )
-        for s in settings
-    }
-    build = {}
+    graphs, build = {}, {}
     for s in settings:  # each graph once, before the users, timed on its own
-        model.cfg, model._graph = cfgs[s], None
         t0 = time.perf_counter()
-        model.sid_graph()
+        graphs[s] = model.build_sid_graph(edges=s[1])
         build[s] = time.perf_counter() - t0
-        cfgs[s] = (cfgs[s], model._graph)
     for s0 in range(0, n, batch):
         idx = order[s0 : s0 + batch]
         t0 = time.perf_counter()
@@ -82,9 +73,9 @@ def decode_split(model, split, batch: int, settings: list[tuple[int, int, int]])
         tgt = candidate_scores(lp, model.codes, torch.from_numpy(split.target[idx])[:, None])
         at_cut[idx] = (tgt[:, 0] == vals[:, -1]).numpy()
         for s in settings:
-            model.cfg, model._graph = cfgs[s]
             t0 = time.perf_counter()
-            tops[s][idx] = model.graph_top_codes(lp, K)[0].numpy()
+            got, _ = model.graph_top_codes(lp, K, graphs[s], beams=s[0], steps=s[2])
+            tops[s][idx] = got.numpy()
             secs[s] += time.perf_counter() - t0
     return {"tops": tops, "seconds": secs, "build": build, "at_cut": at_cut}
 

@@ -5,6 +5,8 @@ their exact scores and serves items added after training."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +211,27 @@ def test_stage_evaluates_with_the_decode_setting_on_real_data(real_data_dir, tmp
     for split in ("valid", "test"):
         assert runs["complete"][split]["all"] == runs["exact"][split]["all"]
     assert runs["sparse"]["test"]["all"] != runs["exact"]["test"]["all"]
+
+
+def test_graph_settings_can_be_compared_on_one_model():
+    """graph_top_codes over a graph of explicit edges, beams and steps (what
+    bench_graph_decode compares) decodes as a model configured with those settings does, and
+    leaves the model's own settings and graph alone."""
+    codes = unique_codes(200, 4, 16, seed=7).numpy()
+    net = parallel_model(codes, 16)  # exact decoding, default graph settings
+    hist = torch.tensor([[1, 2, 3, -1], [4, -1, -1, -1], [7, 8, 9, 10]])
+    lp = net.last_log_probs(hist)
+    tops = []
+    for edges, beams, steps in ((20, 10, 1), (20, 60, 1), (20, 10, 4), (60, 10, 1)):
+        cfg = dataclasses.replace(
+            net.cfg, decode="graph", graph_edges=edges, graph_beams=beams, graph_steps=steps
+        )
+        want = ParallelSID(codes, 16, cfg)
+        want.load_state_dict(net.state_dict())
+        g = net.build_sid_graph(edges=edges)
+        assert g[0].shape == (200, edges)
+        got, _ = net.graph_top_codes(lp, 10, g, beams=beams, steps=steps)
+        assert torch.equal(got, want.eval().recommend({"history": hist}, 10)[0])
+        tops.append(got)
+    assert all(not torch.equal(tops[0], t) for t in tops[1:])  # each setting decodes otherwise
+    assert net._graph is None and net.cfg.decode == "exact"

@@ -320,27 +320,41 @@ class ParallelSID(nn.Module):
             best_v, best_i = top.values, cand_i.gather(1, top.indices)
         return best_i, best_v
 
-    def sid_graph(self) -> tuple[torch.Tensor, torch.Generator]:
-        """(N, E) graph over the catalogue's SIDs for decode="graph" (mmsid.retrieval.graph),
-        built on first use from the output code embeddings and kept until the weights or the
-        catalogue may change (train/eval, load_state_dict, set_catalogue), with the seeded
-        generator its start items are drawn from."""
+    def build_sid_graph(self, edges: int | None = None) -> tuple[torch.Tensor, torch.Generator]:
+        """A fresh (N, E) graph over the catalogue's SIDs (mmsid.retrieval.graph) from the
+        output code embeddings, E = ``edges`` (default cfg.graph_edges), with a generator seeded
+        with cfg.graph_seed for its start items."""
         from mmsid.retrieval.graph import build_graph, code_similarity
 
+        emb = self.code_emb if self.out_emb is None else self.out_emb
+        adj = build_graph(self.codes, code_similarity(emb.detach()), edges or self.cfg.graph_edges)
+        return adj, torch.Generator().manual_seed(self.cfg.graph_seed)
+
+    def sid_graph(self) -> tuple[torch.Tensor, torch.Generator]:
+        """decode="graph"'s graph (build_sid_graph at the config's settings), built on first use
+        and kept until the weights or the catalogue may change (train/eval, load_state_dict,
+        set_catalogue)."""
         if self._graph is None:
-            emb = self.code_emb if self.out_emb is None else self.out_emb
-            adj = build_graph(self.codes, code_similarity(emb.detach()), self.cfg.graph_edges)
-            self._graph = adj, torch.Generator().manual_seed(self.cfg.graph_seed)
+            self._graph = self.build_sid_graph()
         return self._graph
 
-    def graph_top_codes(self, lp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """As :meth:`top_codes`, approximately, by graph-constrained decoding."""
+    def graph_top_codes(
+        self,
+        lp: torch.Tensor,
+        k: int,
+        graph: tuple[torch.Tensor, torch.Generator] | None = None,
+        beams: int | None = None,
+        steps: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`top_codes`, approximately, by graph-constrained decoding: over ``graph``
+        (a build_sid_graph; default sid_graph) from ``beams`` start items for ``steps`` rounds
+        (defaults cfg.graph_beams, cfg.graph_steps), so settings can be compared on one model."""
         from mmsid.retrieval.graph import graph_topk, random_start
 
-        adj, gen = self.sid_graph()
-        beam = min(max(self.cfg.graph_beams, k), len(self.codes))
+        adj, gen = self.sid_graph() if graph is None else graph
+        beam = min(max(beams or self.cfg.graph_beams, k), len(self.codes))
         start = random_start(len(self.codes), beam, lp.shape[0], gen).to(lp.device)
-        return graph_topk(lp, self.codes, adj, start, self.cfg.graph_steps, k)
+        return graph_topk(lp, self.codes, adj, start, steps or self.cfg.graph_steps, k)
 
     @torch.no_grad()
     def recommend(self, batch: dict[str, torch.Tensor], k: int, **_) -> tuple[torch.Tensor, ...]:
