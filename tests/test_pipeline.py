@@ -64,7 +64,15 @@ def test_config_file_sections_per_data_set(tmp_path):
         "title",
         "categories",
     ]
+    assert (
+        resolve_config("amazon-beauty", "x", config_file=main).tokenizer.mmq_gate_sharpness == 0.01
+    )
     assert resolve_config("lfm2k-mm", "x", config_file=main).tokenizer.modalities == []
+    default = resolve_config("lfm2k-mm", "x").tokenizer.mmq_gate_sharpness  # the others' default
+    assert resolve_config("lfm2k-mm", "x", config_file=main).tokenizer.mmq_gate_sharpness == default
+    assert (
+        resolve_config("ml100k-mm", "x", config_file=main).tokenizer.mmq_gate_sharpness == default
+    )
     for bad in ("datasets: [amazon-beauty]\n", "datasets:\n  amazon-beauty:\n    budget: quick\n"):
         f.write_text(bad)
         with pytest.raises(ConfigError, match="'datasets' maps each data set name"):
