@@ -24,17 +24,11 @@ from pathlib import Path
 
 from mmsid.io import write_json, write_text
 from mmsid.pipeline import DONE, git_commit, refresh, resolve_config, run
+from mmsid.pipeline.plots import PLOT_FILES
 from mmsid.pipeline.report import SLICES, TASK, cell, diff_cell, summary_line
 
 RESULTS = Path(os.environ.get("MMSID_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 DATASETS = ["ml100k-mm", "lfm2k-mm", "amazon-beauty"]
-PLOTS = (
-    "retrieval_vs_item_ids.png",
-    "ranking_vs_item_ids.png",
-    "retrieval_recall10.png",
-    "ranking_auc.png",
-    "coherence_by_level.png",
-)
 
 
 def collect(name: str, datasets: list[str], runs: Path, allow_dirty: bool) -> dict:
@@ -51,7 +45,7 @@ def collect(name: str, datasets: list[str], runs: Path, allow_dirty: bool) -> di
         stem = f"{name}_{ds}"
         shutil.copyfile(folder / "report.md", RESULTS / f"{stem}.md")
         write_json(RESULTS / f"{stem}.json", res)
-        for plot in PLOTS:
+        for plot in PLOT_FILES:
             if (folder / plot).exists():
                 shutil.copyfile(folder / plot, RESULTS / f"{stem}_{plot}")
     return out

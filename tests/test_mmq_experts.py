@@ -59,7 +59,9 @@ def fitted(fitted_dir) -> dict:
 
 
 def test_expert_report_covers_every_expert_and_stage(fitted, tmp_path):
-    from mmq_experts import expert_facts, expert_lines, experts_plot
+    from mmq_experts import expert_lines
+
+    from mmsid.pipeline.experts import expert_facts, experts_plot
 
     f = expert_facts(fitted)
     experts = [f"{e['group']}/{e['expert']}" for e in fitted["stage1"]["experts"]]
@@ -97,7 +99,9 @@ def test_expert_report_covers_every_expert_and_stage(fitted, tmp_path):
 
 
 def test_a_fit_without_fine_tuning_reports_stage_1_only(fitted):
-    from mmq_experts import expert_facts, expert_lines
+    from mmq_experts import expert_lines
+
+    from mmsid.pipeline.experts import expert_facts
 
     stage1_only = {k: v for k, v in fitted.items() if k != "stage2"}
     f = expert_facts(stage1_only)
@@ -107,7 +111,9 @@ def test_a_fit_without_fine_tuning_reports_stage_1_only(fitted):
 
 def test_a_layout_without_shared_or_specific_parts_reports_no_cosine(fitted):
     """shared-only and specific-only fits measure no shared-vs-specific cosine (NaN): n/a."""
-    from mmq_experts import expert_facts, expert_lines
+    from mmq_experts import expert_lines
+
+    from mmsid.pipeline.experts import expert_facts
 
     one_part = {**fitted, "stage1": {**fitted["stage1"], "orthogonality_abs_cos": float("nan")}}
     f = expert_facts({k: v for k, v in one_part.items() if k != "stage2"})
@@ -203,3 +209,35 @@ def test_psrq_rows_state_the_alpha_their_fit_used(fitted_dir, tmp_path, monkeypa
     assert sid_tables.id_line("lfm2k-mm", "psrq:8", facts).split(" | ")[1] == "psrq:8 (alpha 0.5)"
     monkeypatch.setattr(sid_tables, "tokenizer_dir", lambda ds, spec, seed: fitted_dir)
     assert "alpha" not in sid_tables.id_facts("lfm2k-mm", "mmq:1")
+
+
+def test_the_main_jobs_expert_report_averages_the_seeds_fits(fitted):
+    """mmsid.pipeline.experts.mean_facts: each number the mean over the seeds' fits that have
+    that stage, gate entropy per group alike; a cosine any fit lacks stays n/a."""
+    import copy
+
+    from mmsid.pipeline.experts import expert_facts, mean_facts
+
+    a = expert_facts(fitted)
+    b = copy.deepcopy(a)
+    for stage in ("stage1", "stage2", "control"):
+        for e in b[stage]:
+            e["gate_mass"] = 1.0 - e["gate_mass"]
+            e["perplexity"] += 10.0
+        b["gate_entropy"][stage] = {g: 0.0 for g in a["gate_entropy"][stage]}
+    b["orthogonality"]["stage2"] = None
+    m = mean_facts([a, b])
+    assert m["seeds"] == 2 and m["codebook_size"] == a["codebook_size"]
+    for stage in ("stage1", "stage2", "control"):
+        assert [e["expert"] for e in m[stage]] == [e["expert"] for e in a[stage]]
+        for got, x in zip(m[stage], a[stage]):
+            assert got["gate_mass"] == pytest.approx(0.5)
+            assert got["perplexity"] == pytest.approx(x["perplexity"] + 5.0)
+            assert got["utilization"] == pytest.approx(x["utilization"])
+        for g, v in a["gate_entropy"][stage].items():
+            assert m["gate_entropy"][stage][g] == pytest.approx(v / 2)
+    assert m["orthogonality"]["stage1"] == pytest.approx(a["orthogonality"]["stage1"])
+    assert m["orthogonality"]["stage2"] is None
+    # a seed fitted without fine-tuning: the fine-tuned cells average the seeds that have them
+    one = mean_facts([a, {k: v for k, v in b.items() if k not in ("stage2", "control")}])
+    assert one["stage2"][0]["gate_mass"] == pytest.approx(a["stage2"][0]["gate_mass"])

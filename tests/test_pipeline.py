@@ -194,7 +194,10 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
     }
     report = (out / "report.md").read_text()
     mmq = "mmq(2 shared + 2 specific/modality)"
-    assert "experts (mean over seeds)" in report and "its control (behavior weight 0" in report
+    assert "experts (mean over seeds" in report and "its control (behavior weight 0" in report
+    # issue 17's per-expert report: routed share and gate entropy per group, and its plot
+    assert "| expert | gate mass | routed share | code utilization | perplexity |" in report
+    assert "Gate entropy: shared " in report and (out / "mmq_experts.png").is_file()
     for model in (
         f"tiger + {mmq}",
         "tiger + mmq+ft(",

@@ -6,6 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from mmsid.pipeline.experts import (
+    entropy_text,
+    expert_cells,
+    expert_facts,
+    mean_facts,
+    orthogonality_text,
+)
+
 
 def fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4f}"
@@ -45,24 +53,12 @@ def codebook_row(ms: list[dict]) -> dict:
     }
 
 
-def _experts(ms: list[dict]) -> list[dict] | None:
-    """MMQ: each expert's gate mass and code utilization (mean over levels), after stage 1 and
-    after fine-tuning, averaged over seeds; None for other tokenizers."""
+def _experts(ms: list[dict]) -> dict | None:
+    """MMQ: mmsid.pipeline.experts' facts of each seed's fit, averaged over the seeds; None
+    for other tokenizers."""
     if not all((m.get("stage1") or {}).get("experts") for m in ms):
         return None
-    rows = []
-    for i, e in enumerate(ms[0]["stage1"]["experts"]):
-        row = {"group": e["group"], "expert": e["expert"]}
-        for st in ("stage1", "stage2"):
-            got = [m[st]["experts"][i] for m in ms if (m.get(st) or {}).get("experts")]
-            if got:
-                row[st] = {
-                    "gate_mass": float(np.mean([g["gate_mass"] for g in got])),
-                    "utilization": float(np.mean([np.mean(g["utilization"]) for g in got])),
-                    "perplexity": float(np.mean([np.mean(g["perplexity"]) for g in got])),
-                }
-        rows.append(row)
-    return rows
+    return mean_facts([expert_facts(m) for m in ms])
 
 
 def codebook_lines(res: dict) -> list[str]:
@@ -91,28 +87,28 @@ def codebook_lines(res: dict) -> list[str]:
 
 
 def _expert_lines(m: str, c: dict) -> list[str]:
-    """MMQ's experts: is the mixture used (gate mass spread over experts), is every codebook
-    alive, and what fine-tuning changed beyond its control."""
-    if not c.get("experts"):
+    """MMQ's experts: is the mixture used (gate mass and routed share spread over experts, gate
+    entropy between 0 and 1), is every codebook alive, and what fine-tuning changed beyond its
+    control."""
+    f = c.get("experts")
+    if not f:
         return []
     lines = [
-        f"### {m}: experts (mean over seeds)",
+        f"### {m}: experts (mean over seeds; plot `mmq_experts.png`)",
         "",
         "Gate mass: the expert's mean gate weight within its group (1 / experts = even use); "
-        "utilization and perplexity: mean over the expert's levels, over the items that have "
-        "its input.",
+        "routed share: the items whose largest gate weight is this expert; utilization (share "
+        f"of the {f['codebook_size']} codes in use) and perplexity (exp of the code-use entropy) "
+        "of the expert's least-used level. Each cell: stage 1 → fine-tuned (control).",
         "",
-        "| expert | gate mass | code utilization | perplexity | after fine-tuning: gate mass "
-        "| utilization |",
-        "|---|---|---|---|---|---|",
+        "| expert | gate mass | routed share | code utilization | perplexity |",
+        "|---|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in expert_cells(f)),
+        "",
+        f"G{entropy_text(f)[1:]} (mean over items of the gate's entropy / log of the "
+        f"group's experts; 0: each item on one expert, 1: spread evenly); "
+        f"{orthogonality_text(f)}.",
     ]
-    for e in c["experts"]:
-        s1, s2 = e.get("stage1") or {}, e.get("stage2") or {}
-        lines.append(
-            f"| {e['group']}/{e['expert']} | {fmt(s1.get('gate_mass'))} | "
-            f"{fmt(s1.get('utilization'))} | {s1.get('perplexity', 0):.1f} | "
-            f"{fmt(s2.get('gate_mass'))} | {fmt(s2.get('utilization'))} |"
-        )
     if c.get("sid_changed_control") is not None:
         lines += [
             "",

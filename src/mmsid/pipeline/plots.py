@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsid.pipeline.experts import experts_plot
 from mmsid.pipeline.report import SLICES, TASK
 
 # every file plots() writes into a run folder (the runner's --overwrite removes these)
@@ -16,6 +17,7 @@ PLOT_FILES = (
     "retrieval_vs_item_ids.png",
     "ranking_vs_item_ids.png",
     "coherence_by_level.png",
+    "mmq_experts.png",
 )
 
 
@@ -65,6 +67,9 @@ def plots(out: Path, res: dict) -> None:
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     save_png(fig, out / "coherence_by_level.png")
+    fits = {m: c["experts"] for m, c in res["codebook"].items() if c.get("experts")}
+    if fits:  # MMQ's experts per tokenizer row (mmsid.pipeline.experts), seeds averaged
+        experts_plot(res["dataset"], fits, out / "mmq_experts.png")
 
 
 def _diff_plot(path: Path, res: dict, task: str, comp: dict) -> None:
