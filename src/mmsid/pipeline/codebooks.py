@@ -99,7 +99,8 @@ def _expert_lines(m: str, c: dict) -> list[str]:
         "Gate mass: the expert's mean gate weight within its group (1 / experts = even use); "
         "routed share: the items whose largest gate weight is this expert; utilization (share "
         f"of the {f['codebook_size']} codes in use) and perplexity (exp of the code-use entropy) "
-        "of the expert's least-used level. Each cell: stage 1 → fine-tuned (control).",
+        "of the expert's least-used level, over the items that have its input. Each cell: "
+        "stage 1 → fine-tuned (control).",
         "",
         "| expert | gate mass | routed share | code utilization | perplexity |",
         "|---|---|---|---|---|",
