@@ -237,6 +237,14 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "mmq_routing_sharpness_small": (
+        "python benchmarks/bench_mmq_routing.py --fit ml100k-mm mmq-ft:1 --fit ml100k-mm "
+        "mmq-ft:1,sharpness=0.01 --fit ml100k-mm mmq-ft-no-sharpness:1 --fit lfm2k-mm mmq-ft:1 "
+        "--fit lfm2k-mm mmq-ft:1,sharpness=0.01 --fit lfm2k-mm mmq-ft-no-sharpness:1 "
+        "--results mmq_routing_sharpness_small",
+        False,
+        ("commit", "command"),
+    ),
     "mmq_routing": (
         "python benchmarks/bench_mmq_routing.py --fit amazon-beauty mmq-ft:1/title+categories "
         "--fit amazon-beauty mmq-ft:2/title+categories --fit ml100k-mm mmq-ft:2",
