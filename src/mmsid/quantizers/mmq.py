@@ -68,7 +68,9 @@ class MMQConfig:
     # every group (mass .44-.56) on the three data sets (benchmarks/results/mmq_health.md). The
     # balance weight must not be below the sharpness weight: sending every item to one expert
     # costs gate_balance * (n - 1) and saves gate_sharpness * 1, so a weaker balance term makes
-    # collapse the cheaper way to sharp gates
+    # collapse the cheaper way to sharp gates. On amazon-beauty's two text views (title,
+    # categories) 0.1 makes every gate one-hot; the main job sets 0.01 there (README, "Weights
+    # between 0 and 0.1"; benchmarks/results/mmq_routing_sharpness_small.md for the others)
     gate_balance: float = 0.1  # load balance of each group's gate over the batch
     gate_sharpness: float = 0.1  # weight of the mean normalised gate entropy per item
     epochs: int = 200
