@@ -23,6 +23,8 @@ def real_data_dir() -> Path:
     d = data_dir()
     if d is None or not d.is_dir():
         pytest.skip("real data not found: set MMSID_DATA_DIR to the datasets folder")
+    # code under test that reads the data set by name (the benches) finds the same folder
+    os.environ.setdefault("MMSID_DATA_DIR", str(d))
     return d
 
 
