@@ -59,12 +59,11 @@ from bench_parallel_loss import (
 from id_specs import (
     MMQ_IDS,
     fit_of,
+    folder_name,
     parse_ids,
-    settings_suffix,
     spec_dropout,
     spec_settings,
     spec_views,
-    views_suffix,
 )
 
 from mmsid.io import write_json, write_text
@@ -99,7 +98,7 @@ def check_pairs(pairs: list[list[str]], ids: list[str]) -> None:
 def tokenizer_dir(dataset: str, spec: str, seed: int = 0) -> Path:
     """The tokenizer folder of ``spec``'s IDs fitted with tokenizer seed ``seed``."""
     fit, levels = fit_of(spec)
-    folder = RUNS / dataset / f"{fit}-{levels}{settings_suffix(spec)}{views_suffix(spec)}"
+    folder = RUNS / dataset / folder_name(fit, levels, spec)
     return folder / ("tokenizer" if seed == 0 else f"tokenizer-seed{seed}")
 
 
@@ -141,7 +140,7 @@ def run_folder(dataset: str, spec: str, seed: int, refit: bool = False) -> Path:
     temperature and dropout; ``refit``: as tokenizer_seed)."""
     method, levels, temp = parse_ids(spec)
     drop = spec_dropout(spec)
-    run = f"{method}-{levels}{settings_suffix(spec)}{views_suffix(spec)}"
+    run = folder_name(method, levels, spec)
     run += "" if temp is None else f"-t{temp:g}"
     run += "" if drop is None else f"-dropout{drop:g}"
     return RUNS / dataset / run / seed_folder(seed, refit)

@@ -42,7 +42,7 @@ from bench_parallel_ids import (
     tokenizer_seed,
     tokenizer_seeds,
 )
-from id_specs import MMQ_IDS, parse_ids, settings_suffix, views_suffix
+from id_specs import MMQ_IDS, folder_name, parse_ids
 from mmq_experts import expert_table
 from sid_tables import id_table, sid_reports
 
@@ -105,7 +105,7 @@ def ranking_folder(dataset: str, name: str) -> Path:
     if name in ("din", "popularity"):
         return RUNS / dataset / name
     method, levels, _ = parse_ids(name)
-    return RUNS / dataset / f"{method}-{levels}{settings_suffix(name)}{views_suffix(name)}"
+    return RUNS / dataset / folder_name(method, levels, name)
 
 
 def runs_for(dataset: str, name: str, seeds: list[int], refit: bool = False) -> list[dict]:

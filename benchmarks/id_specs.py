@@ -100,6 +100,13 @@ def settings_suffix(spec: str) -> str:
     return "".join(f"-{k}{v:g}" for k, v in _named_settings(spec))
 
 
+def folder_name(method: str, levels: int, spec: str) -> str:
+    """``METHOD-LEVELS[-KEYVALUE...][-VIEW+VIEW]``: the folder name of ``spec``'s tokenizer
+    settings and input for ``method`` at ``levels`` (a fit's, or a run's before the model's
+    own suffixes)."""
+    return f"{method}-{levels}{settings_suffix(spec)}{views_suffix(spec)}"
+
+
 def spec_dropout(spec: str) -> float | None:
     """The parallel-SID dropout ``spec`` names after ``~`` (``opq:16@0.14~0.5``), or None for
     MODEL's. The tokenizer is the same as without it: only the retriever changes."""

@@ -18,11 +18,8 @@ from mmsid.pipeline.experts import (
     entropy_text,
     expert_cells,
     expert_facts,
-    experts_plot,
     orthogonality_text,
 )
-
-__all__ = ["expert_facts", "experts_plot", "expert_lines", "expert_table", "mmq_fits"]
 
 
 def mmq_fits(dataset: str, specs: list[str], tseed: int = 0) -> dict[str, dict]:

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 from bench_parallel_ids import tokenizer_dir
 from id_specs import MMQ_ABLATED, MMQ_IDS, parse_ids
-from mmq_experts import expert_lines, experts_plot, mmq_fits
+from mmq_experts import expert_lines, mmq_fits
+
+from mmsid.pipeline.experts import experts_plot
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
