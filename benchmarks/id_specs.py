@@ -56,34 +56,41 @@ def parse_ids(spec: str) -> tuple[str, int, float | None]:
     return method, int(levels), t
 
 
-# tokenizer settings an ID spec may set after LEVELS (``mmq-ft:1,sharpness=0.03``), each a
-# TokenizeConfig field: MMQ's gate terms, so their weights are tuned on validation like any
-# other setting of a bench (each value is its own tokenizer fit and run folders)
-SPEC_SETTINGS = {"sharpness": "gate_sharpness", "balance": "gate_balance"}
+# tokenizer settings an ID spec may set after LEVELS (``mmq-ft:1,sharpness=0.03``,
+# ``opq:16,pca=128``), each a TokenizeConfig field, with the methods that take it and whether
+# it is a whole number: MMQ's gate terms and (O)PQ's PCA, so they are tuned on validation like
+# any other setting of a bench (each value is its own tokenizer fit and run folders)
+SPEC_SETTINGS = {
+    "sharpness": ("gate_sharpness", ("mmq",), False),
+    "balance": ("gate_balance", ("mmq",), False),
+    "pca": ("pca_dim", ("opq", "pq"), True),
+}
 
 
 def spec_settings(spec: str) -> dict[str, float]:
     """The tokenizer settings ``spec`` names after LEVELS (``mmq-ft:1,sharpness=0.03`` ->
-    {"gate_sharpness": 0.03}), {} for the defaults. Only MMQ's fits take them, and an ablation
-    that removes a term cannot also weight it."""
+    {"gate_sharpness": 0.03}; ``opq:16,pca=128`` -> {"pca_dim": 128}), {} for the defaults.
+    A setting is refused for a method that does not take it, and an ablation that removes a
+    term cannot also weight it."""
     ids = _ids(spec)
     method = ids.partition(":")[0]
     out: dict[str, float] = {}
     for pair in ids.split(",")[1:]:
         key, eq, value = pair.partition("=")
+        field, methods, whole = SPEC_SETTINGS.get(key, (key, (), False))
         try:
-            v = float(value)
+            v = int(value) if whole else float(value)
         except ValueError:
-            v = -1.0
-        if key not in SPEC_SETTINGS or not eq or not v >= 0 or SPEC_SETTINGS[key] in out:
+            v = -1
+        if key not in SPEC_SETTINGS or not eq or not v >= (1 if whole else 0) or field in out:
             raise SystemExit(
                 f"--ids {spec!r}: after LEVELS write ,KEY=VALUE with KEY one of "
-                f"{', '.join(SPEC_SETTINGS)} (once each) and VALUE >= 0, e.g. "
-                "mmq-ft:1,sharpness=0.03"
+                f"{', '.join(SPEC_SETTINGS)} (once each) and VALUE >= 0 (pca: a whole number "
+                ">= 1), e.g. mmq-ft:1,sharpness=0.03 or opq:16,pca=128"
             )
-        out[SPEC_SETTINGS[key]] = v
-    if out and not method.startswith("mmq"):
-        raise SystemExit(f"--ids {spec!r}: {', '.join(SPEC_SETTINGS)} are MMQ's settings")
+        if not method.startswith(methods):
+            raise SystemExit(f"--ids {spec!r}: {key}= is a setting of {' and '.join(methods)}")
+        out[field] = v
     if "gate_sharpness" in out and method == "mmq-ft-no-sharpness":
         raise SystemExit(f"--ids {spec!r}: no-sharpness drops the term sharpness= would weight")
     return out
@@ -91,7 +98,7 @@ def spec_settings(spec: str) -> dict[str, float]:
 
 def _named_settings(spec: str) -> list[tuple[str, float]]:
     """``spec``'s tokenizer settings as (spec key, value), in the order written."""
-    short = {field: key for key, field in SPEC_SETTINGS.items()}
+    short = {field: key for key, (field, _, _) in SPEC_SETTINGS.items()}
     return [(short[f], v) for f, v in spec_settings(spec).items()]
 
 

@@ -136,6 +136,8 @@ def test_a_spec_sets_mmqs_gate_weights_in_their_own_fit_and_folders(monkeypatch)
         "gate_sharpness": 0.0,
     }
     assert sp.spec_settings("mmq-ft:1/title+categories") == {}
+    assert sp.spec_settings("opq:16,pca=128@0.14") == {"pca_dim": 128}
+    assert b.tokenizer_dir("amazon-beauty", "opq:16,pca=128@0.14").parent.name == "opq-16-pca128"
     tok = b.tokenizer_dir("amazon-beauty", spec)
     assert tok.parent.name == "mmq-ft-1-sharpness0.03-title+categories"
     assert tok != b.tokenizer_dir("amazon-beauty", "mmq-ft:1/title+categories")
@@ -148,7 +150,10 @@ def test_a_spec_sets_mmqs_gate_weights_in_their_own_fit_and_folders(monkeypatch)
     run = b.run_folder("amazon-beauty", spec, 0).parent.name
     assert run == "mmq-ft-1-sharpness0.03-title+categories-t0.07"
     for bad, says in (
-        ("rq-vae:6,sharpness=0.1", "MMQ's settings"),
+        ("rq-vae:6,sharpness=0.1", "a setting of mmq"),
+        ("mmq-ft:1,pca=64", "a setting of opq and pq"),
+        ("opq:16,pca=0", "VALUE >= 0"),
+        ("opq:16,pca=12.5", "whole number"),
         ("mmq-ft:1,temperature=0.1", "KEY one of"),
         ("mmq-ft:1,sharpness=-0.1", "VALUE >= 0"),
         ("mmq-ft:1,sharpness=x", "VALUE >= 0"),

@@ -282,6 +282,64 @@ def test_opq_pads_dimensions_and_round_trips_through_save(tmp_path):
     assert np.array_equal(back.transform(x), tok.transform(x))
 
 
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_opq_on_whitened_principal_axes(backend, tmp_path):
+    """``pca_dim``: OPQ quantizes the top principal axes of the input, centred and (whitened)
+    scaled to unit variance, as RPG's tokenizer does; the codes are the faiss encoder's on that
+    projection, the reconstruction is back in the input space, a saved fit encodes alike, and a
+    warm start keeps the previous fit's projection."""
+    import faiss
+
+    from mmsid.errors import ConfigError
+    from mmsid.quantizers import Tokenizer
+    from mmsid.quantizers.opq import OPQConfig, OPQTokenizer
+
+    x = correlated() + 3.0  # off-centre: the projection must centre it
+    cfg = OPQConfig(levels=4, codebook_size=16, opq_iters=5, pca_dim=8, backend=backend)
+    tok = OPQTokenizer(cfg).fit(x)
+    z = tok.module.to_pca(torch.from_numpy(x)).numpy()  # (3000, 8)
+    assert z.shape == (3000, 8) and tok.module.rotation.shape == (8, 8)
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(z.std(0, ddof=1), 1.0, atol=1e-4)
+    # the kept axes span the data's top-8 principal subspace (numpy's SVD)
+    vt = np.linalg.svd(x - x.mean(0), full_matrices=False)[2][:8]
+    proj = tok.module.project.numpy()
+    np.testing.assert_allclose(np.linalg.norm(proj @ vt.T @ vt - proj), 0.0, atol=1e-3)
+    codes = tok.transform(x)
+    A = tok.module.rotation.numpy()
+    ref = faiss.ProductQuantizer(8, 4, 4)
+    faiss.copy_array_to_vector(tok.module.codebooks.numpy().ravel(), ref.centroids)
+    dec = ref.decode(ref.compute_codes(np.ascontiguousarray(z @ A.T)))  # faiss's own encoder
+    ours = tok.module.codebooks.numpy()[np.arange(4), codes].reshape(3000, 8)
+    assert np.allclose(ours, dec, atol=1e-4)
+    rec = tok.reconstruct(torch.from_numpy(x)).numpy()
+    assert rec.shape == x.shape
+    # back in the input space: far nearer x than the mean is (8 of 24 axes, most variance)
+    assert ((rec - x) ** 2).sum(1).mean() < 0.2 * ((x - x.mean(0)) ** 2).sum(1).mean()
+    plain = OPQTokenizer(dataclasses.replace(cfg, pca_whiten=False)).fit(x)
+    assert np.allclose(plain.module.to_pca(torch.from_numpy(x)).numpy().std(0)[0], 4.0, rtol=0.2)
+    tok.save(tmp_path / "t.pt")
+    assert np.array_equal(Tokenizer.load(tmp_path / "t.pt").transform(x), codes)
+    again = OPQTokenizer(cfg).fit(x[:1500] * 2.0, warm_start=tok)  # other data, old projection
+    assert torch.equal(again.module.project, tok.module.project)
+    assert torch.equal(again.module.mean, tok.module.mean)
+    with pytest.raises(ConfigError, match="pca_dim 30 must be between 0"):
+        OPQTokenizer(dataclasses.replace(cfg, pca_dim=30)).fit(x)
+
+
+def test_opq_without_pca_keeps_its_saved_state():
+    """Without PCA the module holds only the rotation and codebooks, as fits saved before PCA
+    existed do, so they load; a PCA setting on another tokenizer is refused."""
+    from mmsid.errors import ConfigError
+    from mmsid.quantizers.opq import OPQConfig, OPQTokenizer
+    from mmsid.tokenize import TokenizeConfig
+
+    tok = OPQTokenizer(OPQConfig(levels=4, codebook_size=16, opq_iters=2)).fit(correlated(500))
+    assert set(tok.module.state_dict()) == {"rotation", "codebooks"}
+    with pytest.raises(ConfigError, match="only opq and pq project"):
+        TokenizeConfig(dataset="ml100k-mm", method="rq-vae", pca_dim=64)
+
+
 def test_stage_on_real_data_reads_shared_sids(real_data_dir, tmp_path):
     """The stage trains parallel-sid on ml100k-mm from a SID table in which items share SIDs
     (no collision level needed: they tie), evaluates every slice, and records its input."""

@@ -51,6 +51,10 @@ class TokenizeConfig:
     seed: int = 0
     epochs: int = 200  # trained tokenizers only
     alpha: float = PSRQ_ALPHA  # psrq: weight of the prefix semantic feature
+    # opq / pq: quantize the top pca_dim principal axes of the input (0: the input as is),
+    # each scaled to unit variance when pca_whiten (RPG's tokenizer; quantizers.opq)
+    pca_dim: int = 0
+    pca_whiten: bool = True
     device: str = "cpu"
     data_dir: str | None = None
     collision_cap: int | None = None  # default: codebook_size
@@ -92,6 +96,7 @@ class TokenizeConfig:
             codebook_size=(2, None),
             epochs=(1, None),
             alpha=(0.0, None),
+            pca_dim=(0, None),
             finetune_epochs=(1, None),
             finetune_pairs=(0, None),
             lambda_orth=(0.0, None),
@@ -104,6 +109,11 @@ class TokenizeConfig:
         )
         if self.collision_cap is not None:
             check_ranges(self, collision_cap=(1, None))
+        if self.pca_dim and self.method not in ("opq", "pq"):
+            raise ConfigError(
+                f"pca_dim {self.pca_dim}: only opq and pq project their input first; "
+                f"drop it for {self.method}"
+            )
 
 
 # methods whose fit can start from a previous fit (--align-to); the others only relabel
@@ -333,7 +343,8 @@ def _fit_tokenizer(
         )
     if cfg.method in ("opq", "pq"):  # levels = m parallel codes
         rotate = cfg.method == "opq"
-        return tokenizer_for("opq", **common, rotate=rotate).fit(x, warm_start=warm_start)
+        pca = {"pca_dim": cfg.pca_dim, "pca_whiten": cfg.pca_whiten}
+        return tokenizer_for("opq", **common, rotate=rotate, **pca).fit(x, warm_start=warm_start)
     raise ConfigError(
         f"unknown tokenizer method '{cfg.method}'; choose one of {', '.join(METHODS)}"
     )

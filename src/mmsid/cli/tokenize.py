@@ -83,6 +83,18 @@ from mmsid.tokenize_mmq import ABLATIONS
     help="PSRQ prefix weight (0 = RQ-KMeans, 1 = the paper).",
 )
 @click.option(
+    "--pca-dim",
+    default=0,
+    show_default=True,
+    help="opq/pq: quantize the input's top N principal axes (RPG's tokenizer; 0: off).",
+)
+@click.option(
+    "--pca-whiten/--no-pca-whiten",
+    default=True,
+    show_default=True,
+    help="opq/pq with --pca-dim: scale each principal axis to unit variance.",
+)
+@click.option(
     "--collision-cap",
     default=None,
     type=int,
@@ -140,6 +152,8 @@ def tokenize_cmd(
     gate_sharpness: float,
     control: bool,
     alpha: float,
+    pca_dim: int,
+    pca_whiten: bool,
     collision_cap: int | None,
     per_modality: bool,
     center: bool,
@@ -174,6 +188,8 @@ def tokenize_cmd(
             gate_sharpness=gate_sharpness,
             finetune_control=control,
             alpha=alpha,
+            pca_dim=pca_dim,
+            pca_whiten=pca_whiten,
             per_modality=per_modality,
             collision_cap=collision_cap,
             center=center,

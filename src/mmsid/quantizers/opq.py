@@ -10,6 +10,18 @@ index of its nearest centroid in its own codebook of ``K`` (256) codes:
 The ``m`` codes are unordered (no residual chain): the parallel-SID retriever reads them all
 at once; RPG (Hou et al., KDD 2025) uses such OPQ IDs with 16 to 64 codes.
 
+Optional PCA first (``pca_dim`` > 0; RPG's tokenizer does this, the paper does not say so): the
+input is centred on its mean over the fitted items and projected on its top ``p`` principal
+axes, each scaled to unit variance when ``pca_whiten`` (RPG: sklearn's ``PCA(whiten=True)``,
+768 -> 128 dims for sentence-T5, 3072 -> 512 for OpenAI's embeddings), so that every kept
+direction gets the same share of the codes whatever its variance:
+
+    z = P (x - mu)                   (p,)   P = diag(1 / s_k) V_k   (V_k: top-p right singular
+                                             vectors of the centred X, s_k their std)
+    x_hat = mu + V_k^T diag(s_k) z_hat      (reconstruction back in the input space)
+
+and OPQ runs on ``z``. With ``pca_dim`` 0 (the default) ``mu`` = 0 and ``P`` = I.
+
 Fitting (non-parametric OPQ, Ge et al. 2013, as faiss's ``OPQMatrix``): start from the
 identity, then alternate ``opq_iters`` times (a) a few k-means rounds per sub-space on
 ``Y = X A^T`` (warm-started) and (b) the orthogonal Procrustes step: with
@@ -45,25 +57,49 @@ class OPQConfig:
     inner_iters: int = 4  # k-means rounds per sub-space inside each OPQ round (faiss: 4)
     kmeans_iters: int = 25  # k-means iterations per sub-quantizer, final fit
     backend: str = "torch"  # torch | faiss (see the module docstring)
+    pca_dim: int = 0  # > 0: OPQ on the top pca_dim principal axes (RPG's tokenizer); 0: off
+    pca_whiten: bool = True  # with pca_dim: each axis scaled to unit variance (RPG's)
     seed: int = 0
 
 
 class ProductCodes(nn.Module):
-    """The fitted rotation (d_out, d_in) and codebooks (m, K, d_sub)."""
+    """The fitted rotation (d_out, p) and codebooks (m, K, d_sub); with PCA (``p`` > 0) also
+    the input's mean (d_in,), its projection P (p, d_in) and P's inverse (p, d_in)."""
 
-    def __init__(self, d_in: int, m: int, K: int) -> None:
+    def __init__(self, d_in: int, m: int, K: int, p: int = 0) -> None:
         super().__init__()
-        d_out = -(-d_in // m) * m
-        self.register_buffer("rotation", torch.zeros(d_out, d_in))
+        self.pca = p > 0
+        d_out = -(-(p or d_in) // m) * m
+        if self.pca:
+            self.register_buffer("mean", torch.zeros(d_in))
+            self.register_buffer("project", torch.zeros(p, d_in))  # z = (x - mu) P^T
+            self.register_buffer("unproject", torch.zeros(p, d_in))  # x - mu ~ z @ this
+        self.register_buffer("rotation", torch.zeros(d_out, p or d_in))
         self.register_buffer("codebooks", torch.zeros(m, K, d_out // m))
+
+    def to_pca(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, d_in) -> (N, p) the input OPQ quantizes (``x`` itself without PCA)."""
+        return (x - self.mean) @ self.project.T if self.pca else x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(N, d_in) -> (N, m) codes."""
-        return pq_encode(x @ self.rotation.T, self.codebooks)
+        return pq_encode(self.to_pca(x) @ self.rotation.T, self.codebooks)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(N, m) codes -> (N, d_in) reconstruction (A has orthonormal columns)."""
-        return pq_decode(codes, self.codebooks) @ self.rotation
+        z = pq_decode(codes, self.codebooks) @ self.rotation  # (N, p)
+        return self.mean + z @ self.unproject if self.pca else z
+
+
+def fit_pca(x: torch.Tensor, p: int, whiten: bool) -> tuple[torch.Tensor, ...]:
+    """(N, d) -> mean (d,), P (p, d), P's inverse on its row space (p, d): the top ``p``
+    principal axes of ``x`` (each scaled to unit variance over ``x`` when ``whiten``)."""
+    mu = x.mean(0)
+    _, s, vt = torch.linalg.svd(x - mu, full_matrices=False)  # s: (min(N, d),), vt: (., d)
+    std = (s[:p] / max(len(x) - 1, 1) ** 0.5).clamp_min(1e-12)  # (p,) std along each axis
+    if not whiten:
+        return mu, vt[:p], vt[:p]
+    return mu, vt[:p] / std[:, None], vt[:p] * std[:, None]
 
 
 def pq_encode(y: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
@@ -83,26 +119,42 @@ class OPQTokenizer(Tokenizer):
     Config = OPQConfig
 
     def _build(self) -> None:
-        K = self.cfg.codebook_size
+        K, p = self.cfg.codebook_size, self.cfg.pca_dim
         if K < 2 or K & (K - 1):
             raise ConfigError(f"opq: codebook_size {K} must be a power of 2 (faiss stores bits)")
-        self.module = ProductCodes(self.input_dim, self.cfg.levels, K)
+        if not 0 <= p <= self.input_dim:
+            raise ConfigError(
+                f"opq: pca_dim {p} must be between 0 (off) and the input dimension {self.input_dim}"
+            )
+        self.module = ProductCodes(self.input_dim, self.cfg.levels, K, p)
 
     def _fit(self, x: torch.Tensor, *, warm_start: Tokenizer | None = None, **_: object) -> None:
         """``warm_start``: a fitted (O)PQ of the same shapes whose rotation and codebooks start
         this fit (stable IDs across retrains, mmsid.align). faiss's OPQ takes no initial
         rotation or codebooks, so a warm start always runs the torch fit (the same
-        alternation: k-means per subspace, then the orthogonal Procrustes rotation)."""
+        alternation: k-means per subspace, then the orthogonal Procrustes rotation). A warm
+        start keeps the previous fit's PCA, so its rotation and codebooks stay in their space."""
         self._build()
         if self.cfg.backend not in ("torch", "faiss"):
             raise ConfigError(f"opq: backend '{self.cfg.backend}' is not torch or faiss")
+        if self.cfg.pca_dim > len(x):
+            raise ConfigError(f"opq: pca_dim {self.cfg.pca_dim} exceeds the {len(x)} items")
         state = self._warm_state(warm_start)
+        if self.module.pca:
+            names = ("mean", "project", "unproject")
+            if state is None:
+                pca = fit_pca(x, self.cfg.pca_dim, self.cfg.pca_whiten)
+            else:
+                pca = tuple(state[n] for n in names)
+            for name, value in zip(names, pca):
+                getattr(self.module, name).copy_(value)
+        z = self.module.to_pca(x)  # (N, p)
         if state is not None:
-            rot, books = self._fit_torch(x, init=(state["rotation"], state["codebooks"]))
+            rot, books = self._fit_torch(z, init=(state["rotation"], state["codebooks"]))
         elif self.cfg.backend == "faiss":
-            rot, books = self._fit_faiss(x)
+            rot, books = self._fit_faiss(z)
         else:
-            rot, books = self._fit_torch(x)
+            rot, books = self._fit_torch(z)
         self.module.rotation.copy_(rot)
         self.module.codebooks.copy_(books)
         err = float(((self.reconstruct(x) - x) ** 2).sum(1).mean())
@@ -111,7 +163,8 @@ class OPQTokenizer(Tokenizer):
     def _fit_torch(
         self, x: torch.Tensor, init: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``init``: (rotation (d_out, d_in), codebooks (m, K, d_sub)) to start from."""
+        """``x``: (N, p) the input after PCA (mmsid's input itself without it). ``init``:
+        (rotation (d_out, p), codebooks (m, K, d_sub)) to start from."""
         m, K = self.cfg.levels, self.cfg.codebook_size
         d_out, d_in = self.module.rotation.shape
         rot = torch.eye(d_out, d_in)  # (d_out, d_in): zero rows pad d_in up to m * d_sub
