@@ -10,7 +10,7 @@ index of its nearest centroid in its own codebook of ``K`` (256) codes:
 The ``m`` codes are unordered (no residual chain): the parallel-SID retriever reads them all
 at once; RPG (Hou et al., KDD 2025) uses such OPQ IDs with 16 to 64 codes.
 
-Optional PCA first (``pca_dim`` > 0; RPG's tokenizer does this, the paper does not say so): the
+Optional PCA first (``pca_dim`` > 0; the RPG authors' released tokenizer does this): the
 input is centred on its mean over the fitted items and projected on its top ``p`` principal
 axes, each scaled to unit variance when ``pca_whiten`` (RPG: sklearn's ``PCA(whiten=True)``,
 768 -> 128 dims for sentence-T5, 3072 -> 512 for OpenAI's embeddings), so that every kept
