@@ -118,3 +118,31 @@ def test_garbled_sids_are_refused_and_the_pipeline_recomputes_them(real_data_dir
     assert {s["stage"]: s["status"] for s in r3["stages"]}["seed0/tokenize-rq-kmeans"] == "ran"
     r4 = run(cfg, progress=False)
     assert {s["status"] for s in r4["stages"]} == {"cached"}
+
+
+def test_a_stage_stopped_by_bad_input_leaves_no_folder_it_created(real_data_dir, tmp_path):
+    """A setting that only fails once the features are built (an OPQ projection wider than
+    lfm2k-mm's 384-d text) stops the stage after it opened its folder: a folder the call
+    created is removed, and a folder that was already there (the user's) is kept."""
+    from mmsid.errors import ConfigError
+    from mmsid.tokenize import TokenizeConfig, run_tokenize
+
+    def bad(out):
+        cfg = TokenizeConfig(
+            dataset="lfm2k-mm",
+            method="opq",
+            levels=8,
+            pca_dim=500,
+            modalities=["text_minilm"],
+            out=str(out),
+            data_dir=str(real_data_dir),
+        )
+        with pytest.raises(ConfigError, match="pca_dim 500 must be between 0"):
+            run_tokenize(cfg, progress=False)
+
+    bad(tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    bad(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "kept"

@@ -22,10 +22,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
-from mmsid.errors import DataError
+from mmsid.errors import DataError, MMSIDError
 from mmsid.io import TEMP, sha256_file, write_json
 
 RECORD = "files.json"
@@ -124,13 +125,23 @@ def check_file(path: str | os.PathLike) -> None:
 
 
 def sealing(run):
-    """Decorate a stage function ``run(cfg, ...)``: when it returns, rank 0 seals ``cfg.out``."""
+    """Decorate a stage function ``run(cfg, ...)``: when it returns, rank 0 seals ``cfg.out``.
+    When it stops on bad input (an MMSIDError, e.g. a setting only checkable once the features
+    are built) in a folder this call created, before any checkpoint was written, rank 0 removes
+    that folder: nothing half-written is left, and nothing resumable is lost."""
 
     @functools.wraps(run)
     def wrapper(cfg, *args, **kwargs):
         from mmsid import distributed
 
-        result = run(cfg, *args, **kwargs)
+        out = Path(cfg.out)
+        fresh = not out.exists()
+        try:
+            result = run(cfg, *args, **kwargs)
+        except MMSIDError:
+            if fresh and distributed.context().main and not (out / "checkpoints").exists():
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         if distributed.context().main:
             seal(cfg.out)
         return result
