@@ -123,7 +123,8 @@ def test_garbled_sids_are_refused_and_the_pipeline_recomputes_them(real_data_dir
 def test_a_stage_stopped_by_bad_input_leaves_no_folder_it_created(real_data_dir, tmp_path):
     """A setting that only fails once the features are built (an OPQ projection wider than
     lfm2k-mm's 384-d text) stops the stage after it opened its folder: a folder the call
-    created is removed, and a folder that was already there (the user's) is kept."""
+    created is removed with the parents it made, and a folder that was already there (the
+    user's) is kept."""
     from mmsid.errors import ConfigError
     from mmsid.tokenize import TokenizeConfig, run_tokenize
 
@@ -140,7 +141,7 @@ def test_a_stage_stopped_by_bad_input_leaves_no_folder_it_created(real_data_dir,
         with pytest.raises(ConfigError, match="pca_dim 500 must be between 0"):
             run_tokenize(cfg, progress=False)
 
-    bad(tmp_path / "fresh")
+    bad(tmp_path / "fresh" / "run")  # its parent is made by the stage too
     assert not (tmp_path / "fresh").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("kept")

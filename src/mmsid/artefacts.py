@@ -128,19 +128,22 @@ def sealing(run):
     """Decorate a stage function ``run(cfg, ...)``: when it returns, rank 0 seals ``cfg.out``.
     When it stops on bad input (an MMSIDError, e.g. a setting only checkable once the features
     are built) in a folder this call created, before any checkpoint was written, rank 0 removes
-    that folder: nothing half-written is left, and nothing resumable is lost."""
+    that folder and the missing parents it made: nothing half-written is left, and nothing
+    resumable is lost."""
 
     @functools.wraps(run)
     def wrapper(cfg, *args, **kwargs):
         from mmsid import distributed
 
         out = Path(cfg.out)
-        fresh = not out.exists()
+        # the topmost folder this call creates (start_run makes the missing parents too)
+        created = next((d for d in [*reversed(out.parents), out] if not d.exists()), None)
         try:
             result = run(cfg, *args, **kwargs)
         except MMSIDError:
-            if fresh and distributed.context().main and not (out / "checkpoints").exists():
-                shutil.rmtree(out, ignore_errors=True)
+            main = distributed.context().main
+            if created is not None and main and not (out / "checkpoints").exists():
+                shutil.rmtree(created, ignore_errors=True)
             raise
         if distributed.context().main:
             seal(cfg.out)
