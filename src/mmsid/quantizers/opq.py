@@ -140,14 +140,14 @@ class OPQTokenizer(Tokenizer):
         if self.cfg.pca_dim > len(x):
             raise ConfigError(f"opq: pca_dim {self.cfg.pca_dim} exceeds the {len(x)} items")
         state = self._warm_state(warm_start)
-        if self.module.pca:
-            names = ("mean", "project", "unproject")
-            if state is None:
-                pca = fit_pca(x, self.cfg.pca_dim, self.cfg.pca_whiten)
-            else:
-                pca = tuple(state[n] for n in names)
-            for name, value in zip(names, pca):
-                getattr(self.module, name).copy_(value)
+        if state is not None:  # the previous fit whole: its PCA, rotation and codebooks
+            self.module.load_state_dict(state)
+        elif self.module.pca:
+            pca = fit_pca(x, self.cfg.pca_dim, self.cfg.pca_whiten)
+            for buf, value in zip(
+                (self.module.mean, self.module.project, self.module.unproject), pca
+            ):
+                buf.copy_(value)
         z = self.module.to_pca(x)  # (N, p)
         if state is not None:
             rot, books = self._fit_torch(z, init=(state["rotation"], state["codebooks"]))
