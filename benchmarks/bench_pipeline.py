@@ -25,7 +25,7 @@ from pathlib import Path
 from mmsid.io import write_json, write_text
 from mmsid.pipeline import DONE, git_commit, refresh, resolve_config, run
 from mmsid.pipeline.plots import PLOT_FILES
-from mmsid.pipeline.report import SLICES, TASK, cell, diff_cell, summary_line
+from mmsid.pipeline.report import SLICES, TASK, cell, diff_cell, mmq_lines, summary_line
 
 RESULTS = Path(os.environ.get("MMSID_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 DATASETS = ["ml100k-mm", "lfm2k-mm", "amazon-beauty"]
@@ -86,6 +86,7 @@ def summary(name: str, res: dict[str, dict], command: str, commit: str | None) -
                 lines += ["| model | " + " | ".join(SLICES) + " |", "|---|" + "---|" * len(SLICES)]
                 for row, d in comp.items():
                     lines.append(f"| {row} | " + " | ".join(diff_cell(d[s]) for s in SLICES) + " |")
+            lines += mmq_lines(task, r)
             lines.append("")
     return "\n".join(lines) + "\n"
 

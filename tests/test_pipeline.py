@@ -222,6 +222,30 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
         assert comp["best"] in r1[task] and comp["vs_reference"]
         d = comp["vs_reference"]["popularity"]["all"]
         assert d["lo"] <= d["diff"] <= d["hi"]
+    # issue 17's pairs: each MMQ + fine-tuning row minus the other SID rows of its model and
+    # scoring (stage 1 and the control here), paired on the same users
+    pairs = {task: r1["comparisons"][task]["mmq_vs"] for task in ("retrieval", "ranking")}
+    assert set(pairs["ranking"]) == {"din + mmq+ft(2 shared + 2 specific/modality) SID"}
+    ft = "parallel-sid + mmq+ft(2 shared + 2 specific/modality)"
+    assert set(pairs["retrieval"]) == {
+        ft,
+        f"{ft} + content",
+        "tiger + mmq+ft(2 shared + 2 specific/modality)",
+    }
+    for task, by_row in pairs.items():
+        main = "recall@10" if task == "retrieval" else "auc"
+        for a, vs in by_row.items():
+            want = {a.replace("mmq+ft(", "mmq("), a.replace("mmq+ft(", "mmq+ft-control(")}
+            assert set(vs) == want, (a, set(vs))
+            if task == "retrieval":  # a paired mean difference is the difference of the means
+                for b, d in vs.items():
+                    gap = (
+                        r1[task][a]["test"]["all"][main]["mean"]
+                        - r1[task][b]["test"]["all"][main]["mean"]
+                    )
+                    assert d["all"]["diff"] == pytest.approx(gap, abs=1e-9)
+                    assert d["all"]["lo"] <= d["all"]["diff"] <= d["all"]["hi"]
+            assert f"{a}: {main} minus each other SID row's of the same model" in report
     # content fusion: every parallel-sid and SASRec row has a "+ content" row (the same runs,
     # their fused metrics and ranks), TIGER's none
     ret, fused_rows = r1["retrieval"], 0
@@ -437,3 +461,49 @@ def test_eta_comes_from_measured_stages_of_the_same_kind():
     assert eta_text(30.0, 0) == "left ~30 s"
     assert eta_text(0.0, 1) == "1 stage not yet timed"
     assert eta_text(0.0, 0) == "left ~0 s"
+
+
+def test_mmq_pairs_match_rows_of_the_same_model_and_scoring():
+    """Issue 17's pairs read the tokenizer from each row's stage name: MMQ + fine-tuning is
+    paired with every other SID row of its model and scoring (fused with fused), never with
+    item-id rows, baselines, MCCA, or another model's rows."""
+    from mmsid.pipeline.paired import mmq_pairs, row_method
+
+    def row(stage: str, fused: bool = False) -> dict:
+        r = {"stages": [f"seed0/{stage}", f"seed1/{stage}"]}
+        return {**r, "ranks": "fused_ranks.npz"} if fused else r
+
+    rows = {
+        "ft": row("retrieval-parallel-sid-mmq+ft"),
+        "ft fused": row("retrieval-parallel-sid-mmq+ft", fused=True),
+        "ctl": row("retrieval-parallel-sid-mmq+ft-control"),
+        "ctl fused": row("retrieval-parallel-sid-mmq+ft-control", fused=True),
+        "stage1": row("retrieval-parallel-sid-mmq"),
+        "no-orth": row("retrieval-parallel-sid-mmq-no-orth"),
+        "rq-vae": row("retrieval-parallel-sid-rq-vae"),
+        "tiger ft": row("retrieval-tiger-mmq+ft"),
+        "tiger rq-vae": row("retrieval-tiger-rq-vae"),
+        "sasrec": row("retrieval-sasrec"),
+        "popularity": {"stages": ["retrieval-popularity"]},
+        "din ft": row("ranking-din-sid-mmq+ft"),
+        "din psrq": row("ranking-din-sid-psrq"),
+        "din": row("ranking-din"),
+        "mcca": row("ranking-mcca-psrq"),
+    }
+    want = {
+        "ctl": "mmq+ft-control",
+        "stage1": "mmq",
+        "no-orth": "mmq-no-orth",
+        "din psrq": "psrq",
+        "sasrec": None,
+        "mcca": None,
+        "din": None,
+        "popularity": None,
+    }
+    assert {k: row_method(rows[k]) for k in want} == want
+    assert mmq_pairs(rows) == {
+        "ft": ["ctl", "stage1", "no-orth", "rq-vae"],
+        "ft fused": ["ctl fused"],
+        "tiger ft": ["tiger rq-vae"],
+        "din ft": ["din psrq"],
+    }

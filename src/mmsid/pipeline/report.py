@@ -9,17 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from mmsid.eval.stats import mean_ci, paired_auc, paired_users, per_user
+from mmsid.eval.stats import mean_ci
 from mmsid.pipeline.codebooks import codebook_lines, codebook_row, fmt
 from mmsid.pipeline.config import PipelineConfig
+from mmsid.pipeline.paired import SLICES, TASK, compare
 from mmsid.pipeline.plan import Stage
 
-SLICES = ("all", "head", "long_tail", "cold", "rare<30")
-TASK = {
-    # task: (main metric, other metrics, the item-id reference row)
-    "retrieval": ("recall@10", ("ndcg@10", "recall@20", "ndcg@20"), "sasrec (item ids)"),
-    "ranking": ("auc", ("gauc", "logloss"), "din (item ids)"),
-}
 DONE = ("ran", "cached", "done")
 FUSED_RANKS = "fused_ranks.npz"  # a retriever's ranks with content fusion
 SLICE_DEFINITIONS = (
@@ -111,59 +106,6 @@ def collect(
     return res
 
 
-def _arrays(task: str, folders: list[Path], ranks: str = "ranks.npz") -> dict:
-    """Per-seed arrays of one row: retrieval ranks (from ``ranks``), ranking scores (test
-    split)."""
-    name = ranks if task == "retrieval" else "scores.npz"
-    blobs = [np.load(f / name, allow_pickle=False) for f in folders]
-    b0 = blobs[0]
-    out = {
-        "masks": dict(zip(b0["slice_names"].tolist(), b0["test_masks"])),
-        "user": b0["test_user"],
-    }
-    if task == "retrieval":
-        out["rank"] = np.stack([b["test_rank"] for b in blobs])
-    else:
-        out["label"] = b0["test_label"]
-        out["score"] = np.stack([b["test_score"] for b in blobs])
-    return out
-
-
-def compare(task: str, rows: dict, st: Path) -> dict:
-    """Paired comparisons: every row against the item-id reference on each slice, and the best
-    row (mean on all test users) against every other row on all users."""
-    main, _, ref = TASK[task]
-    arrays = {
-        r: _arrays(task, [st / s for s in v["stages"]], v.get("ranks", "ranks.npz"))
-        for r, v in rows.items()
-    }
-    users = {r: a["user"] for r, a in arrays.items()}
-    first = next(iter(users.values()))
-    if any(len(u) != len(first) or (u != first).any() for u in users.values()):
-        return {"error": "rows were tested on different users (different protocols)"}
-
-    def test(a: str, b: str, sl: str) -> dict:
-        A, B = arrays[a], arrays[b]
-        m = np.ones(len(first), bool) if sl == "all" else A["masks"][sl]
-        if not m.any():
-            return {"diff": None, "lo": None, "hi": None, "win": None, "a": a, "b": b}
-        if task == "retrieval":
-            return paired_users(
-                per_user(A["rank"][:, m], main), per_user(B["rank"][:, m], main), names=(a, b)
-            )
-        return paired_auc(
-            A["user"][m], A["label"][m], A["score"][:, m], B["score"][:, m], names=(a, b)
-        )
-
-    out: dict[str, Any] = {"metric": main, "reference": ref if ref in rows else None}
-    if ref in rows:
-        out["vs_reference"] = {r: {sl: test(r, ref, sl) for sl in SLICES} for r in rows if r != ref}
-    best = max(rows, key=lambda r: rows[r]["test"]["all"][main]["mean"] or -np.inf)
-    out["best"] = best
-    out["best_vs"] = {r: test(best, r, "all") for r in rows if r != best}
-    return out
-
-
 # ---- report.md ----------------------------------------------------------------------------
 
 
@@ -178,6 +120,35 @@ def diff_cell(d: dict) -> str:
         return "–"
     mark = " **win**" if d["win"] == d["a"] else " **loss**" if d["win"] == d["b"] else ""
     return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{mark}"
+
+
+def mmq_lines(task: str, res: dict) -> list[str]:
+    """Each MMQ + fine-tuning row minus every other SID row of its model (``mmq_pairs``):
+    the paired test differences by slice, the difference relative to the other row's test
+    mean, and the difference of the validation means (unpaired)."""
+    main = TASK[task][0]
+    rows = res[task]
+    lines: list[str] = []
+    for a, vs in ((res["comparisons"].get(task) or {}).get("mmq_vs") or {}).items():
+        lines += [
+            "",
+            f"{a}: {main} minus each other SID row's of the same model, paired over the same "
+            "test users (95% interval; **win**/**loss** only where it excludes 0); `rel.`: the "
+            "difference on all users over the other row's mean; `valid`: the difference of the "
+            "validation means:",
+            "",
+            "| minus | " + " | ".join(SLICES) + " | rel. | valid |",
+            "|---|" + "---|" * (len(SLICES) + 2),
+        ]
+        for b, d in vs.items():
+            base = rows[b]["test"]["all"][main]["mean"]
+            diff = d["all"]["diff"]
+            rel = f"{diff / base:+.1%}" if diff is not None and base else "–"
+            va, vb = (rows[r]["valid"][main]["mean"] for r in (a, b))
+            valid = f"{va - vb:+.4f}" if va is not None and vb is not None else "–"
+            cells = " | ".join(diff_cell(d[sl]) for sl in SLICES)
+            lines.append(f"| {b} | {cells} | {rel} | {valid} |")
+    return lines
 
 
 def progress_note(stage: dict) -> str:
@@ -314,6 +285,7 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
             ]
             for name, d in comp["vs_reference"].items():
                 lines.append(f"| {name} | " + " | ".join(diff_cell(d[sl]) for sl in SLICES) + " |")
+        lines += mmq_lines(task, res)
         lines.append("")
     lines += codebook_lines(res) + _stage_lines(res)
     lines += [
