@@ -413,6 +413,14 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("seconds", "commit", "command", "key", "status", "stages"),
     ),
+    # issue 17's main job; the data sets whose runs are complete (lfm2k-mm and amazon-beauty
+    # join the command as theirs finish)
+    "main": (
+        "python benchmarks/bench_pipeline.py --config benchmarks/configs/main.yaml "
+        "--datasets ml100k-mm",
+        False,
+        ("seconds", "commit", "command", "key", "status", "stages"),
+    ),
 }
 STAMP = ("command", "commit", "seeds")
 
