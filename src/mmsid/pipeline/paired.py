@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mmsid.eval.stats import paired_auc, paired_users, per_user
+from mmsid.pipeline.config import METHODS
 
 SLICES = ("all", "head", "long_tail", "cold", "rare<30")
 TASK = {
@@ -81,8 +82,6 @@ def compare(task: str, rows: dict, st: Path) -> dict:
 def row_method(row: dict) -> str | None:
     """The tokenizer whose SIDs a row reads (None for item-id and baseline rows), from its
     stage's name (``retrieval-<model>-<method>``, ``ranking-din-sid-<method>``)."""
-    from mmsid.pipeline.config import METHODS
-
     stage = row["stages"][0].split("/")[-1]
     if not stage.startswith(("retrieval-", "ranking-din-sid-")):
         return None
