@@ -88,11 +88,12 @@ def row_method(row: dict) -> str | None:
     return next((m for m in METHODS if stage.endswith("-" + m)), None)
 
 
-def _scorer(row: dict) -> tuple[str, bool]:
-    """What a SID row's numbers come from besides its SIDs: the model's stage prefix
-    (``retrieval-parallel-sid``, ``ranking-din-sid``) and whether content fusion scored it."""
+def _scorer(row: dict, method: str) -> tuple[str, bool]:
+    """What a SID row's numbers come from besides its SIDs (``method``'s): the model's stage
+    prefix (``retrieval-parallel-sid``, ``ranking-din-sid``) and whether content fusion
+    scored it."""
     stage = row["stages"][0].split("/")[-1]
-    return stage[: -len(row_method(row) or "") - 1], "ranks" in row
+    return stage[: -len(method) - 1], "ranks" in row
 
 
 def mmq_pairs(rows: dict) -> dict[str, list[str]]:
@@ -100,15 +101,11 @@ def mmq_pairs(rows: dict) -> dict[str, list[str]]:
     same model and scoring (RQ-VAE, the other tokenizers, MMQ stage 1, the control, the
     ablations), so its claimed gain over RQ-VAE and what behavior adds beyond the control are
     paired on the same test users."""
+    sid_rows = {r: m for r, v in rows.items() if (m := row_method(v)) is not None}
+    scorer = {r: _scorer(rows[r], m) for r, m in sid_rows.items()}
     out: dict[str, list[str]] = {}
-    for a, ra in rows.items():
-        if row_method(ra) != "mmq+ft":
-            continue
-        others = [
-            b
-            for b, rb in rows.items()
-            if b != a and row_method(rb) is not None and _scorer(rb) == _scorer(ra)
-        ]
-        if others:
+    for a, m in sid_rows.items():
+        others = [b for b in sid_rows if b != a and scorer[b] == scorer[a]]
+        if m == "mmq+ft" and others:
             out[a] = others
     return out
