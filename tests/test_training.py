@@ -116,3 +116,33 @@ def test_a_larger_epoch_cap_extends_a_capped_run_and_keeps_an_early_stopped_one(
     assert len(h5) == 4 and h5[-1]["stopped"] == "early_stopping"
     for a, b in zip(m4.state_dict().values(), m5.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_min_epochs_holds_off_early_stopping_and_leaves_later_stops_alone(tmp_path):
+    """An early, noisy validation peak ends a run at patience 2 after 3 epochs; with
+    min_epochs 6 the same run goes on to epoch 6 and, resumed from the stopped run's checkpoint,
+    lands where one uninterrupted run with min_epochs lands. A run that patience ends after
+    min_epochs is the same with it and without it (what lets a benchmark re-run only the
+    runs the rule changes)."""
+    peak = [3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # best at epoch 1, then flat
+
+    def scores(seq):
+        it = iter(seq)
+        return lambda m: {"neg_mse": next(it)}
+
+    base = dict(lr=0.05, patience=2, epochs=10)
+    _, h = _fit(LoopConfig(**base), tmp_path / "peak.pt", scores(peak))
+    assert len(h) == 3 and h[-1]["stopped"] == "early_stopping"
+    m1, h1 = _fit(LoopConfig(**base, min_epochs=6), tmp_path / "peak.pt", scores(peak[3:]))
+    m2, h2 = _fit(LoopConfig(**base, min_epochs=6), evaluate=scores(peak))
+    assert len(h1) == len(h2) == 6 and h2[-1]["stopped"] == "early_stopping"
+    assert [r["valid"] for r in h1] == [r["valid"] for r in h2]
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # a late stop: improves up to epoch 5, then flat; patience ends it at 7 either way
+    late = [1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+    m3, h3 = _fit(LoopConfig(**base), evaluate=scores(late))
+    m4, h4 = _fit(LoopConfig(**base, min_epochs=6), evaluate=scores(late))
+    assert len(h3) == len(h4) == 7 and h3[-1]["stopped"] == h4[-1]["stopped"] == "early_stopping"
+    for a, b in zip(m3.state_dict().values(), m4.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

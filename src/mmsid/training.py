@@ -38,6 +38,10 @@ class LoopConfig:
     weight_decay: float = 0.0
     eval_every: int = 1  # epochs between validations
     patience: int = 0  # stop after this many validations without improvement; 0 = never
+    # early stopping cannot end a run before this many epochs (0: from the first). Any run
+    # that patience ends later is unchanged by it, so a run stopped by an early, noisy
+    # validation peak can be resumed with it and compared with runs it does not touch
+    min_epochs: int = 0
     max_minutes: float = 0.0  # stop at the first epoch end past this wall time; 0 = no limit
     grad_clip: float = 1.0  # 0 = off
     amp: str = "off"  # bf16 autocast: auto | on | off (see mmsid.device.bf16_autocast)
@@ -135,7 +139,7 @@ def train(
     stopped = "epochs"  # why training ended: epochs | early_stopping | max_minutes | max_steps
     done = sum(row.get("steps", 0) for row in history)  # optimiser steps so far
     for epoch in range(start, cfg.epochs):
-        if cfg.patience and stale >= cfg.patience:
+        if cfg.patience and stale >= cfg.patience and epoch >= cfg.min_epochs:
             stopped = "early_stopping"
             break
         if cfg.max_steps and done >= cfg.max_steps:

@@ -120,6 +120,9 @@ def rank_cmd(
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--patience", default=5, show_default=True, help="0 = no early stopping.")
+@click.option(
+    "--min-epochs", default=0, show_default=True, help="Early stopping cannot end a run sooner."
+)
 @click.option("--max-minutes", default=0.0, show_default=True, help="Training budget; 0 = none.")
 @click.option("--valid-sample", default=5000, show_default=True, help="0 = all users.")
 @click.option(
@@ -172,6 +175,7 @@ def retrieve_cmd(
     batch_size: int,
     lr: float,
     patience: int,
+    min_epochs: int,
     max_minutes: float,
     valid_sample: int,
     epoch_samples: int,
@@ -207,6 +211,7 @@ def retrieve_cmd(
             batch_size=batch_size,
             lr=lr,
             patience=patience,
+            min_epochs=min_epochs,
             max_minutes=max_minutes,
             valid_sample=valid_sample,
             epoch_samples=epoch_samples,

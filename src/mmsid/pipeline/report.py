@@ -29,7 +29,7 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _row(
+def make_row(
     task: str,
     group: list[Stage],
     results: list[dict],
@@ -92,11 +92,11 @@ def collect(
     for (task, row), group in by_row.items():
         metrics = [_load(st / s.name / "metrics.json") for s in group]
         res["protocol"] = res["protocol"] or metrics[0].get("protocol")
-        res[task][row] = _row(task, group, metrics, metrics)
+        res[task][row] = make_row(task, group, metrics, metrics)
         if task == "retrieval" and all(m.get("fused") for m in metrics):
             # content fusion (mmsid.retrieval.fusion): the same models, scored with content
             fused = [m["fused"] for m in metrics]
-            res[task][f"{row} + content"] = _row(task, group, fused, metrics, FUSED_RANKS)
+            res[task][f"{row} + content"] = make_row(task, group, fused, metrics, FUSED_RANKS)
     for row, ms in codebooks.items():
         res["codebook"][row] = codebook_row(ms)
     if paired:

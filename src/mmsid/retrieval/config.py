@@ -30,6 +30,7 @@ BUDGET_KEYS = (
     "max_minutes",
     "max_steps",
     "patience",
+    "min_epochs",
     "fusion_weights",
     "fusion_new_item_bias",
     "fusion_tolerance",
@@ -49,6 +50,7 @@ class RetrieveConfig:
     weight_decay: float = 0.0
     eval_every: int = 1
     patience: int = 5  # validations without improvement before stopping; 0 = never
+    min_epochs: int = 0  # early stopping cannot end a run before this (LoopConfig.min_epochs)
     max_minutes: float = 0.0  # wall-time budget for training; 0 = none
     select: str = "recall@10"  # validation metric for model selection / early stopping
     valid_sample: int = 5000  # validation users scored during training (0 = all)
@@ -98,6 +100,7 @@ class RetrieveConfig:
             weight_decay=(0.0, None),
             eval_every=(1, None),
             patience=(0, None),
+            min_epochs=(0, None),
             max_minutes=(0.0, None),
             valid_sample=(0, None),
             epoch_samples=(0, None),

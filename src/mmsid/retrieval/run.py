@@ -149,6 +149,7 @@ def run_retrieve(cfg: RetrieveConfig, *, progress: bool = True) -> dict:
         weight_decay=cfg.weight_decay,
         eval_every=cfg.eval_every,
         patience=cfg.patience,
+        min_epochs=cfg.min_epochs,
         max_minutes=cfg.max_minutes,
         amp=cfg.amp,
         schedule=cfg.schedule,
