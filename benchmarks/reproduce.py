@@ -421,6 +421,12 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("seconds", "commit", "command", "key", "status", "stages"),
     ),
+    "earlystop": (
+        "python benchmarks/bench_earlystop.py --config benchmarks/configs/main.yaml "
+        "--datasets ml100k-mm --min-epochs 25",
+        False,
+        ("seconds", "commit"),
+    ),
 }
 STAMP = ("command", "commit", "seeds")
 
