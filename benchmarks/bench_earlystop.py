@@ -211,8 +211,17 @@ def main() -> None:
     datasets = {}
     for ds in a.datasets:
         run = Path(a.runs) / name / ds
-        if not (run / "results.json").exists():
-            sys.exit(f"{run}: no results.json (run `bench_pipeline.py --config {a.config}` first)")
+        res = (
+            json.loads((run / "results.json").read_text())
+            if (run / "results.json").exists()
+            else {}
+        )
+        if not res.get("complete"):
+            # a row with seeds still to train would be compared as if it had them all
+            sys.exit(
+                f"{run}: the run is not finished (no results.json, or stages left); finish it "
+                f"with `python benchmarks/bench_pipeline.py --config {a.config} --datasets {ds}`"
+            )
         datasets[ds], ds_lines = one(ds, run, out_root, a.min_epochs)
         lines += ds_lines
     record["seeds"] = sorted({s for d in datasets.values() for s in d["run"]["seeds"] or []})
