@@ -507,3 +507,28 @@ def test_mmq_pairs_match_rows_of_the_same_model_and_scoring():
         "tiger ft": ["tiger rq-vae"],
         "din ft": ["din psrq"],
     }
+
+
+def test_the_report_flags_seeds_that_patience_ended_well_before_the_rest():
+    """A seed early stopping ended at under half the task's median epochs is named (its fused
+    row's copy once); one the cap or the time limit ended, and later stops, are not."""
+    from mmsid.pipeline.report import early_stop_lines
+
+    def row(name, epochs, stopped, fused=False):
+        stages = [f"seed{s}/retrieval-{name}" for s in range(len(epochs))]
+        r = {"stages": stages, "epochs": epochs, "stopped": stopped}
+        return r | ({"ranks": "fused_ranks.npz"} if fused else {})
+
+    es = "early_stopping"
+    rows = {
+        "a": row("a", [18, 44, 48], [es, es, es]),
+        "a + content": row("a", [18, 44, 48], [es, es, es], fused=True),
+        "b": row("b", [40, 10, 43], [es, "max_minutes", es]),
+        "c": row("c", [21, 41], [es, es]),
+    }
+    (line,) = [x for x in early_stop_lines(rows) if x]
+    assert "median 40.5 epochs" in line
+    assert "seed0/retrieval-a (18 epochs)" in line and line.count("retrieval-a") == 1
+    assert "retrieval-b" not in line and "retrieval-c" not in line  # time-limited; 21 >= 20.25
+    rows["a"]["epochs"][0] = 21
+    assert early_stop_lines(rows) == []

@@ -273,6 +273,7 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
                 f"**Cut by the time limit** (max_minutes; not trained to convergence): "
                 f"{', '.join(cut)}.",
             ]
+        lines += early_stop_lines(res[task])
         comp = res["comparisons"].get(task) or {}
         if comp.get("vs_reference"):
             lines += [
@@ -307,6 +308,40 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+EARLY = 0.5  # a seed patience ended before this share of the task's median epochs is flagged
+
+
+def early_stop_lines(rows: dict) -> list[str]:
+    """The trained seeds that early stopping ended at under EARLY x the median epochs of the
+    task's trained seeds: an early, noisy validation peak may have stopped them before they
+    converged (on ml100k-mm, RQ-VAE-6's seed-0 retriever stopped at 18 epochs against 29-67
+    for every other; held off to 25 it trained to 54 and doubled its test R@10). A flag to
+    check, not a verdict: benchmarks/bench_earlystop.py re-trains them under a minimum epoch
+    (LoopConfig.min_epochs), which changes no seed that stopped later."""
+    runs = [
+        (stage, epochs, why)
+        for r in rows.values()
+        if "ranks" not in r  # a fused row's models are its plain row's
+        for stage, epochs, why in zip(r["stages"], r.get("epochs") or [], r.get("stopped") or [])
+        if epochs
+    ]
+    if len(runs) < 3:
+        return []
+    median = float(np.median([e for _, e, _ in runs]))
+    early = [(s, e) for s, e, why in runs if why == "early_stopping" and e < EARLY * median]
+    if not early:
+        return []
+    return [
+        "",
+        f"**Stopped early, well before the rest** (patience ended them at under {EARLY:g} x "
+        f"the median {median:g} epochs of this task's trained models; an early validation "
+        "peak may have stopped them before they converged, `benchmarks/bench_earlystop.py` "
+        "re-trains them under a minimum epoch): "
+        + ", ".join(f"{s} ({e} epochs)" for s, e in early)
+        + ".",
+    ]
 
 
 def _stage_lines(res: dict) -> list[str]:
