@@ -59,12 +59,23 @@ def changed_stages(rows: dict, min_epochs: int) -> list[str]:
 
 def retrain(run: Path, stage: str, out: Path, min_epochs: int) -> Path:
     """Re-train one retriever of ``run`` under the rule in ``out``, resumed from a copy of its
-    last checkpoint; a finished re-train is reused."""
+    last checkpoint; a re-train of the same stage (its key in ``source.json``) is reused or
+    resumed, one of a stage the run has since re-made is an error."""
     src, dst = run / "stages" / stage, out / stage
+    key = json.loads((src / "stage.json").read_text())["key"]
+    if (dst / "source.json").exists():
+        if json.loads((dst / "source.json").read_text())["key"] != key:
+            sys.exit(
+                f"{dst} re-trained another version of {src} (its stage key changed since); "
+                "remove it to re-train this one"
+            )
+    elif dst.exists():
+        sys.exit(f"{dst} exists but has no source.json: not made by this script; move it away")
     if not (dst / "metrics.json").exists():
         ckpt = dst / "checkpoints" / "last.pt"
         if not ckpt.exists():
             ckpt.parent.mkdir(parents=True, exist_ok=True)
+            write_json(dst / "source.json", {"stage": str(src), "key": key})
             shutil.copyfile(src / "checkpoints" / "last.pt", ckpt.with_suffix(".tmp"))
             os.replace(ckpt.with_suffix(".tmp"), ckpt)
         spec = load_yaml(src / "config.yaml") | {"out": str(dst), "min_epochs": min_epochs}

@@ -34,3 +34,24 @@ def test_the_rule_re_trains_only_runs_that_patience_ended_before_the_minimum():
         "seed0/retrieval-b",
         "seed1/retrieval-b",
     ]
+
+
+def test_a_re_train_of_another_version_of_the_stage_is_never_reused(tmp_path):
+    """A folder under the output that re-trained the stage at another key (the run re-made it
+    since), or that this script did not make, stops the script before anything is read."""
+    import json
+
+    import pytest
+    from bench_earlystop import retrain
+
+    src = tmp_path / "run" / "stages" / "seed0" / "retrieval-x"
+    src.mkdir(parents=True)
+    (src / "stage.json").write_text(json.dumps({"key": "new"}))
+    dst = tmp_path / "out" / "seed0" / "retrieval-x"
+    dst.mkdir(parents=True)
+    with pytest.raises(SystemExit, match="not made by this script"):
+        retrain(tmp_path / "run", "seed0/retrieval-x", tmp_path / "out", 25)
+    (dst / "source.json").write_text(json.dumps({"key": "old"}))
+    with pytest.raises(SystemExit, match="stage key changed"):
+        retrain(tmp_path / "run", "seed0/retrieval-x", tmp_path / "out", 25)
+    assert sorted(p.name for p in dst.iterdir()) == ["source.json"]  # nothing written
