@@ -35,7 +35,7 @@ from mmsid.io import write_json, write_text
 from mmsid.pipeline import git_commit
 from mmsid.pipeline.paired import SLICES, TASK, compare
 from mmsid.pipeline.plan import Stage
-from mmsid.pipeline.report import cell, make_row, mmq_lines
+from mmsid.pipeline.report import cell, make_row, mmq_lines, trained_seeds
 from mmsid.retrieval.config import RetrieveConfig
 from mmsid.retrieval.run import run_retrieve
 
@@ -46,15 +46,8 @@ MAIN = TASK["retrieval"][0]  # recall@10
 
 def changed_stages(rows: dict, min_epochs: int) -> list[str]:
     """The trained retrievers the rule changes: those whose patience ended them before
-    ``min_epochs`` epochs (a fused row shares its models with its plain row)."""
-    out: list[str] = []
-    for v in rows.values():
-        if "ranks" in v:
-            continue
-        for name, epochs, why in zip(v["stages"], v["epochs"], v["stopped"], strict=True):
-            if why == "early_stopping" and epochs is not None and epochs < min_epochs:
-                out.append(name)
-    return out
+    ``min_epochs`` epochs."""
+    return [s for s, e, why in trained_seeds(rows) if why == "early_stopping" and e < min_epochs]
 
 
 def retrain(run: Path, stage: str, out: Path, min_epochs: int) -> Path:

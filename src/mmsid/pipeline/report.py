@@ -310,6 +310,18 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
+def trained_seeds(rows: dict) -> list[tuple[str, int, str]]:
+    """(stage, epochs run, why it stopped) of every trained seed of a task's rows; a fused
+    row's models are its plain row's, so it adds none."""
+    return [
+        (stage, epochs, why)
+        for r in rows.values()
+        if "ranks" not in r
+        for stage, epochs, why in zip(r["stages"], r.get("epochs") or [], r.get("stopped") or [])
+        if epochs
+    ]
+
+
 EARLY = 0.5  # a seed patience ended before this share of the task's median epochs is flagged
 
 
@@ -320,13 +332,7 @@ def early_stop_lines(rows: dict) -> list[str]:
     for every other; held off to 25 it trained to 54 and doubled its test R@10). A flag to
     check, not a verdict: benchmarks/bench_earlystop.py re-trains them under a minimum epoch
     (LoopConfig.min_epochs), which changes no seed that stopped later."""
-    runs = [
-        (stage, epochs, why)
-        for r in rows.values()
-        if "ranks" not in r  # a fused row's models are its plain row's
-        for stage, epochs, why in zip(r["stages"], r.get("epochs") or [], r.get("stopped") or [])
-        if epochs
-    ]
+    runs = trained_seeds(rows)
     if len(runs) < 3:
         return []
     median = float(np.median([e for _, e, _ in runs]))
