@@ -16,7 +16,8 @@ the rule is the run with only the retrievers it changes re-trained: each resumes
 of its own last checkpoint (``min_epochs`` is a budget setting, outside the resume key) in
 ``RUNS/earlystop/min<E>/<dataset>/<stage>``, and the run folder itself is left untouched. The
 report gives, per data set, what the rule changed (epochs, best epoch, validation and test
-R@10, and whether the checkpoint resumed), every changed row before and after, and issue 17's
+R@10, and whether the checkpoint resumed), the soonest stop it leaves as run (how close the
+threshold came to another seed), every changed row before and after, and issue 17's
 paired comparisons (MMQ + fine-tuning against every other SID row) with the re-trained seeds
 swapped in. Writes ``benchmarks/results/earlystop.{md,json}``.
 """
@@ -48,6 +49,14 @@ def changed_stages(rows: dict, min_epochs: int) -> list[str]:
     """The trained retrievers the rule changes: those whose patience ended them before
     ``min_epochs`` epochs."""
     return [s for s, e, why in trained_seeds(rows) if why == "early_stopping" and e < min_epochs]
+
+
+def nearest_kept(rows: dict, min_epochs: int) -> tuple[str, int] | None:
+    """The retriever patience ended soonest among those the rule leaves as run (stopped at or
+    after ``min_epochs``): how close the run's shortest kept stop is to the threshold."""
+    kept = [(e, s) for s, e, why in trained_seeds(rows) if why == "early_stopping"]
+    kept = [(e, s) for e, s in kept if e >= min_epochs]
+    return (min(kept)[1], min(kept)[0]) if kept else None
 
 
 def retrain(run: Path, stage: str, out: Path, min_epochs: int) -> Path:
@@ -138,9 +147,11 @@ def one(ds: str, run: Path, out: Path, min_epochs: int) -> tuple[dict, list[str]
     after_rows = swapped(rows, st, new)
     comp = compare("retrieval", after_rows, st) if new else res["comparisons"].get("retrieval")
     touched = [r for r, v in rows.items() if any(s in new for s in v["stages"])]
+    near = nearest_kept(rows, min_epochs)
     record = {
         "run": {k: res.get(k) for k in ("command", "commit", "seeds")},
         "changed": changed,
+        "nearest_kept": {"stage": near[0], "epochs": near[1]} if near else None,
         "rows_before": {r: rows[r] for r in touched},
         "rows_after": relative({r: after_rows[r] for r in touched}),
         "mmq_vs_before": (res["comparisons"].get("retrieval") or {}).get("mmq_vs"),
@@ -152,6 +163,11 @@ def one(ds: str, run: Path, out: Path, min_epochs: int) -> tuple[dict, list[str]
         f"Run: `{res.get('command')}` (commit {res.get('commit')}, seeds {res.get('seeds')}).",
         "",
     ]
+    if near:
+        lines += [
+            f"The soonest early stop the rule leaves as run: {near[0]} at {near[1]} epochs.",
+            "",
+        ]
     if not changed:
         return record, lines + [f"No retriever stopped before epoch {min_epochs}: unchanged.", ""]
     lines += [

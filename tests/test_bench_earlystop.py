@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 def test_the_rule_re_trains_only_runs_that_patience_ended_before_the_minimum():
-    from bench_earlystop import changed_stages
+    from bench_earlystop import changed_stages, nearest_kept
 
     def row(epochs, stopped, fused=False):
         stages = [f"seed{s}/retrieval-x" for s in range(len(epochs))]
@@ -34,6 +34,10 @@ def test_the_rule_re_trains_only_runs_that_patience_ended_before_the_minimum():
         "seed0/retrieval-b",
         "seed1/retrieval-b",
     ]
+    # the shortest stop left as run: capped runs and fused rows are not patience's stops
+    assert nearest_kept(rows, 25) == ("seed0/retrieval-b", 25)
+    assert nearest_kept(rows, 26) == ("seed1/retrieval-x", 29)
+    assert nearest_kept(rows, 45) is None
 
 
 def test_a_re_train_of_another_version_of_the_stage_is_never_reused(tmp_path):
