@@ -54,9 +54,13 @@ def changed_stages(rows: dict, min_epochs: int) -> list[str]:
 def nearest_kept(rows: dict, min_epochs: int) -> tuple[str, int] | None:
     """The retriever patience ended soonest among those the rule leaves as run (stopped at or
     after ``min_epochs``): how close the run's shortest kept stop is to the threshold."""
-    kept = [(e, s) for s, e, why in trained_seeds(rows) if why == "early_stopping"]
-    kept = [(e, s) for e, s in kept if e >= min_epochs]
-    return (min(kept)[1], min(kept)[0]) if kept else None
+    kept = [
+        (e, s) for s, e, why in trained_seeds(rows) if why == "early_stopping" and e >= min_epochs
+    ]
+    if not kept:
+        return None
+    epochs, stage = min(kept)  # ties: the first stage name
+    return stage, epochs
 
 
 def retrain(run: Path, stage: str, out: Path, min_epochs: int) -> Path:
