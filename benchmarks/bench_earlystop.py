@@ -36,7 +36,7 @@ from mmsid.io import write_json, write_text
 from mmsid.pipeline import git_commit
 from mmsid.pipeline.paired import SLICES, TASK, compare
 from mmsid.pipeline.plan import Stage
-from mmsid.pipeline.report import cell, make_row, mmq_lines, trained_seeds
+from mmsid.pipeline.report import cell, make_row, mmq_lines, patience_stops
 from mmsid.retrieval.config import RetrieveConfig
 from mmsid.retrieval.run import run_retrieve
 
@@ -48,15 +48,13 @@ MAIN = TASK["retrieval"][0]  # recall@10
 def changed_stages(rows: dict, min_epochs: int) -> list[str]:
     """The trained retrievers the rule changes: those whose patience ended them before
     ``min_epochs`` epochs."""
-    return [s for s, e, why in trained_seeds(rows) if why == "early_stopping" and e < min_epochs]
+    return [s for s, e in patience_stops(rows) if e < min_epochs]
 
 
 def nearest_kept(rows: dict, min_epochs: int) -> tuple[str, int] | None:
     """The retriever patience ended soonest among those the rule leaves as run (stopped at or
     after ``min_epochs``): how close the run's shortest kept stop is to the threshold."""
-    kept = [
-        (e, s) for s, e, why in trained_seeds(rows) if why == "early_stopping" and e >= min_epochs
-    ]
+    kept = [(e, s) for s, e in patience_stops(rows) if e >= min_epochs]
     if not kept:
         return None
     epochs, stage = min(kept)  # ties: the first stage name

@@ -322,6 +322,12 @@ def trained_seeds(rows: dict) -> list[tuple[str, int, str]]:
     ]
 
 
+def patience_stops(rows: dict) -> list[tuple[str, int]]:
+    """(stage, epochs run) of the trained seeds that early stopping ended (not a cap or a
+    time limit)."""
+    return [(s, e) for s, e, why in trained_seeds(rows) if why == "early_stopping"]
+
+
 EARLY = 0.5  # a seed patience ended before this share of the task's median epochs is flagged
 
 
@@ -336,7 +342,7 @@ def early_stop_lines(rows: dict) -> list[str]:
     if len(runs) < 3:
         return []
     median = float(np.median([e for _, e, _ in runs]))
-    early = [(s, e) for s, e, why in runs if why == "early_stopping" and e < EARLY * median]
+    early = [(s, e) for s, e in patience_stops(rows) if e < EARLY * median]
     if not early:
         return []
     return [
