@@ -25,7 +25,7 @@ from pathlib import Path
 from mmsid.io import write_json, write_text
 from mmsid.pipeline import DONE, git_commit, refresh, resolve_config, run
 from mmsid.pipeline.plots import PLOT_FILES
-from mmsid.pipeline.report import SLICES, TASK, cell, diff_cell, mmq_lines, summary_line
+from mmsid.pipeline.report import SLICES, TASK, cell, diff_tables, mmq_lines, summary_line
 
 RESULTS = Path(os.environ.get("MMSID_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
 DATASETS = ["ml100k-mm", "lfm2k-mm", "amazon-beauty"]
@@ -69,7 +69,7 @@ def summary(name: str, res: dict[str, dict], command: str, commit: str | None) -
             f"| {ds} | {r['seeds']} | {n} / {len(r['stages'])} | {state} | `{r.get('commit')}` |"
         )
     for task in ("retrieval", "ranking"):
-        main, _, ref = TASK[task]
+        main = TASK[task][0]
         lines += ["", f"## {task.capitalize()}: test {main}, mean ± 95% CI over seeds", ""]
         for ds, r in res.items():
             if not r[task]:
@@ -80,12 +80,7 @@ def summary(name: str, res: dict[str, dict], command: str, commit: str | None) -
                 lines.append(
                     f"| {row} | " + " | ".join(cell(v["test"][s][main]) for s in SLICES) + " |"
                 )
-            comp = (r["comparisons"].get(task) or {}).get("vs_reference") or {}
-            if comp:
-                lines += ["", f"Paired difference from {ref} (95% interval):", ""]
-                lines += ["| model | " + " | ".join(SLICES) + " |", "|---|" + "---|" * len(SLICES)]
-                for row, d in comp.items():
-                    lines.append(f"| {row} | " + " | ".join(diff_cell(d[s]) for s in SLICES) + " |")
+            lines += diff_tables(task, r)
             lines += mmq_lines(task, r)
             lines.append("")
     return "\n".join(lines) + "\n"

@@ -222,6 +222,21 @@ def test_pipeline_caches_stages_and_reports_every_cell(real_data_dir, tmp_path):
         assert comp["best"] in r1[task] and comp["vs_reference"]
         d = comp["vs_reference"]["popularity"]["all"]
         assert d["lo"] <= d["diff"] <= d["hi"]
+    # every trained retriever against content-kNN, by slice: a paired mean difference is the
+    # difference of the two rows' means on that slice (cold included), and it is in the report
+    vs_content = r1["comparisons"]["retrieval"]["vs_content"]
+    trained = {n for n, row in r1["retrieval"].items() if not row["deterministic"]}
+    assert set(vs_content) == trained and "sasrec (item ids) + content" in trained
+    knn = r1["retrieval"]["content-knn"]["test"]
+    for name, by_slice in vs_content.items():
+        for sl in ("all", "cold"):
+            gap = (
+                r1["retrieval"][name]["test"][sl]["recall@10"]["mean"]
+                - knn[sl]["recall@10"]["mean"]
+            )
+            assert by_slice[sl]["diff"] == pytest.approx(gap, abs=1e-9), (name, sl)
+    assert "recall@10 minus content-knn's, paired bootstrap" in report
+    assert "vs_content" not in r1["comparisons"]["ranking"]
     # issue 17's pairs: each MMQ + fine-tuning row minus the other SID rows of its model and
     # scoring (stage 1 and the control here), paired on the same users
     pairs = {task: r1["comparisons"][task]["mmq_vs"] for task in ("retrieval", "ranking")}

@@ -1,6 +1,7 @@
 """Paired comparisons of a run's rows on the same test users (mmsid.eval.stats): every row
-against the item-id reference, the best row against the rest, and issue 17's MMQ + fine-tuning
-rows against every other SID row of their model."""
+against the item-id reference, every trained retriever against content-kNN, the best row
+against the rest, and issue 17's MMQ + fine-tuning rows against every other SID row of their
+model."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ TASK = {
     "retrieval": ("recall@10", ("ndcg@10", "recall@20", "ndcg@20"), "sasrec (item ids)"),
     "ranking": ("auc", ("gauc", "logloss"), "din (item ids)"),
 }
+# Retrieval's content-only baseline: on cold targets the question is not only whether a SID
+# retriever beats item ids (which score a cold item last) but whether it beats ranking items by
+# plain content similarity to the last item, which needs no training at all.
+CONTENT = "content-knn"
 
 
 def _arrays(task: str, folders: list[Path], ranks: str = "ranks.npz") -> dict:
@@ -67,6 +72,12 @@ def compare(task: str, rows: dict, st: Path) -> dict:
     out: dict[str, Any] = {"metric": main, "reference": ref if ref in rows else None}
     if ref in rows:
         out["vs_reference"] = {r: {sl: test(r, ref, sl) for sl in SLICES} for r in rows if r != ref}
+    if task == "retrieval" and CONTENT in rows:
+        out["vs_content"] = {
+            r: {sl: test(r, CONTENT, sl) for sl in SLICES}
+            for r, v in rows.items()
+            if not v["deterministic"]
+        }
     best = max(rows, key=lambda r: rows[r]["test"]["all"][main]["mean"] or -np.inf)
     out["best"] = best
     out["best_vs"] = {r: test(best, r, "all") for r in rows if r != best}

@@ -12,7 +12,7 @@ import numpy as np
 from mmsid.eval.stats import mean_ci
 from mmsid.pipeline.codebooks import codebook_lines, codebook_row, fmt
 from mmsid.pipeline.config import PipelineConfig
-from mmsid.pipeline.paired import SLICES, TASK, compare
+from mmsid.pipeline.paired import CONTENT, SLICES, TASK, compare
 from mmsid.pipeline.plan import Stage
 
 DONE = ("ran", "cached", "done")
@@ -120,6 +120,28 @@ def diff_cell(d: dict) -> str:
         return "–"
     mark = " **win**" if d["win"] == d["a"] else " **loss**" if d["win"] == d["b"] else ""
     return f"{d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]{mark}"
+
+
+def diff_tables(task: str, res: dict) -> list[str]:
+    """The paired-difference tables by slice: every row minus the item-id reference, and (in
+    retrieval) every trained row minus content-kNN, the content-only baseline."""
+    main, _, ref = TASK[task]
+    comp = res["comparisons"].get(task) or {}
+    lines: list[str] = []
+    for key, other in (("vs_reference", ref), ("vs_content", CONTENT)):
+        if not comp.get(key):
+            continue
+        lines += [
+            "",
+            f"{main} minus {other}'s, paired bootstrap over the same test users "
+            "(95% interval; **win**/**loss** only where it excludes 0):",
+            "",
+            "| model | " + " | ".join(SLICES) + " |",
+            "|---|" + "---|" * len(SLICES),
+        ]
+        for name, d in comp[key].items():
+            lines.append(f"| {name} | " + " | ".join(diff_cell(d[sl]) for sl in SLICES) + " |")
+    return lines
 
 
 def mmq_lines(task: str, res: dict) -> list[str]:
@@ -231,7 +253,7 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
     for task, title in (("retrieval", "Retrieval (test)"), ("ranking", "Ranking (CTR, test)")):
         if not res[task]:
             continue
-        main, others, ref = TASK[task]
+        main, others, _ = TASK[task]
         lines += [f"## {title}", "", summary_line(task, res), ""]
         first = next(iter(res[task].values()))["test"]
         head = [f"{sl} (n={first[sl].get('n')})" for sl in SLICES]
@@ -274,18 +296,7 @@ def report(res: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
                 f"{', '.join(cut)}.",
             ]
         lines += early_stop_lines(res[task])
-        comp = res["comparisons"].get(task) or {}
-        if comp.get("vs_reference"):
-            lines += [
-                "",
-                f"{main} minus {ref}'s, paired bootstrap over the same test users "
-                "(95% interval; **win**/**loss** only where it excludes 0):",
-                "",
-                "| model | " + " | ".join(SLICES) + " |",
-                "|---|" + "---|" * len(SLICES),
-            ]
-            for name, d in comp["vs_reference"].items():
-                lines.append(f"| {name} | " + " | ".join(diff_cell(d[sl]) for sl in SLICES) + " |")
+        lines += diff_tables(task, res)
         lines += mmq_lines(task, res)
         lines.append("")
     lines += codebook_lines(res) + _stage_lines(res)
