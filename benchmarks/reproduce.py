@@ -391,6 +391,13 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "ranking_ablations12_ml100k": (
+        "python benchmarks/bench_ranking_ids.py --datasets ml100k-mm --ids mmq-ft:2 "
+        "mmq-ft-no-orth:2 mmq-ft-shared-only:2 mmq-ft-specific-only:2 mmq-ft-one-expert:4 "
+        "--seeds 0 1 2 --results ranking_ablations12_ml100k",
+        False,
+        ("commit", "command"),
+    ),
     "ranking_ablations16_lfm2k": (
         "python benchmarks/bench_ranking_ids.py --datasets lfm2k-mm --ids mmq-ft:2 "
         "mmq-ft-no-orth:2 mmq-ft-shared-only:2 mmq-ft-specific-only:2 mmq-ft-one-expert:4 "
