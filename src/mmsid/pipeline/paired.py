@@ -69,24 +69,21 @@ def compare(task: str, rows: dict, st: Path) -> dict:
             A["user"][m], A["label"][m], A["score"][:, m], B["score"][:, m], names=(a, b)
         )
 
+    def by_slice(a: str, b: str) -> dict:
+        return {sl: test(a, b, sl) for sl in SLICES}
+
     out: dict[str, Any] = {"metric": main, "reference": ref if ref in rows else None}
     if ref in rows:
-        out["vs_reference"] = {r: {sl: test(r, ref, sl) for sl in SLICES} for r in rows if r != ref}
+        out["vs_reference"] = {r: by_slice(r, ref) for r in rows if r != ref}
     if task == "retrieval" and CONTENT in rows:
-        out["vs_content"] = {
-            r: {sl: test(r, CONTENT, sl) for sl in SLICES}
-            for r, v in rows.items()
-            if not v["deterministic"]
-        }
+        trained = [r for r, v in rows.items() if not v["deterministic"]]
+        out["vs_content"] = {r: by_slice(r, CONTENT) for r in trained}
     best = max(rows, key=lambda r: rows[r]["test"]["all"][main]["mean"] or -np.inf)
     out["best"] = best
     out["best_vs"] = {r: test(best, r, "all") for r in rows if r != best}
     pairs = mmq_pairs(rows)
     if pairs:
-        out["mmq_vs"] = {
-            a: {b: {sl: test(a, b, sl) for sl in SLICES} for b in others}
-            for a, others in pairs.items()
-        }
+        out["mmq_vs"] = {a: {b: by_slice(a, b) for b in others} for a, others in pairs.items()}
     return out
 
 
