@@ -138,6 +138,34 @@ def test_plan_of_mmq_ablations_and_equal_length_ids():
     assert "din + mmq-one-expert(1 shared + 1 specific/modality) SID" in rows
 
 
+def test_min_epochs_reaches_trained_retrievers_only():
+    """retrieval.min_epochs is in the stage config (so the key) of every trained retriever
+    (SASRec, parallel-SID) and of no deterministic baseline; changing it re-keys exactly the
+    trained retrievers; the quick budget sets 0 and a negative value is refused."""
+    from mmsid.pipeline.plan import plan
+
+    def stages(*sets):
+        cfg = resolve_config("ml100k-mm", "x", cli={"tasks": "retrieval"}, sets=list(sets))
+        return {st.name: st for st in plan(cfg)}
+
+    full = stages("budget=full")
+    trained = {n for n, st in full.items() if "/retrieval-" in n}
+    baselines = {"retrieval-popularity", "retrieval-content-knn"}
+    assert baselines <= set(full) and any("sasrec" in n for n in trained)
+    assert any("parallel-sid" in n for n in trained)
+    for n in trained:
+        assert full[n].config["min_epochs"] == 25, n
+    for n in baselines:
+        assert "min_epochs" not in full[n].config, n
+    other = stages("budget=full", "retrieval.min_epochs=40")
+    changed = {n for n in full if full[n].config != other[n].config}
+    assert changed == trained
+    quick = stages("budget=quick")
+    assert {quick[n].config["min_epochs"] for n in trained} == {0}
+    with pytest.raises(ConfigError, match="retrieval.min_epochs"):
+        stages("retrieval.min_epochs=-1")
+
+
 TINY = [
     "tokenizer.levels=3",  # not 0 (MMQ's length): 3 levels keep these runs seconds long
     "tokenizer.codebook_size=32",

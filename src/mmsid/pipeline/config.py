@@ -70,6 +70,12 @@ class RetrievalSection:
     epochs: int = 100
     epoch_samples: int = 0
     patience: int = 10
+    # trained retrievers (SID models, SASRec): early stopping cannot end one before this
+    # epoch (LoopConfig.min_epochs). 25: over the main job's runs, patience ended one
+    # retriever (RQ-VAE-6 on ml100k-mm, seed 0) at 18 epochs on an early validation peak;
+    # held to 25 it trained to 54 and doubled its test recall, and no other retriever
+    # stopped before 25 (benchmarks/results/earlystop.md)
+    min_epochs: int = 25
     valid_sample: int = 5000
     lr: float = 1e-3
     batch_size: int = 256
@@ -140,6 +146,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "retrieval": {
             "epochs": 3,
             "patience": 0,
+            "min_epochs": 0,
             "valid_sample": 500,
             "lr": 2e-3,
             "tiger": {
@@ -215,6 +222,11 @@ def resolve_config(
             f"retrieval.schedule '{cfg.retrieval.schedule}' / retrieval.optimizer "
             f"'{cfg.retrieval.optimizer}': choose a schedule of {SCHEDULES} and an optimizer "
             f"of {OPTIMIZERS}"
+        )
+    if cfg.retrieval.min_epochs < 0:
+        raise ConfigError(
+            f"retrieval.min_epochs {cfg.retrieval.min_epochs}: an epoch count, 0 (early "
+            "stopping may end a run at any epoch) or more"
         )
     if cfg.ranking.negatives not in ("popularity", "uniform"):
         raise ConfigError(

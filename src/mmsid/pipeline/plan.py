@@ -133,6 +133,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             epoch_samples=rt.epoch_samples,
             patience=rt.patience,
             valid_sample=rt.valid_sample,
+            # trained retrievers only: the deterministic baselines keep their keys
+            **({"min_epochs": rt.min_epochs} if epochs else {}),
             batch_size=rt.batch_size,
             beam=rt.beam,
             max_minutes=rt.max_minutes,
