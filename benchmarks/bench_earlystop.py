@@ -111,7 +111,7 @@ def swapped(rows: dict, st: Path, new: dict[str, Path]) -> dict:
             continue
         folders = [Path(os.path.abspath(new.get(s, st / s))) for s in v["stages"]]
         group = [
-            Stage(name=str(f), config={}, run=None, seed=seed)
+            Stage(str(f), {"model": v["model"]}, None, seed=seed, method=v["method"])
             for f, seed in zip(folders, v["seeds"], strict=True)
         ]
         metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]

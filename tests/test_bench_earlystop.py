@@ -59,3 +59,33 @@ def test_a_re_train_of_another_version_of_the_stage_is_never_reused(tmp_path):
     with pytest.raises(SystemExit, match="stage key changed"):
         retrain(tmp_path / "run", "seed0/retrieval-x", tmp_path / "out", 25)
     assert sorted(p.name for p in dst.iterdir()) == ["source.json"]  # nothing written
+
+
+def test_a_row_with_re_trained_seeds_keeps_its_model_and_tokenizer(tmp_path):
+    """Swapping a re-trained seed into a row keeps what issue 17's pairs read (the row's model
+    and tokenizer), so the MMQ + fine-tuning pairs are the same rows before and after."""
+    import json
+
+    from bench_earlystop import swapped
+
+    from mmsid.pipeline.paired import mmq_pairs
+
+    metrics = {"test": {"all": {"recall@10": 0.1}}, "valid": {"all": {"recall@10": 0.1}}}
+    metrics |= {"epochs_run": 30, "stopped": "early_stopping", "seconds": 1.0}
+    st = tmp_path / "stages"
+    rows = {}
+    for m in ("mmq+ft", "rq-vae"):
+        stages = [f"seed{s}/retrieval-parallel-sid-{m}" for s in (0, 1)]
+        for s in stages:
+            (st / s).mkdir(parents=True)
+            (st / s / "metrics.json").write_text(json.dumps(metrics))
+        rows[m] = {"stages": stages, "seeds": [0, 1], "model": "parallel-sid", "method": m}
+    rows["sasrec"] = {"stages": ["seed0/retrieval-sasrec"], "seeds": [0], "model": "sasrec"}
+    rows["sasrec"]["method"] = None
+    new = tmp_path / "re" / "seed0" / "retrieval-parallel-sid-rq-vae"
+    new.mkdir(parents=True)
+    (new / "metrics.json").write_text(json.dumps(metrics | {"epochs_run": 54}))
+    out = swapped(rows, st, {"seed0/retrieval-parallel-sid-rq-vae": new})
+    assert out["rq-vae"]["epochs"] == [54, 30]  # the re-trained seed is read
+    assert (out["rq-vae"]["model"], out["rq-vae"]["method"]) == ("parallel-sid", "rq-vae")
+    assert mmq_pairs(out) == mmq_pairs(rows) == {"mmq+ft": ["rq-vae"]}

@@ -507,49 +507,49 @@ def test_eta_comes_from_measured_stages_of_the_same_kind():
 
 
 def test_mmq_pairs_match_rows_of_the_same_model_and_scoring():
-    """Issue 17's pairs read the tokenizer from each row's stage name: MMQ + fine-tuning is
-    paired with every other SID row of its model and scoring (fused with fused), never with
-    item-id rows, baselines, MCCA, or another model's rows."""
-    from mmsid.pipeline.paired import mmq_pairs, row_method
+    """Issue 17's pairs read each row's tokenizer and model from the plan's stages
+    (Stage.method, the stage config's model), not from names: MMQ + fine-tuning is paired with
+    every other SID row of its model and scoring (fused with fused), never with item-id rows,
+    baselines, MCCA, or another model's rows."""
+    from mmsid.pipeline.paired import mmq_pairs
+    from mmsid.pipeline.plan import plan
 
-    def row(stage: str, fused: bool = False) -> dict:
-        r = {"stages": [f"seed0/{stage}", f"seed1/{stage}"]}
-        return {**r, "ranks": "fused_ranks.npz"} if fused else r
-
-    rows = {
-        "ft": row("retrieval-parallel-sid-mmq+ft"),
-        "ft fused": row("retrieval-parallel-sid-mmq+ft", fused=True),
-        "ctl": row("retrieval-parallel-sid-mmq+ft-control"),
-        "ctl fused": row("retrieval-parallel-sid-mmq+ft-control", fused=True),
-        "stage1": row("retrieval-parallel-sid-mmq"),
-        "no-orth": row("retrieval-parallel-sid-mmq-no-orth"),
-        "rq-vae": row("retrieval-parallel-sid-rq-vae"),
-        "tiger ft": row("retrieval-tiger-mmq+ft"),
-        "tiger rq-vae": row("retrieval-tiger-rq-vae"),
-        "sasrec": row("retrieval-sasrec"),
-        "popularity": {"stages": ["retrieval-popularity"]},
-        "din ft": row("ranking-din-sid-mmq+ft"),
-        "din psrq": row("ranking-din-sid-psrq"),
-        "din": row("ranking-din"),
-        "mcca": row("ranking-mcca-psrq"),
+    methods = "rq-vae,psrq,mmq,mmq+ft,mmq+ft-control,mmq-no-orth"
+    cfg = resolve_config(
+        "ml100k-mm", "x", cli={"methods": methods}, sets=["retrieval.models=parallel-sid,tiger"]
+    )
+    tasks: dict[str, dict[str, dict]] = {"retrieval": {}, "ranking": {}}
+    for st in plan(cfg):
+        if st.task:  # as report.collect: one row per task and label, its seeds pooled
+            r = tasks[st.task].setdefault(st.row, {"stages": [], "model": st.config["model"]})
+            r["stages"].append(st.name)
+            r["method"] = st.method
+    rows = tasks["retrieval"]
+    for r in list(rows):
+        if rows[r]["model"] in ("parallel-sid", "sasrec"):  # content fusion's rows
+            rows[f"{r} + content"] = {**rows[r], "ranks": "fused_ranks.npz"}
+    sid = {
+        (t, v["model"], "ranks" in v): v["method"]
+        for t, rs in tasks.items()
+        for v in rs.values()
+        if v["method"]
     }
-    want = {
-        "ctl": "mmq+ft-control",
-        "stage1": "mmq",
-        "no-orth": "mmq-no-orth",
-        "din psrq": "psrq",
-        "sasrec": None,
-        "mcca": None,
-        "din": None,
-        "popularity": None,
-    }
-    assert {k: row_method(rows[k]) for k in want} == want
-    assert mmq_pairs(rows) == {
-        "ft": ["ctl", "stage1", "no-orth", "rq-vae"],
-        "ft fused": ["ctl fused"],
-        "tiger ft": ["tiger rq-vae"],
-        "din ft": ["din psrq"],
-    }
+    assert len(sid) == 4  # parallel-sid alone and fused, tiger, din-sid
+    none = {v["model"] for rs in tasks.values() for v in rs.values() if not v["method"]}
+    assert none == {"sasrec", "popularity", "content-knn", "din", "mcca"}
+    for task, rs in tasks.items():
+        pairs = mmq_pairs(rs)
+        fts = [r for r, v in rs.items() if v["method"] == "mmq+ft"]
+        assert sorted(pairs) == sorted(fts) and len(fts) == (3 if task == "retrieval" else 1)
+        for a in fts:
+            same = {
+                r
+                for r, v in rs.items()
+                if (v["model"], "ranks" in v) == (rs[a]["model"], "ranks" in rs[a])
+            }
+            want = {r for r in same if r != a and rs[r]["method"]}
+            assert set(pairs[a]) == want, a
+            assert {rs[b]["method"] for b in pairs[a]} == set(methods.split(",")) - {"mmq+ft"}
 
 
 def test_the_report_flags_seeds_that_patience_ended_well_before_the_rest():

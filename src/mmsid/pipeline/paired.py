@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from mmsid.eval.stats import paired_auc, paired_users, per_user
-from mmsid.pipeline.config import METHODS
 
 SLICES = ("all", "head", "long_tail", "cold", "rare<30")
 TASK = {
@@ -87,33 +86,17 @@ def compare(task: str, rows: dict, st: Path) -> dict:
     return out
 
 
-def row_method(row: dict) -> str | None:
-    """The tokenizer whose SIDs a row reads (None for item-id and baseline rows), from its
-    stage's name (``retrieval-<model>-<method>``, ``ranking-din-sid-<method>``)."""
-    stage = row["stages"][0].split("/")[-1]
-    if not stage.startswith(("retrieval-", "ranking-din-sid-")):
-        return None
-    return next((m for m in METHODS if stage.endswith("-" + m)), None)
-
-
-def _scorer(row: dict, method: str) -> tuple[str, bool]:
-    """What a SID row's numbers come from besides its SIDs (``method``'s): the model's stage
-    prefix (``retrieval-parallel-sid``, ``ranking-din-sid``) and whether content fusion
-    scored it."""
-    stage = row["stages"][0].split("/")[-1]
-    return stage[: -len(method) - 1], "ranks" in row
-
-
 def mmq_pairs(rows: dict) -> dict[str, list[str]]:
     """Issue 17's comparisons: each MMQ + fine-tuning row against every other SID row of the
     same model and scoring (RQ-VAE, the other tokenizers, MMQ stage 1, the control, the
     ablations), so its claimed gain over RQ-VAE and what behavior adds beyond the control are
     paired on the same test users."""
-    sid_rows = {r: m for r, v in rows.items() if (m := row_method(v)) is not None}
-    scorer = {r: _scorer(rows[r], m) for r, m in sid_rows.items()}
+    sid_rows = [r for r, v in rows.items() if v.get("method") is not None]
+    # same model (parallel-sid, tiger, din-sid) and scoring (alone or fused with content)
+    scorer = {r: (rows[r]["model"], "ranks" in rows[r]) for r in sid_rows}
     out: dict[str, list[str]] = {}
-    for a, m in sid_rows.items():
+    for a in sid_rows:
         others = [b for b in sid_rows if b != a and scorer[b] == scorer[a]]
-        if m == "mmq+ft" and others:
+        if rows[a]["method"] == "mmq+ft" and others:
             out[a] = others
     return out

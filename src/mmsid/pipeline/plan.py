@@ -26,6 +26,9 @@ class Stage:
     task: str | None = None  # "retrieval" | "ranking" for result rows
     row: str | None = None  # the row label in the report (seeds of one row are pooled)
     seed: int | None = None
+    # the tokenizer whose one SID table the stage's model reads (a result row's SID type, for
+    # issue 17's pairs); None: tokenizers, item-id models, baselines, MCCA's several sets
+    method: str | None = None
     root: str = ""  # the run folder: paths under it enter the key relative to it
 
     def key(self, keys: dict[str, str]) -> str:
@@ -105,7 +108,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
 
     stages.append(Stage("features", {"dataset": cfg.dataset, "modalities": names}, features))
 
-    def rank_stage(name, task_row, model, sids, inputs, seed) -> Stage:
+    def rank_stage(name, task_row, model, sids, inputs, seed, method=None) -> Stage:
         kc = dict(
             base,
             model=model,
@@ -123,9 +126,9 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
             kw = dict(kc, protocol=ProtocolConfig(**kc["protocol"]))
             run_rank(RankConfig(out=str(folder), **kw), progress=progress)
 
-        return Stage(name, kc, go, inputs, "ranking", task_row, seed)
+        return Stage(name, kc, go, inputs, "ranking", task_row, seed, method)
 
-    def retrieve_stage(name, task_row, model, sids, inputs, seed, epochs) -> Stage:
+    def retrieve_stage(name, task_row, model, sids, inputs, seed, epochs, method=None) -> Stage:
         rc = dict(
             base,
             model=model,
@@ -178,7 +181,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                 kw["parallel"] = ParallelSIDConfig(**kw["parallel"])
             run_retrieve(RetrieveConfig(out=str(folder), **kw), progress=progress)
 
-        return Stage(name, rc, go, inputs, "retrieval", task_row, seed)
+        return Stage(name, rc, go, inputs, "retrieval", task_row, seed, method)
 
     # seed-free baselines: deterministic given the protocol
     if "ranking" in cfg.tasks and rk.popularity:
@@ -266,6 +269,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                         {"joint": str(sid_path[m])},
                         (tok_stage[m],),
                         seed,
+                        m,
                     )
                 )
             if rk.mcca and "psrq" in cfg.methods:
@@ -304,6 +308,7 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
                             (tok_stage[m],),
                             seed,
                             rt.epochs,
+                            m,
                         )
                     )
     for st in stages + later:

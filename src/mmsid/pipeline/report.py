@@ -48,6 +48,9 @@ def make_row(
         "stages": [s.name for s in group],
         "seeds": [s.seed for s in group] if group[0].seed is not None else [],
         "deterministic": group[0].name.split("/")[0] == group[0].name,
+        # what the row's numbers come from: its model and, for a SID row, the tokenizer
+        "model": group[0].config.get("model"),
+        "method": group[0].method,
         "test": cells,
         "valid": {
             main: mean_ci([(m.get("valid") or {}).get("all", {}).get(main) for m in results])
