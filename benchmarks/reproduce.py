@@ -135,6 +135,14 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "ranking_noorth12_beauty": (
+        "python benchmarks/bench_ranking_ids.py --datasets amazon-beauty --ids "
+        "mmq-ft:2/title+categories mmq-ft-no-orth:2/title+categories --seeds 0 1 2 --pair "
+        "mmq-ft:2/title+categories mmq-ft-no-orth:2/title+categories "
+        "--results ranking_noorth12_beauty",
+        False,
+        ("commit", "command"),
+    ),
     "ranking_coarse_beauty": (
         "python benchmarks/bench_ranking_ids.py --datasets amazon-beauty --ids "
         "rq-vae:6/title+categories mmq-ft:1/title+categories rq-vae:3/title+categories "
