@@ -143,6 +143,15 @@ ENTRIES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
         False,
         ("commit", "command"),
     ),
+    "ranking_ablations12_beauty": (
+        "python benchmarks/bench_ranking_ids.py --datasets amazon-beauty --ids "
+        "mmq-ft:2/title+categories mmq-ft-shared-only:2/title+categories "
+        "mmq-ft-specific-only:2/title+categories --seeds 0 1 2 --pair mmq-ft:2/title+categories "
+        "mmq-ft-shared-only:2/title+categories --pair mmq-ft:2/title+categories "
+        "mmq-ft-specific-only:2/title+categories --results ranking_ablations12_beauty",
+        False,
+        ("commit", "command"),
+    ),
     "ranking_coarse_beauty": (
         "python benchmarks/bench_ranking_ids.py --datasets amazon-beauty --ids "
         "rq-vae:6/title+categories mmq-ft:1/title+categories rq-vae:3/title+categories "
